@@ -1,0 +1,37 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint services-test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The demo talks to the embedded AWS stand-in with throwaway credentials.
+AWS_STANDIN_PORT ?= 5000
+run: export AWS_STANDIN_PORT := $(AWS_STANDIN_PORT)
+run: export AWS_ENDPOINT_URL := http://127.0.0.1:$(AWS_STANDIN_PORT)
+run: export AWS_ACCESS_KEY_ID := demo
+run: export AWS_SECRET_ACCESS_KEY := demo
+run: export AWS_DEFAULT_REGION := us-east-1
+
+# Stand-in, web, worker and beat as separate processes; Ctrl-C stops all of them.
+run: $(STAMP)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(VENV)/bin/honcho -f Procfile.dev start
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var staticfiles

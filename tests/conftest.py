@@ -1,0 +1,144 @@
+"""Fixtures shared by the suite: the AWS stand-in in process, accounts and personas."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from portal.celery import app as celery_app
+from transfers import aws
+from transfers.demo import certificate_pem
+from transfers.models import AccountGrant, AwsAccount, Role
+
+SOURCE, TARGET, KNOWN, OTHER = "111111111111", "222222222222", "333333333333", "444444444444"
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery(request):
+    """Tasks enqueued after commit run inline in unit tests; the service tier (marked
+    ``services``) sends them to a real broker and worker process instead."""
+    if request.node.get_closest_marker("services"):
+        yield
+        return
+    saved = {k: celery_app.conf[k] for k in ("task_always_eager", "task_eager_propagates", "broker_url")}
+    celery_app.conf.update(task_always_eager=True, task_eager_propagates=True, broker_url="memory://")
+    yield
+    celery_app.conf.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _fast_and_isolated(settings, monkeypatch):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    settings.AWS_ENDPOINT_URL = None
+    settings.AWS_MAX_ATTEMPTS = 1
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws.clear_cache()
+    yield
+    aws.clear_cache()
+
+
+@pytest.fixture
+def standin():
+    """The AWS stand-in (moto plus the project's IoT extension) in process."""
+    from moto import mock_aws
+
+    import standin as standin_pkg
+
+    standin_pkg.install()
+    with mock_aws():
+        yield
+
+
+def make_account(account_id: str, name: str = "", managed: bool = True, **fields) -> AwsAccount:
+    defaults = {
+        "name": name or f"Account {account_id}",
+        "managed": managed,
+        "regions": ["us-east-1"] if managed else [],
+        "role_arn": f"arn:aws:iam::{account_id}:role/TransferPortal" if managed else "",
+        "contact_emails": f"ops@{account_id}.example",
+    }
+    defaults.update(fields)
+    return AwsAccount.objects.create(account_id=account_id, **defaults)
+
+
+def make_user(username: str, *grants: tuple[AwsAccount, str]) -> User:
+    user = User.objects.create_user(username, f"{username}@example.com", "pw")
+    for account, role in grants:
+        AccountGrant.objects.create(account=account, user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def source(db) -> AwsAccount:
+    return make_account(SOURCE, "Fleet production", regions=["us-east-1", "eu-west-1"])
+
+
+@pytest.fixture
+def target(db) -> AwsAccount:
+    return make_account(TARGET, "Acme devices")
+
+
+@pytest.fixture
+def other(db) -> AwsAccount:
+    return make_account(OTHER, "Someone else's account")
+
+
+@pytest.fixture
+def requester(source) -> User:
+    return make_user("requester", (source, Role.REQUESTER))
+
+
+@pytest.fixture
+def approver(source) -> User:
+    return make_user("approver", (source, Role.APPROVER))
+
+
+@pytest.fixture
+def viewer(source) -> User:
+    return make_user("viewer", (source, Role.VIEWER))
+
+
+@pytest.fixture
+def outsider(other) -> User:
+    return make_user("outsider", (other, Role.ADMIN))
+
+
+@pytest.fixture
+def portal_admin(db) -> User:
+    user = User.objects.create_user("padmin", "padmin@example.com", "pw")
+    user.groups.add(Group.objects.get_or_create(name="admin")[0])
+    return user
+
+
+def iot_for(account: AwsAccount, region: str = "us-east-1"):
+    return aws.client(account, region)
+
+
+_serial = itertools.count(1)
+
+
+def add_certificate(iot, status="ACTIVE", policies=(), thing=None, days_left=365) -> dict:
+    """Register a fresh certificate (EC keys: fast) with policies and a thing."""
+    now = datetime.now(UTC)
+    pem = certificate_pem(
+        f"test-{next(_serial)}", now - timedelta(days=30), now + timedelta(days=days_left)
+    )
+    made = iot.register_certificate_without_ca(certificatePem=pem, status=status)
+    for policy in policies:
+        try:
+            iot.create_policy(policyName=policy, policyDocument='{"Version":"2012-10-17","Statement":[]}')
+        except iot.exceptions.ResourceAlreadyExistsException:
+            pass
+        iot.attach_policy(policyName=policy, target=made["certificateArn"])
+    if thing:
+        iot.create_thing(thingName=thing)
+        iot.attach_thing_principal(thingName=thing, principal=made["certificateArn"])
+    return made

@@ -1,0 +1,202 @@
+"""The one boundary to AWS: every call goes through here, so errors are mapped once.
+
+Clients are built per managed account and region: assume the account's role (with its
+external id) or use the default credential chain, botocore's retry mode and timeouts, and
+AWS_ENDPOINT_URL when the stand-in plays AWS.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+from django.conf import settings
+
+# Throttling and outages are worth another try; everything else needs a person.
+RETRYABLE = {
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "ServiceUnavailableException",
+    "ServiceUnavailable",
+    "InternalFailureException",
+    "InternalFailure",
+    "InternalServerException",
+    "RequestTimeout",
+    "EndpointConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+}
+
+MESSAGES = {
+    "InvalidRequestException": "AWS refused the request as invalid",
+    "ResourceNotFoundException": "The certificate no longer exists in that account and region",
+    "CertificateStateException": "The certificate is not in a state that allows this",
+    "TransferConflictException": "The certificate still has policies or things attached",
+    "TransferAlreadyCompletedException": "The transfer was already accepted, rejected or "
+    "cancelled",
+    "UnauthorizedException": "The portal's role is not allowed to do this in that account",
+    "AccessDenied": "The portal may not assume the account's role (check the role's trust "
+    "policy and the external id)",
+    "AccessDeniedException": "The portal's role is not allowed to do this in that account",
+    "ThrottlingException": "AWS is throttling requests; the portal will retry",
+    "ServiceUnavailableException": "AWS IoT is unavailable; the portal will retry",
+    "InternalFailureException": "AWS IoT failed internally; the portal will retry",
+    "EndpointConnectionError": "AWS could not be reached",
+    "NoCredentials": "No AWS credentials are configured for the portal",
+    "ExpiredToken": "The portal's AWS credentials have expired",
+    "InvalidClientTokenId": "The portal's AWS credentials are not valid",
+}
+
+
+class AwsError(Exception):
+    """An AWS answer other than success, with a message a person understands."""
+
+    def __init__(self, code: str, message: str = "", operation: str = "") -> None:
+        self.code = code
+        self.aws_message = message
+        self.operation = operation
+        super().__init__(f"{operation}: {code}: {message}" if operation else f"{code}: {message}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE
+
+    @property
+    def user_message(self) -> str:
+        base = MESSAGES.get(self.code, f"AWS answered {self.code}")
+        return f"{base}. (AWS said: {self.aws_message})" if self.aws_message else f"{base}."
+
+
+def _error_from(exc: Exception, operation: str) -> AwsError:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        return AwsError(err.get("Code", "Unknown"), err.get("Message", ""), operation)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return AwsError("NoCredentials", str(exc), operation)
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        return AwsError("ConnectTimeout", str(exc), operation)
+    if isinstance(exc, botocore.exceptions.ReadTimeoutError):
+        return AwsError("ReadTimeout", str(exc), operation)
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError | ConnectionError):
+        return AwsError("EndpointConnectionError", str(exc), operation)
+    return AwsError(type(exc).__name__, str(exc), operation)
+
+
+_CAUGHT = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, ConnectionError)
+
+
+def _config() -> Config:
+    return Config(
+        retries={"mode": settings.AWS_RETRY_MODE, "max_attempts": settings.AWS_MAX_ATTEMPTS},
+        connect_timeout=settings.AWS_CONNECT_TIMEOUT,
+        read_timeout=settings.AWS_READ_TIMEOUT,
+    )
+
+
+@dataclass
+class _Cached:
+    session: boto3.Session
+    expires: float
+    clients: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+_cache: dict[tuple[str, str, str], _Cached] = {}
+_lock = threading.Lock()
+# Assumed-role credentials last an hour; renew well before that.
+CREDENTIALS_TTL = 30 * 60
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()
+
+
+def _session(role_arn: str, external_id: str) -> boto3.Session:
+    if not role_arn:
+        return boto3.Session()
+    sts = boto3.client(
+        "sts",
+        endpoint_url=settings.AWS_ENDPOINT_URL,
+        config=_config(),
+        region_name="us-east-1",
+    )
+    kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": "transfer-portal"}
+    if external_id:
+        kwargs["ExternalId"] = external_id
+    try:
+        creds = sts.assume_role(**kwargs)["Credentials"]
+    except _CAUGHT as exc:
+        raise _error_from(exc, "AssumeRole") from exc
+    return boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )
+
+
+def client(account, region: str, service: str = "iot"):
+    """A boto3 client acting in ``account`` (an AwsAccount) and ``region``."""
+    key = (account.account_id, account.role_arn, account.external_id)
+    now = time.monotonic()
+    with _lock:
+        cached = _cache.get(key)
+        if cached is None or cached.expires <= now:
+            session = _session(account.role_arn, account.external_id)
+            cached = _cache[key] = _Cached(session=session, expires=now + CREDENTIALS_TTL)
+        made = cached.clients.get((service, region))
+        if made is None:
+            made = cached.session.client(
+                service,
+                region_name=region,
+                endpoint_url=settings.AWS_ENDPOINT_URL,
+                config=_config(),
+            )
+            cached.clients[(service, region)] = made
+    return made
+
+
+def call(aws_client, operation: str, **kwargs: Any) -> dict:
+    """Call ``operation`` (the boto3 method name) and map every failure to AwsError."""
+    try:
+        return getattr(aws_client, operation)(**kwargs)
+    except _CAUGHT as exc:
+        raise _error_from(exc, _operation_name(aws_client, operation)) from exc
+
+
+def _operation_name(aws_client, method: str) -> str:
+    return aws_client.meta.method_to_api_mapping.get(method, method)
+
+
+def pages(
+    aws_client, operation: str, result_key: str, counter: list[int] | None = None, **kwargs: Any
+) -> Iterator[dict]:
+    """Yield every item of a paged IoT listing, counting one call per page in ``counter``."""
+    marker_in, marker_out = _MARKERS.get(operation, ("marker", "nextMarker"))
+    while True:
+        page = call(aws_client, operation, **kwargs)
+        if counter is not None:
+            counter[0] += 1
+        yield from page.get(result_key, [])
+        token = page.get(marker_out)
+        if not token:
+            return
+        kwargs[marker_in] = token
+
+
+_MARKERS = {
+    "list_principal_things": ("nextToken", "nextToken"),
+    "list_things": ("nextToken", "nextToken"),
+    "list_thing_principals": ("nextToken", "nextToken"),
+}
+
+
+def check_access(account, region: str) -> None:
+    """Raise AwsError unless the portal can assume the role and list certificates."""
+    call(client(account, region), "list_certificates", pageSize=1)

@@ -1,0 +1,187 @@
+"""The demo: three accounts in the AWS stand-in, about 60 certificates, a user per role.
+
+Everything goes into the stand-in through boto3, exactly as it would into real AWS.
+Certificates are built deterministically (derived keys, deterministic ECDSA, dates anchored
+to today), so seeding twice on the same day finds the same certificate ids and adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+
+from transfers import aws
+from transfers.models import AccountGrant, AwsAccount, Role
+
+PASSWORD = "transfer-demo"
+SOURCE, TARGET, KNOWN = "111111111111", "222222222222", "333333333333"
+REGIONS = ["us-east-1", "eu-west-1"]
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    group: str
+    what: str
+
+
+USERS = [
+    DemoUser("alice", "requester", "requests transfers from Fleet production"),
+    DemoUser("bob", "approver", "approves transfers from Fleet production"),
+    DemoUser("carol", "", "admin of the Acme customer account: accepts incoming transfers"),
+    DemoUser("victor", "viewer", "read-only on both managed accounts"),
+    DemoUser("admin", "admin", "portal admin: every account, Django admin"),
+]
+
+ACCOUNTS = [
+    {
+        "account_id": SOURCE,
+        "name": "Fleet production",
+        "managed": True,
+        "regions": REGIONS,
+        "role_arn": f"arn:aws:iam::{SOURCE}:role/TransferPortal",
+        "external_id": "demo-external-id",
+        "contact_emails": "iot-platform@fleet.example",
+    },
+    {
+        "account_id": TARGET,
+        "name": "Acme devices (customer)",
+        "managed": True,
+        "regions": REGIONS,
+        "role_arn": f"arn:aws:iam::{TARGET}:role/TransferPortal",
+        "external_id": "demo-external-id",
+        "contact_emails": "iot-admins@acme.example\nsecurity@acme.example",
+    },
+    {
+        "account_id": KNOWN,
+        "name": "Partner Ltd (known target)",
+        "managed": False,
+        "regions": [],
+        "contact_emails": "cloud@partner.example",
+    },
+]
+
+# (account, region, how many, thing prefix)
+FLEETS = [
+    (SOURCE, "us-east-1", 28, "sensor"),
+    (SOURCE, "eu-west-1", 14, "gateway"),
+    (TARGET, "us-east-1", 12, "acme-meter"),
+    (TARGET, "eu-west-1", 6, "acme-hub"),
+]
+POLICIES = ["DevicePublish", "DeviceSubscribe", "FleetTelemetry"]
+POLICY_DOCUMENT = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect",'
+    '"Resource":"*"}]}'
+)
+
+
+def certificate_pem(name: str, not_before: datetime, not_after: datetime) -> str:
+    secret = int.from_bytes(hashlib.sha256(name.encode()).digest(), "big") % (2**255)
+    key = ec.derive_private_key(secret + 1, ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(hashlib.sha256(b"serial" + name.encode()).digest()[:8]))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _plan(index: int) -> tuple[str, int, int, bool]:
+    """Status, validity start and end (days from today), and whether it has a thing."""
+    today_status = ["ACTIVE", "ACTIVE", "ACTIVE", "INACTIVE", "ACTIVE", "REVOKED"][index % 6]
+    if index % 9 == 4:
+        return today_status, -400, -5, True  # expired
+    if index % 9 == 7:
+        return today_status, -340, 20, True  # expires within 30 days
+    return today_status, -200, 3 * 365, index % 5 != 3
+
+
+def seed_aws(stdout=None) -> int:
+    """Create policies, things and certificates in the managed demo accounts. Returns new."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    created = 0
+    for account_id, region, count, prefix in FLEETS:
+        account = AwsAccount.objects.get(account_id=account_id)
+        iot = aws.client(account, region)
+        for policy in POLICIES:
+            try:
+                aws.call(iot, "create_policy", policyName=policy, policyDocument=POLICY_DOCUMENT)
+            except aws.AwsError as exc:
+                if exc.code != "ResourceAlreadyExistsException":
+                    raise
+        for i in range(count):
+            status, start, end, has_thing = _plan(i)
+            name = f"{prefix}-{i + 1:03d}"
+            pem = certificate_pem(
+                f"{account_id}/{region}/{name}",
+                today + timedelta(days=start),
+                today + timedelta(days=end),
+            )
+            try:
+                registered = aws.call(
+                    iot, "register_certificate_without_ca", certificatePem=pem, status=status
+                )
+            except aws.AwsError as exc:
+                if exc.code == "ResourceAlreadyExistsException":
+                    continue  # seeding twice adds nothing
+                raise
+            arn = registered["certificateArn"]
+            created += 1
+            if status != "REVOKED":
+                for policy in POLICIES[: 1 + i % 3]:
+                    aws.call(iot, "attach_policy", policyName=policy, target=arn)
+            if has_thing:
+                aws.call(iot, "create_thing", thingName=name)
+                aws.call(iot, "attach_thing_principal", thingName=name, principal=arn)
+    return created
+
+
+@transaction.atomic
+def seed_portal() -> None:
+    """Accounts, groups, users and grants; updates in place, never duplicates."""
+    accounts = {}
+    for spec in ACCOUNTS:
+        fields = dict(spec)
+        account_id = fields.pop("account_id")
+        accounts[account_id], _ = AwsAccount.objects.update_or_create(
+            account_id=account_id, defaults=fields
+        )
+    groups = {role: Group.objects.get_or_create(name=role)[0] for role in Role.values}
+    for demo in USERS:
+        user, created = User.objects.get_or_create(
+            username=demo.username, defaults={"email": f"{demo.username}@fleet.example"}
+        )
+        if created:
+            user.set_password(PASSWORD)
+            user.is_staff = user.is_superuser = demo.username == "admin"
+            user.save()
+        if demo.group:
+            user.groups.add(groups[demo.group])
+    grants = [
+        (SOURCE, "group", "requester", Role.REQUESTER),
+        (SOURCE, "group", "approver", Role.APPROVER),
+        (SOURCE, "group", "viewer", Role.VIEWER),
+        (TARGET, "group", "viewer", Role.VIEWER),
+        (TARGET, "user", "carol", Role.ADMIN),
+        (SOURCE, "group", "admin", Role.ADMIN),
+        (TARGET, "group", "admin", Role.ADMIN),
+        (KNOWN, "group", "admin", Role.ADMIN),
+        (KNOWN, "group", "requester", Role.VIEWER),
+    ]
+    for account_id, kind, who, role in grants:
+        holder = {"group": groups[who]} if kind == "group" else {"user": User.objects.get(username=who)}
+        AccountGrant.objects.get_or_create(account=accounts[account_id], role=role, **holder)

@@ -1,0 +1,294 @@
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+EXPIRING_SOON = timedelta(days=30)
+
+
+def validate_account_id(value: str) -> None:
+    if not ACCOUNT_ID_RE.match(value or ""):
+        raise ValidationError(
+            "An AWS account id is exactly 12 digits, for example 123456789012.",
+            code="account_id",
+        )
+
+
+def validate_regions(value: list) -> None:
+    if not isinstance(value, list) or not value:
+        raise ValidationError("List at least one region, for example us-east-1.")
+    bad = [r for r in value if not isinstance(r, str) or not REGION_RE.match(r)]
+    if bad:
+        raise ValidationError(f"Not an AWS region name: {', '.join(map(str, bad))}.")
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    REQUESTER = "requester", "Requester"
+    APPROVER = "approver", "Approver"
+    ADMIN = "admin", "Admin"
+
+
+# What each role may do on an account it is granted.
+CAN_REQUEST = {Role.REQUESTER, Role.ADMIN}
+CAN_APPROVE = {Role.APPROVER, Role.ADMIN}
+CAN_OPERATE = {Role.REQUESTER, Role.ADMIN}  # sync, cancel, accept/reject incoming
+
+
+class AwsAccountQuerySet(models.QuerySet):
+    def visible_to(self, user) -> AwsAccountQuerySet:
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser:
+            return self
+        return self.filter(
+            Q(grants__user=user) | Q(grants__group__in=user.groups.all())
+        ).distinct()
+
+
+class AwsAccount(models.Model):
+    account_id = models.CharField(
+        "AWS account id", max_length=12, unique=True, validators=[validate_account_id]
+    )
+    name = models.CharField(max_length=100)
+    managed = models.BooleanField(
+        default=True,
+        help_text="Managed: the portal lists and acts in this account. "
+        "Otherwise it is only a known transfer target.",
+    )
+    regions = models.JSONField(default=list, blank=True, validators=[validate_regions])
+    role_arn = models.CharField(
+        "role ARN",
+        max_length=2048,
+        blank=True,
+        help_text="Role the portal assumes in this account. Empty: the default credential chain.",
+    )
+    external_id = models.CharField("external id", max_length=1224, blank=True)
+    api_rate = models.FloatField(
+        "API rate (requests per second)", default=10.0, help_text="Per region and API."
+    )
+    contact_emails = models.TextField(
+        blank=True, help_text="Who is told about transfers to this account, one per line."
+    )
+    webhook_url = models.URLField(blank=True)
+    webhook_secret = models.CharField(max_length=200, blank=True)
+    expiry_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Pending transfers expire after this. Empty: default."
+    )
+    last_error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    objects = AwsAccountQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.account_id})"
+
+    def clean(self) -> None:
+        if self.managed and not self.regions:
+            raise ValidationError({"regions": "A managed account needs at least one region."})
+        if self.role_arn and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$", self.role_arn):
+            raise ValidationError({"role_arn": "Expected arn:aws:iam::<12 digits>:role/<name>."})
+
+    def get_absolute_url(self) -> str:
+        return reverse("account_detail", args=[self.pk])
+
+    @property
+    def emails(self) -> list[str]:
+        return [e.strip() for e in self.contact_emails.splitlines() if e.strip()]
+
+    @property
+    def has_contacts(self) -> bool:
+        return bool(self.emails or self.webhook_url)
+
+    def role_for(self, user) -> set[str]:
+        """Every role the user holds on this account, directly or through a group."""
+        if user.is_superuser:
+            return set(Role.values)
+        return set(
+            self.grants.filter(Q(user=user) | Q(group__in=user.groups.all())).values_list(
+                "role", flat=True
+            )
+        )
+
+
+class AccountGrant(models.Model):
+    """Gives a user or a group a role on one account."""
+
+    account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="grants")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.CASCADE, null=True, blank=True, related_name="grants"
+    )
+    group = models.ForeignKey(Group, models.CASCADE, null=True, blank=True, related_name="grants")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                name="grant_user_xor_group",
+                condition=Q(user__isnull=False, group__isnull=True)
+                | Q(user__isnull=True, group__isnull=False),
+            ),
+            models.UniqueConstraint(
+                fields=["account", "user", "role"], name="grant_unique_user_role"
+            ),
+            models.UniqueConstraint(
+                fields=["account", "group", "role"], name="grant_unique_group_role"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group} is {self.role} on {self.account}"
+
+
+class CertificateQuerySet(models.QuerySet):
+    def visible_to(self, user) -> CertificateQuerySet:
+        return self.filter(account__in=AwsAccount.objects.visible_to(user))
+
+
+class Certificate(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "ACTIVE"
+        INACTIVE = "INACTIVE"
+        REVOKED = "REVOKED"
+        PENDING_TRANSFER = "PENDING_TRANSFER"
+        REGISTER_INACTIVE = "REGISTER_INACTIVE"
+        PENDING_ACTIVATION = "PENDING_ACTIVATION"
+
+    account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="certificates")
+    region = models.CharField(max_length=32)
+    certificate_id = models.CharField(max_length=64)
+    arn = models.CharField(max_length=2048)
+    status = models.CharField(max_length=24, choices=Status.choices)
+    ca_certificate_id = models.CharField(max_length=64, blank=True)
+    owned_by = models.CharField(max_length=12, blank=True)
+    creation_date = models.DateTimeField(null=True, blank=True)
+    last_modified_date = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField(null=True, blank=True)
+    synced_at = models.DateTimeField(default=timezone.now)
+
+    objects = CertificateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-creation_date", "certificate_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "region", "certificate_id"], name="certificate_unique_in_region"
+            )
+        ]
+        indexes = [
+            # Search by id prefix (the list page's most common query).
+            models.Index(fields=["certificate_id"], name="certificate_id_idx"),
+            models.Index(fields=["arn"], name="certificate_arn_idx"),
+            models.Index(fields=["status"], name="certificate_status_idx"),
+            models.Index(fields=["-creation_date", "certificate_id"], name="certificate_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.certificate_id
+
+    def get_absolute_url(self) -> str:
+        return reverse("certificate_detail", args=[self.pk])
+
+    @property
+    def short_id(self) -> str:
+        return self.certificate_id[:12]
+
+    @property
+    def is_expired(self) -> bool:
+        return self.not_after is not None and self.not_after <= timezone.now()
+
+    @property
+    def expires_soon(self) -> bool:
+        return (
+            self.not_after is not None
+            and not self.is_expired
+            and self.not_after <= timezone.now() + EXPIRING_SOON
+        )
+
+
+class CertificatePolicy(models.Model):
+    certificate = models.ForeignKey(Certificate, models.CASCADE, related_name="policies")
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["certificate", "name"], name="policy_unique_per_cert")
+        ]
+        indexes = [models.Index(fields=["name"], name="policy_name_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CertificateThing(models.Model):
+    certificate = models.ForeignKey(Certificate, models.CASCADE, related_name="things")
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["certificate", "name"], name="thing_unique_per_cert")
+        ]
+        indexes = [models.Index(fields=["name"], name="thing_name_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SyncRun(models.Model):
+    """One inventory sync of one account and region."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="sync_runs")
+    region = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=200, blank=True)
+    api_calls = models.PositiveIntegerField(default=0)
+    certificates = models.PositiveIntegerField(default=0)
+    described = models.PositiveIntegerField(default=0)
+    removed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True
+    )
+    created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # At most one queued or running sync per account and region.
+            models.UniqueConstraint(
+                fields=["account", "region"],
+                condition=Q(status__in=["queued", "running"]),
+                name="sync_one_open_per_region",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"sync {self.account.account_id}/{self.region} {self.status}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in {self.Status.QUEUED, self.Status.RUNNING}

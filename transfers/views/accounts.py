@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from transfers import aws, inventory
+from transfers.access import can_manage_accounts, get_account_for_user
+from transfers.forms import AccountForm
+from transfers.models import CAN_OPERATE, AccountGrant, AwsAccount, Role
+
+
+@login_required
+def account_list(request: HttpRequest) -> HttpResponse:
+    accounts = AwsAccount.objects.visible_to(request.user).order_by("-managed", "name")
+    return render(
+        request,
+        "transfers/account_list.html",
+        {"accounts": accounts, "can_manage": can_manage_accounts(request.user)},
+    )
+
+
+@login_required
+def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    account, roles = get_account_for_user(request.user, pk)
+    runs = list(account.sync_runs.order_by("-created")[:10])
+    context = {
+        "account": account,
+        "roles": roles,
+        "runs": runs,
+        "syncing": any(r.is_open for r in runs),
+        "can_sync": account.managed and bool(roles & CAN_OPERATE),
+        "can_manage": can_manage_accounts(request.user),
+        "certificate_count": account.certificates.count(),
+    }
+    if request.htmx and request.htmx.target == "sync-runs":
+        return render(request, "transfers/account_detail.html#sync-runs", context)
+    return render(request, "transfers/account_detail.html", context)
+
+
+@login_required
+@require_POST
+def account_sync(request: HttpRequest, pk: int) -> HttpResponse:
+    account, _ = get_account_for_user(request.user, pk, need=CAN_OPERATE)
+    if not account.managed:
+        messages.error(request, "This account is only known, not managed: nothing to sync.")
+    else:
+        queued = [inventory.queue_sync(account, region, request.user) for region in account.regions]
+        fresh = sum(created for _, created in queued)
+        if fresh:
+            messages.success(request, f"Sync queued for {fresh} region(s).")
+        else:
+            messages.info(request, "A sync is already queued or running.")
+    if request.htmx:
+        return HttpResponseClientRedirect(account.get_absolute_url())
+    return redirect(account)
+
+
+def _check_connection(form: AccountForm) -> bool:
+    """Try the account's credentials in each region; put a clear error on the form."""
+    account = form.instance
+    if not account.managed:
+        return True
+    for region in account.regions:
+        try:
+            aws.check_access(account, region)
+        except aws.AwsError as exc:
+            form.add_error(None, f"Cannot reach account {account.account_id} in {region}: "
+                           f"{exc.user_message} Nothing was saved.")
+            return False
+    return True
+
+
+@login_required
+def account_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
+    if not can_manage_accounts(request.user):
+        if pk is not None:
+            get_account_for_user(request.user, pk)  # 404 before 403 for unseen accounts
+        raise PermissionDenied("Only portal admins manage accounts.")
+    account = None
+    if pk is not None:
+        account, _ = get_account_for_user(request.user, pk)
+    form = AccountForm(request.POST or None, instance=account)
+    if request.method == "POST" and form.is_valid() and _check_connection(form):
+        with transaction.atomic():
+            saved = form.save()
+            if account is None and not request.user.is_superuser:
+                AccountGrant.objects.create(account=saved, user=request.user, role=Role.ADMIN)
+        messages.success(request, f"Saved {saved}.")
+        return redirect(saved)
+    return render(request, "transfers/account_form.html", {"form": form, "account": account})
