@@ -26,6 +26,7 @@ class AccountForm(forms.ModelForm):
     regions = RegionsField(
         required=False, help_text="Comma-separated, for example us-east-1, eu-west-1."
     )
+    webhook_url = forms.URLField(required=False, assume_scheme="https", max_length=200)
 
     class Meta:
         model = AwsAccount
@@ -42,6 +43,7 @@ class AccountForm(forms.ModelForm):
             "expiry_days",
         ]
         widgets = {"contact_emails": forms.Textarea(attrs={"rows": 3})}
+
 
     def clean_contact_emails(self) -> str:
         text = self.cleaned_data["contact_emails"]

@@ -101,6 +101,10 @@ class AwsAccount(models.Model):
             raise ValidationError({"regions": "A managed account needs at least one region."})
         if self.role_arn and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$", self.role_arn):
             raise ValidationError({"role_arn": "Expected arn:aws:iam::<12 digits>:role/<name>."})
+        if self.external_id and not re.match(r"^[\w+=,.@:/-]{2,1224}$", self.external_id):
+            raise ValidationError(
+                {"external_id": "2 to 1224 letters, digits or +=,.@:/- (AWS's rule)."}
+            )
 
     def get_absolute_url(self) -> str:
         return reverse("account_detail", args=[self.pk])

@@ -1,0 +1,273 @@
+"""Certificate list and detail, account pages and Sync now, for every persona."""
+
+import hashlib
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import make_user
+from transfers.models import Certificate, CertificatePolicy, CertificateThing, Role, SyncRun
+
+
+def cid(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+def cert(account, n: int, status="ACTIVE", policies=(), things=(), region="us-east-1"):
+    cid_ = cid(n)
+    row = Certificate.objects.create(
+        account=account,
+        region=region,
+        certificate_id=cid_,
+        arn=f"arn:aws:iot:{region}:{account.account_id}:cert/{cid_}",
+        status=status,
+    )
+    for p in policies:
+        CertificatePolicy.objects.create(certificate=row, name=p)
+    for t in things:
+        CertificateThing.objects.create(certificate=row, name=t)
+    return row
+
+
+@pytest.fixture
+def inventory(source, other):
+    mine = [
+        cert(source, 0xA1, policies=["DevicePublish"], things=["sensor-1"]),
+        cert(source, 0xA2, status="INACTIVE", policies=["Telemetry"]),
+        cert(source, 0xB3, things=["gateway-9"], region="eu-west-1"),
+    ]
+    theirs = cert(other, 0xC4, policies=["DevicePublish"])
+    return mine, theirs
+
+
+def ids(response) -> set[str]:
+    return {c.certificate_id for c in response.context["page"].object_list}
+
+
+def test_the_list_needs_a_login(client, db):
+    response = client.get(reverse("certificate_list"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_a_viewer_sees_only_the_accounts_granted(client, viewer, inventory):
+    mine, theirs = inventory
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"))
+    assert response.status_code == 200
+    assert ids(response) == {c.certificate_id for c in mine}
+    assert theirs.certificate_id not in response.content.decode()
+
+
+def test_access_through_a_group_counts(client, source, inventory):
+    from django.contrib.auth.models import Group
+
+    from transfers.models import AccountGrant
+
+    group = Group.objects.create(name="ops")
+    AccountGrant.objects.create(account=source, group=group, role=Role.VIEWER)
+    user = make_user("grouped")
+    user.groups.add(group)
+    client.force_login(user)
+    assert len(ids(client.get(reverse("certificate_list")))) == 3
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"q": cid(0xA1)[:20]}, {0xA1}),
+        ({"q": "arn:aws:iot:eu-west-1:"}, {0xB3}),
+        ({"q": "DevicePub"}, {0xA1}),
+        ({"q": "gateway-9"}, {0xB3}),
+        ({"status": "INACTIVE"}, {0xA2}),
+        ({"region": "eu-west-1"}, {0xB3}),
+        ({"account": "111111111111"}, {0xA1, 0xA2, 0xB3}),
+        ({"q": "nothing-like-this"}, set()),
+    ],
+)
+def test_search_and_filters(client, viewer, inventory, query, expected):
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"), query)
+    assert ids(response) == {cid(n) for n in expected}
+
+
+def test_a_bad_filter_is_reported_not_fatal(client, viewer, inventory):
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"), {"status": "<script>", "sort": "x"})
+    assert response.status_code == 200
+    assert "not understood" in response.content.decode()
+    assert "<script>" not in response.content.decode()
+    assert len(ids(response)) == 3
+
+
+def test_sorting_by_id(client, viewer, inventory):
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"), {"sort": "id"})
+    listed = [c.certificate_id for c in response.context["page"].object_list]
+    assert listed == sorted(listed)
+
+
+def test_htmx_gets_only_the_results_fragment(client, viewer, inventory):
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"), {"q": "sensor"}, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert 'id="results"' in body
+    assert "<html" not in body
+    assert cid(0xA1) in body
+    assert cid(0xA2) not in body and cid(0xB3) not in body
+
+
+def test_the_list_runs_a_constant_number_of_queries(client, viewer, source, django_assert_max_num_queries):
+    client.force_login(viewer)
+    for n in range(3):
+        cert(source, n, policies=["P"], things=[f"t{n}"])
+    with django_assert_max_num_queries(9) as few:
+        client.get(reverse("certificate_list"))
+    for n in range(3, 60):
+        cert(source, n, policies=["P", "Q"], things=[f"t{n}"])
+    with django_assert_max_num_queries(9) as many:
+        response = client.get(reverse("certificate_list"))
+    assert len(response.context["page"].object_list) == 50
+    assert len(many.captured_queries) == len(few.captured_queries)
+
+
+def test_pages_link_to_each_other(client, viewer, source):
+    for n in range(55):
+        cert(source, n)
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"), {"q": "", "page": 2})
+    assert len(response.context["page"].object_list) == 5
+    assert "Previous" in response.content.decode()
+
+
+def test_detail_shows_policies_things_and_an_expiry_warning(client, viewer, inventory):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    row = inventory[0][0]
+    row.not_after = timezone.now() + timedelta(days=10)
+    row.save()
+    client.force_login(viewer)
+    body = client.get(reverse("certificate_detail", args=[row.pk])).content.decode()
+    assert row.certificate_id in body
+    assert "DevicePublish" in body and "sensor-1" in body
+    assert "within 30 days" in body
+
+
+def test_detail_of_another_accounts_certificate_is_404(client, viewer, inventory):
+    client.force_login(viewer)
+    theirs = inventory[1]
+    assert client.get(reverse("certificate_detail", args=[theirs.pk])).status_code == 404
+    assert client.get(reverse("certificate_detail", args=[999999])).status_code == 404
+
+
+class TestSyncNow:
+    def url(self, account):
+        return reverse("account_sync", args=[account.pk])
+
+    def test_a_requester_queues_one_sync_per_region(self, client, requester, source, standin):
+        client.force_login(requester)
+        response = client.post(self.url(source))
+        assert response.status_code == 302
+        assert SyncRun.objects.filter(account=source).count() == 2
+
+    def test_get_is_refused(self, client, requester, source):
+        client.force_login(requester)
+        assert client.get(self.url(source)).status_code == 405
+        assert not SyncRun.objects.exists()
+
+    def test_anonymous_is_sent_to_login(self, client, source):
+        assert client.post(self.url(source)).status_code == 302
+        assert not SyncRun.objects.exists()
+
+    def test_a_viewer_may_not(self, client, viewer, source):
+        client.force_login(viewer)
+        assert client.post(self.url(source)).status_code == 403
+        assert not SyncRun.objects.exists()
+
+    def test_an_outsider_gets_404(self, client, outsider, source):
+        client.force_login(outsider)
+        assert client.post(self.url(source)).status_code == 404
+        assert not SyncRun.objects.exists()
+
+    def test_the_account_page_polls_while_a_sync_is_open(self, client, requester, source):
+        SyncRun.objects.create(account=source, region="us-east-1")
+        client.force_login(requester)
+        body = client.get(reverse("account_detail", args=[source.pk])).content.decode()
+        assert 'hx-trigger="every 2s"' in body
+        fragment = client.get(
+            reverse("account_detail", args=[source.pk]),
+            headers={"HX-Request": "true", "HX-Target": "sync-runs"},
+        ).content.decode()
+        assert fragment.lstrip().startswith('<div id="sync-runs"')
+
+
+class TestAccountForm:
+    def data(self, **overrides):
+        data = {
+            "account_id": "555555555555",
+            "name": "New one",
+            "managed": "on",
+            "regions": "us-east-1, eu-west-1",
+            "role_arn": "arn:aws:iam::555555555555:role/TransferPortal",
+            "external_id": "ext-id",
+            "api_rate": "10",
+            "contact_emails": "a@example.com\nb@example.com",
+            "webhook_url": "",
+            "expiry_days": "",
+        }
+        data.update(overrides)
+        return data
+
+    def test_an_admin_adds_a_managed_account_after_a_connection_check(self, client, portal_admin, standin):
+        from transfers.models import AwsAccount
+
+        client.force_login(portal_admin)
+        response = client.post(reverse("account_new"), self.data())
+        assert response.status_code == 302, response.context["form"].errors
+        account = AwsAccount.objects.get(account_id="555555555555")
+        assert account.regions == ["us-east-1", "eu-west-1"]
+        assert account.emails == ["a@example.com", "b@example.com"]
+        assert account.role_for(portal_admin) >= {"admin"}
+
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("account_id", "12345", "exactly 12 digits"),
+            ("account_id", "12345678901a", "exactly 12 digits"),
+            ("regions", "us-east-1, mars-1", "Not an AWS region name: mars-1"),
+            ("role_arn", "arn:aws:iam::1:role/x", "Expected arn:aws:iam::"),
+            ("contact_emails", "not-an-email", "Not an email address"),
+            ("api_rate", "0", "Between 0.1 and 1000"),
+            ("external_id", "x", "2 to 1224 letters"),
+        ],
+    )
+    def test_bad_input_is_refused_with_a_clear_message(self, client, portal_admin, field, value, message):
+        from transfers.models import AwsAccount
+
+        client.force_login(portal_admin)
+        response = client.post(reverse("account_new"), self.data(**{field: value}))
+        assert response.status_code == 200
+        assert message in response.content.decode()
+        assert not AwsAccount.objects.filter(account_id="555555555555").exists()
+
+    def test_an_unreachable_account_is_not_saved(self, client, portal_admin, settings, standin):
+        from transfers.models import AwsAccount
+
+        settings.AWS_ENDPOINT_URL = "http://127.0.0.1:9"
+        client.force_login(portal_admin)
+        response = client.post(reverse("account_new"), self.data())
+        assert response.status_code == 200
+        body = response.content.decode()
+        assert "Cannot reach account 555555555555" in body and "Nothing was saved" in body
+        assert not AwsAccount.objects.filter(account_id="555555555555").exists()
+
+    def test_a_non_admin_may_not_add_accounts(self, client, requester):
+        client.force_login(requester)
+        assert client.get(reverse("account_new")).status_code == 403
+        assert client.post(reverse("account_new"), self.data()).status_code == 403
+
+    def test_a_non_admin_gets_404_for_an_unseen_account(self, client, requester, other):
+        client.force_login(requester)
+        assert client.get(reverse("account_edit", args=[other.pk])).status_code == 404
