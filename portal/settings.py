@@ -218,4 +218,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "transfers.tasks.sync_all_accounts",
         "schedule": INVENTORY_SYNC_MINUTES * 60.0,
     },
+    "reconcile-transfers": {
+        "task": "transfers.tasks.reconcile",
+        "schedule": float(RECONCILE_SECONDS),
+    },
 }

@@ -51,10 +51,14 @@ def standin():
     from moto import mock_aws
 
     import standin as standin_pkg
+    from standin import control
 
     standin_pkg.install()
+    control.reset_counters()
+    control.clear_faults()
     with mock_aws():
-        yield
+        yield control
+    control.clear_faults()
 
 
 def make_account(account_id: str, name: str = "", managed: bool = True, **fields) -> AwsAccount:
@@ -142,3 +146,11 @@ def add_certificate(iot, status="ACTIVE", policies=(), thing=None, days_left=365
         iot.create_thing(thingName=thing)
         iot.attach_thing_principal(thingName=thing, principal=made["certificateArn"])
     return made
+
+
+def committed(fn, *args, **kwargs):
+    """Call ``fn`` and run what it enqueued after commit, as the worker would."""
+    from django.test import TestCase
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return fn(*args, **kwargs)

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
@@ -296,3 +297,251 @@ class SyncRun(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in {self.Status.QUEUED, self.Status.RUNNING}
+
+
+MESSAGE_MAX = 128
+
+
+def validate_transfer_text(value: str) -> None:
+    """AWS's transferMessage and rejectReason: at most 128 printable characters."""
+    if len(value) > MESSAGE_MAX:
+        raise ValidationError(
+            f"At most {MESSAGE_MAX} characters (AWS's limit); this has {len(value)}."
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValidationError("Control characters (tabs, line breaks and the like) are not allowed.")
+
+
+class TransferQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TransferQuerySet:
+        """Transfers out of, or into, an account the user can see."""
+        visible = AwsAccount.objects.visible_to(user)
+        return self.filter(
+            Q(source__in=visible) | Q(target_account_id__in=visible.values("account_id"))
+        )
+
+    def open(self) -> TransferQuerySet:
+        return self.filter(status__in=Transfer.Status.OPEN)
+
+
+class Transfer(ConcurrentTransitionMixin, models.Model):
+    """One certificate moving from a source account and region to a target account."""
+
+    class Status(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        APPROVED = "approved", "Approved"
+        PREPARING = "preparing", "Preparing"
+        PENDING_ACCEPTANCE = "pending_acceptance", "Pending acceptance"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+        DECLINED = "declined", "Declined"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired"
+
+    Status.OPEN = ["requested", "approved", "preparing", "pending_acceptance"]  # type: ignore[attr-defined]
+    Status.IN_FLIGHT = ["approved", "preparing"]  # type: ignore[attr-defined]
+    Status.TERMINAL = [  # type: ignore[attr-defined]
+        "accepted", "rejected", "cancelled", "declined", "failed", "expired"
+    ]
+
+    class Restore(models.TextChoices):
+        NONE = "", "Not needed"
+        PENDING = "pending", "Restoring"
+        DONE = "done", "Restored"
+        PARTIAL = "partial", "Restore incomplete"
+
+    status = FSMField(max_length=24, choices=Status.choices, default=Status.REQUESTED, protected=True)
+    source = models.ForeignKey(AwsAccount, models.PROTECT, related_name="outgoing")
+    region = models.CharField(max_length=32)
+    # The inventory row, while it exists; the id and ARN below are what AWS knows.
+    cert = models.ForeignKey(
+        Certificate, models.SET_NULL, null=True, blank=True, related_name="transfers"
+    )
+    certificate_id = models.CharField(max_length=64)
+    certificate_arn = models.CharField(max_length=2048)
+    target_account_id = models.CharField(max_length=12, validators=[validate_account_id])
+    target = models.ForeignKey(
+        AwsAccount, models.PROTECT, null=True, blank=True, related_name="incoming"
+    )
+    batch = models.ForeignKey(
+        "TransferBatch", models.PROTECT, null=True, blank=True, related_name="transfers"
+    )
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="+")
+    reason = models.TextField(max_length=2000)
+    message = models.CharField(
+        "transfer message", max_length=MESSAGE_MAX, blank=True, validators=[validate_transfer_text]
+    )
+    deactivate = models.BooleanField(default=True, help_text="Deactivate it if it is ACTIVE.")
+    detach_policies = models.BooleanField(default=True)
+    detach_things = models.BooleanField(default=True)
+    restore = models.BooleanField(
+        default=True, help_text="Put back what was removed if cancelled, rejected or expired."
+    )
+    plan = models.JSONField(default=dict, blank=True)
+
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decision_comment = models.TextField(max_length=2000, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    # Execution progress, saved after each step so a redelivered task resumes.
+    deactivated = models.BooleanField(default=False)
+    detached_policies = models.JSONField(default=list, blank=True)
+    detached_things = models.JSONField(default=list, blank=True)
+    transferred_arn = models.CharField(max_length=2048, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+
+    # What AWS says about it.
+    transfer_date = models.DateTimeField(null=True, blank=True)
+    accept_date = models.DateTimeField(null=True, blank=True)
+    reject_date = models.DateTimeField(null=True, blank=True)
+    reject_reason = models.CharField(max_length=MESSAGE_MAX, blank=True)
+    set_as_active = models.BooleanField(default=False)
+    restore_state = models.CharField(
+        max_length=16, choices=Restore.choices, default=Restore.NONE, blank=True
+    )
+
+    created = models.DateTimeField(default=timezone.now)
+    updated = models.DateTimeField(default=timezone.now)
+    pending_since = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = TransferQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created"]
+        constraints = [
+            # One certificate never has two open transfers, whatever the race.
+            models.UniqueConstraint(
+                fields=["source", "region", "certificate_id"],
+                condition=Q(status__in=["requested", "approved", "preparing", "pending_acceptance"]),
+                name="transfer_one_open_per_certificate",
+            ),
+        ]
+        indexes = [
+            # The reconciler's and the queues' scans: transfers in one state, oldest first.
+            models.Index(fields=["status", "updated"], name="transfer_status_idx"),
+            models.Index(fields=["target_account_id", "status"], name="transfer_target_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"transfer #{self.pk} of {self.certificate_id[:12]} to {self.target_account_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("transfer_detail", args=[self.pk])
+
+    @property
+    def short_id(self) -> str:
+        return self.certificate_id[:12]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in Transfer.Status.OPEN
+
+    @property
+    def expires_at(self):
+        if self.pending_since is None:
+            return None
+        days = (self.target.expiry_days if self.target else None) or settings.TRANSFER_EXPIRY_DAYS
+        return self.pending_since + timedelta(days=days)
+
+    # Guarded transitions. Services call them on a locked row and write the event.
+    @transition(status, source=Status.REQUESTED, target=Status.APPROVED)
+    def approve(self) -> None:
+        self.decided_at = timezone.now()
+
+    @transition(status, source=Status.REQUESTED, target=Status.DECLINED)
+    def decline(self) -> None:
+        self.decided_at = self.finished_at = timezone.now()
+
+    @transition(status, source=Status.REQUESTED, target=Status.CANCELLED)
+    def withdraw(self) -> None:
+        self.finished_at = timezone.now()
+
+    @transition(status, source=Status.APPROVED, target=Status.PREPARING)
+    def start(self) -> None:
+        pass
+
+    @transition(status, source=Status.PREPARING, target=Status.PENDING_ACCEPTANCE)
+    def mark_pending(self) -> None:
+        self.pending_since = timezone.now()
+        self.error_code = self.error_message = ""
+
+    @transition(status, source=[Status.APPROVED, Status.PREPARING], target=Status.FAILED)
+    def fail(self) -> None:
+        self.finished_at = timezone.now()
+
+    @transition(status, source=Status.FAILED, target=Status.APPROVED)
+    def retry(self) -> None:
+        self.finished_at = None
+        self.error_code = self.error_message = ""
+
+    @transition(status, source=Status.PENDING_ACCEPTANCE, target=Status.ACCEPTED)
+    def mark_accepted(self) -> None:
+        self.finished_at = timezone.now()
+
+    @transition(status, source=Status.PENDING_ACCEPTANCE, target=Status.REJECTED)
+    def mark_rejected(self) -> None:
+        self.finished_at = timezone.now()
+
+    @transition(status, source=[Status.PENDING_ACCEPTANCE, Status.FAILED], target=Status.CANCELLED)
+    def cancel(self) -> None:
+        self.finished_at = timezone.now()
+
+    @transition(status, source=Status.PENDING_ACCEPTANCE, target=Status.EXPIRED)
+    def expire(self) -> None:
+        self.finished_at = timezone.now()
+
+    def needs_restore(self) -> bool:
+        return self.restore and bool(
+            self.deactivated or self.detached_policies or self.detached_things
+        )
+
+
+class TransferBatch(models.Model):
+    """Many transfers requested and approved as one."""
+
+    source = models.ForeignKey(AwsAccount, models.PROTECT, related_name="batches")
+    target_account_id = models.CharField(max_length=12, validators=[validate_account_id])
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="+")
+    reason = models.TextField(max_length=2000)
+    message = models.CharField(max_length=MESSAGE_MAX, blank=True, validators=[validate_transfer_text])
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"batch #{self.pk}"
+
+
+class TransferEvent(models.Model):
+    """Append-only audit row: every state change and every AWS call of a transfer."""
+
+    class Kind(models.TextChoices):
+        TRANSITION = "transition"
+        AWS = "aws", "AWS call"
+        NOTE = "note"
+
+    transfer = models.ForeignKey(Transfer, models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    action = models.CharField(max_length=64)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, help_text="User name, or worker / reconciler.")
+    from_status = models.CharField(max_length=24, blank=True)
+    to_status = models.CharField(max_length=24, blank=True)
+    ok = models.BooleanField(default=True)
+    details = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created", "pk"]
+        indexes = [models.Index(fields=["transfer", "created"], name="event_transfer_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import shared_task
+from celery.utils.time import get_exponential_backoff_interval
 from django.utils import timezone
 
-from transfers import inventory
+from transfers import inventory, services
 from transfers.models import AwsAccount, SyncRun
 
 STALE_SYNC = timedelta(minutes=30)
@@ -35,3 +36,44 @@ def sync_all_accounts() -> int:
             _, created = inventory.queue_sync(account, region)
             queued += created
     return queued
+
+
+# Throttling and outages: exponential backoff with full jitter, then a person decides.
+RETRY_BASE, RETRY_MAX_DELAY, RETRY_LIMIT = 2, 300, 10
+
+
+def _backoff(retries: int) -> int:
+    return get_exponential_backoff_interval(
+        RETRY_BASE, retries, RETRY_MAX_DELAY, full_jitter=True
+    )
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
+def execute_transfer(self, pk: int) -> str:
+    try:
+        return services.execute(pk)
+    except services.RetryLater as exc:
+        if self.request.retries >= self.max_retries:
+            services.fail(pk, exc.error.code, f"{exc.error.user_message} Gave up after "
+                          f"{self.max_retries} retries; retry it when AWS is healthy.")
+            return "failed: retries exhausted"
+        raise self.retry(countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
+def restore_transfer(self, pk: int) -> str:
+    try:
+        return services.restore(pk)
+    except services.RetryLater as exc:
+        if self.request.retries >= self.max_retries:
+            services.give_up_restore(pk, exc.error.user_message)
+            return "partial: retries exhausted"
+        raise self.retry(countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task
+def reconcile() -> dict:
+    """Beat: catch up with AWS for pending transfers; re-send work a lost message left."""
+    outcomes = services.reconcile_pending()
+    outcomes["requeued"] = services.requeue_stalled()
+    return outcomes
