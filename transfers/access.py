@@ -37,3 +37,18 @@ def get_certificate_for_user(user, pk: int) -> tuple[Certificate, set]:
 
 def can_manage_accounts(user) -> bool:
     return user.is_superuser or user.groups.filter(name="admin").exists()
+
+
+def get_transfer_for_user(user, pk: int):
+    """A transfer out of or into an account the user can see; 404 otherwise."""
+    from transfers.models import Transfer
+
+    transfer = (
+        Transfer.objects.visible_to(user)
+        .select_related("source", "target", "requester", "approver", "cert")
+        .filter(pk=pk)
+        .first()
+    )
+    if transfer is None:
+        raise Http404("No such transfer")
+    return transfer

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django import forms
 
-from transfers.models import REGION_RE, AwsAccount, Certificate
+from transfers.models import (
+    ACCOUNT_ID_RE,
+    MESSAGE_MAX,
+    REGION_RE,
+    AwsAccount,
+    Certificate,
+    Transfer,
+    validate_transfer_text,
+)
 
 
 class RegionsField(forms.CharField):
@@ -78,3 +86,77 @@ class CertificateFilterForm(forms.Form):
     region = forms.CharField(required=False, max_length=32)
     status = forms.ChoiceField(required=False, choices=[("", "Any status")] + Certificate.Status.choices)
     sort = forms.ChoiceField(required=False, choices=[(k, k) for k in SORTS])
+
+
+class TransferRequestForm(forms.Form):
+    target = forms.ChoiceField(label="Target account")
+    new_target_id = forms.CharField(
+        label="Or a new 12-digit account id", required=False, max_length=12,
+        help_text="Only account admins may transfer to an account the portal does not know.",
+    )
+    message = forms.CharField(
+        label="Transfer message (AWS transferMessage, seen by the target)", required=False,
+        max_length=MESSAGE_MAX, validators=[validate_transfer_text],
+        widget=forms.TextInput(attrs={"maxlength": MESSAGE_MAX}),
+    )
+    reason = forms.CharField(
+        label="Reason (internal, for the approver)", max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
+    deactivate = forms.BooleanField(label="Deactivate it if it is ACTIVE", required=False, initial=True)
+    detach_policies = forms.BooleanField(label="Detach its policies", required=False, initial=True)
+    detach_things = forms.BooleanField(label="Detach its things", required=False, initial=True)
+    restore = forms.BooleanField(
+        label="Put them back if the transfer is cancelled, rejected or expires",
+        required=False, initial=True,
+    )
+    fingerprint = forms.CharField(required=False, widget=forms.HiddenInput, max_length=32)
+
+    def __init__(self, *args, source: AwsAccount, allow_new: bool, **kwargs):
+        super().__init__(*args, **kwargs)
+        targets = AwsAccount.objects.exclude(pk=source.pk).order_by("-managed", "name")
+        self.fields["target"].choices = [("", "Choose…")] + [
+            (a.account_id, f"{a.name} ({a.account_id})") for a in targets
+        ] + ([("new", "Another account…")] if allow_new else [])
+        self.fields["target"].required = False
+        if not allow_new:
+            del self.fields["new_target_id"]
+
+    def clean(self):
+        data = super().clean()
+        target = data.get("target")
+        if target == "new":
+            new_id = (data.get("new_target_id") or "").strip()
+            if not ACCOUNT_ID_RE.match(new_id):
+                self.add_error("new_target_id", "An AWS account id is exactly 12 digits.")
+            data["target_account_id"] = new_id
+        elif not target:
+            self.add_error("target", "Choose the account that receives the certificate.")
+        else:
+            data["target_account_id"] = target
+        return data
+
+    def options(self):
+        from transfers.services import Options
+
+        d = self.cleaned_data
+        return Options(d["deactivate"], d["detach_policies"], d["detach_things"], d["restore"])
+
+
+class DecisionForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class RejectForm(forms.Form):
+    reason = forms.CharField(
+        max_length=MESSAGE_MAX, validators=[validate_transfer_text],
+        help_text="Sent to AWS and seen by the source account (128 characters at most).",
+    )
+
+
+class TransferFilterForm(forms.Form):
+    status = forms.ChoiceField(required=False, choices=[("", "Any state")] + Transfer.Status.choices)
+    account = forms.CharField(required=False, max_length=12)
+    requester = forms.CharField(required=False, max_length=150)
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))

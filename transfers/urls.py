@@ -1,13 +1,23 @@
 from django.urls import path
 
-from transfers.views import accounts, inventory
+from transfers.views import accounts, inventory, transfers
 
 urlpatterns = [
     path("", inventory.certificate_list, name="certificate_list"),
     path("certificates/<int:pk>/", inventory.certificate_detail, name="certificate_detail"),
+    path("certificates/<int:cert_pk>/transfer/", transfers.transfer_new, name="transfer_new"),
     path("accounts/", accounts.account_list, name="account_list"),
     path("accounts/new/", accounts.account_edit, name="account_new"),
     path("accounts/<int:pk>/", accounts.account_detail, name="account_detail"),
     path("accounts/<int:pk>/edit/", accounts.account_edit, name="account_edit"),
     path("accounts/<int:pk>/sync/", accounts.account_sync, name="account_sync"),
+    path("transfers/", transfers.transfer_list, name="transfer_list"),
+    path("approvals/", transfers.approvals, name="approvals"),
+    path("incoming/", transfers.incoming, name="incoming"),
+    path("transfers/<int:pk>/", transfers.transfer_detail, name="transfer_detail"),
 ]
+for action in ("approve", "decline", "withdraw", "cancel", "retry", "accept", "reject", "reconcile"):
+    urlpatterns.append(
+        path(f"transfers/<int:pk>/{action}/", getattr(transfers, f"transfer_{action}"),
+             name=f"transfer_{action}")
+    )

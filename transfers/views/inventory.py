@@ -8,7 +8,14 @@ from django.shortcuts import render
 
 from transfers.access import get_certificate_for_user
 from transfers.forms import SORTS, CertificateFilterForm
-from transfers.models import AwsAccount, Certificate, CertificatePolicy, CertificateThing
+from transfers.models import (
+    CAN_REQUEST,
+    AwsAccount,
+    Certificate,
+    CertificatePolicy,
+    CertificateThing,
+    Transfer,
+)
 
 PAGE_SIZE = 50
 
@@ -65,16 +72,11 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
     cert, roles = get_certificate_for_user(request.user, pk)
+    history = Transfer.objects.filter(
+        source=cert.account, region=cert.region, certificate_id=cert.certificate_id
+    ).select_related("requester")[:50]
     return render(
         request,
         "transfers/certificate_detail.html",
-        {"cert": cert, "roles": roles, "transfers": _history(cert)},
+        {"cert": cert, "can_request": bool(roles & CAN_REQUEST), "transfers": history},
     )
-
-
-def _history(cert: Certificate) -> list:
-    # Filled in by the transfer workflow; kept here so the page has one place for it.
-    related = getattr(cert, "transfers", None)
-    if related is None:
-        return []
-    return list(related.select_related("requester", "target").order_by("-created")[:50])

@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from transfers import services
+from transfers.access import get_certificate_for_user, get_transfer_for_user
+from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
+from transfers.models import (
+    CAN_APPROVE,
+    CAN_OPERATE,
+    CAN_REQUEST,
+    AwsAccount,
+    Role,
+    Transfer,
+)
+
+PAGE_SIZE = 50
+
+
+@login_required
+def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
+    cert, roles = get_certificate_for_user(request.user, cert_pk)
+    if not roles & CAN_REQUEST:
+        raise PermissionDenied("Your role does not allow requesting transfers from this account.")
+    form = TransferRequestForm(
+        request.POST or None, source=cert.account, allow_new=Role.ADMIN in roles
+    )
+    plan = None
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        # Submitting needs a plan the person has seen: its fingerprint comes with the form.
+        if request.POST.get("action") == "submit" and data["fingerprint"]:
+            try:
+                transfer = services.request_transfer(
+                    request.user, cert, target_account_id=data["target_account_id"],
+                    message=data["message"], reason=data["reason"], options=form.options(),
+                    fingerprint=data["fingerprint"],
+                )
+            except services.TransferError as exc:
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"Transfer #{transfer.pk} requested; an approver "
+                                 "must approve it before anything happens in AWS.")
+                return redirect(transfer)
+        plan = services.make_plan(cert, data["target_account_id"], form.options())
+        form.data = form.data.copy()
+        form.data["fingerprint"] = plan.fingerprint
+    return render(request, "transfers/transfer_new.html", {"cert": cert, "form": form, "plan": plan})
+
+
+def _filtered(request: HttpRequest, qs):
+    form = TransferFilterForm(request.GET)
+    form.is_valid()
+    data = form.cleaned_data
+    if data.get("status"):
+        qs = qs.filter(status=data["status"])
+    if data.get("account"):
+        qs = qs.filter(Q(source__account_id=data["account"]) | Q(target_account_id=data["account"]))
+    if data.get("requester"):
+        qs = qs.filter(requester__username=data["requester"])
+    if data.get("since"):
+        qs = qs.filter(created__gte=timezone.make_aware(datetime.combine(data["since"], time.min)))
+    if data.get("until"):
+        qs = qs.filter(created__lte=timezone.make_aware(datetime.combine(data["until"], time.max)))
+    return form, qs
+
+
+def _list(request: HttpRequest, qs, template: str, **extra) -> HttpResponse:
+    form, qs = _filtered(request, qs)
+    qs = qs.select_related("source", "target", "requester", "approver")
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"form": form, "page": page, "query": query.urlencode(),
+               "statuses": Transfer.Status.choices, **extra}
+    if request.htmx and not request.htmx.boosted:
+        return render(request, f"{template}#rows", context)
+    return render(request, template, context)
+
+
+@login_required
+def transfer_list(request: HttpRequest) -> HttpResponse:
+    accounts = AwsAccount.objects.visible_to(request.user)
+    return _list(request, Transfer.objects.visible_to(request.user), "transfers/transfer_list.html",
+                 title="Transfers", accounts=accounts)
+
+
+@login_required
+def approvals(request: HttpRequest) -> HttpResponse:
+    mine = [a.pk for a in AwsAccount.objects.visible_to(request.user)
+            if a.role_for(request.user) & CAN_APPROVE]
+    qs = Transfer.objects.filter(source__in=mine, status=Transfer.Status.REQUESTED).order_by("created")
+    return _list(request, qs, "transfers/transfer_list.html", title="Approvals",
+                 intro="Requests waiting for a decision on accounts you approve for. You cannot "
+                 "approve your own.")
+
+
+def operable_targets(user) -> list[str]:
+    return [a.account_id for a in AwsAccount.objects.visible_to(user).filter(managed=True)
+            if a.role_for(user) & CAN_OPERATE]
+
+
+@login_required
+def incoming(request: HttpRequest) -> HttpResponse:
+    qs = Transfer.objects.filter(
+        target_account_id__in=operable_targets(request.user),
+        status=Transfer.Status.PENDING_ACCEPTANCE,
+    ).order_by("pending_since")
+    return _list(request, qs, "transfers/transfer_list.html", title="Incoming",
+                 intro="Certificates other accounts are transferring to accounts you manage. "
+                 "Accept or reject each one.")
+
+
+@login_required
+def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    transfer = get_transfer_for_user(request.user, pk)
+    source_roles = transfer.source.role_for(request.user)
+    target_roles = services.target_roles(request.user, transfer)
+    context = {
+        "t": transfer,
+        "events": transfer.events.select_related("actor"),
+        "can_approve": bool(source_roles & CAN_APPROVE) and transfer.requester_id != request.user.pk,
+        "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
+        "can_operate_source": bool(source_roles & CAN_OPERATE),
+        "can_operate_target": bool(target_roles & CAN_OPERATE),
+        "live": transfer.status in Transfer.Status.IN_FLIGHT
+        or transfer.restore_state == Transfer.Restore.PENDING,
+        "decision_form": DecisionForm(),
+        "reject_form": RejectForm(),
+    }
+    if request.htmx and request.htmx.target == "live":
+        return render(request, "transfers/transfer_detail.html#live", context)
+    return render(request, "transfers/transfer_detail.html", context)
+
+
+def _act(request: HttpRequest, pk: int, done: str, action) -> HttpResponse:
+    transfer = get_transfer_for_user(request.user, pk)  # 404 before anything else
+    try:
+        action(transfer)
+    except services.TransferError as exc:
+        if exc.status == 403:
+            raise PermissionDenied(exc.message) from None
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, done)
+    if request.htmx:
+        return HttpResponseClientRedirect(transfer.get_absolute_url())
+    return redirect(transfer)
+
+
+def _form_or_error(request: HttpRequest, form_class):
+    form = form_class(request.POST)
+    if form.is_valid():
+        return form.cleaned_data
+    raise services.TransferError("invalid", " ".join(
+        f"{'' if name == '__all__' else name.capitalize() + ': '}{' '.join(errs)}"
+        for name, errs in form.errors.items()))
+
+
+@login_required
+@require_POST
+def transfer_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(t):
+        services.approve(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
+    return _act(request, pk, "Approved: a worker is preparing the certificate.", act)
+
+
+@login_required
+@require_POST
+def transfer_decline(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(t):
+        services.decline(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
+    return _act(request, pk, "Declined.", act)
+
+
+@login_required
+@require_POST
+def transfer_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, "Withdrawn.", lambda t: services.withdraw(request.user, t.pk))
+
+
+@login_required
+@require_POST
+def transfer_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, "Cancelled in AWS; what was removed is being put back.",
+                lambda t: services.cancel(request.user, t.pk))
+
+
+@login_required
+@require_POST
+def transfer_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, "Queued again.", lambda t: services.retry(request.user, t.pk))
+
+
+@login_required
+@require_POST
+def transfer_accept(request: HttpRequest, pk: int) -> HttpResponse:
+    active = request.POST.get("set_as_active") == "on"
+    return _act(request, pk, "Accepted: the certificate now belongs to your account"
+                + (" and is ACTIVE." if active else " (INACTIVE)."),
+                lambda t: services.accept(request.user, t.pk, set_as_active=active))
+
+
+@login_required
+@require_POST
+def transfer_reject(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(t):
+        services.reject(request.user, t.pk, _form_or_error(request, RejectForm)["reason"])
+    return _act(request, pk, "Rejected: the certificate went back to the source account.", act)
+
+
+@login_required
+@require_POST
+def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(t):
+        if not t.source.role_for(request.user) & CAN_OPERATE:
+            raise services.TransferError("forbidden", "Not allowed.", status=403)
+        outcome = services.reconcile_one(t.pk)
+        messages.info(request, f"Checked with AWS: {outcome}.")
+    return _act(request, pk, "Up to date with AWS.", act)
