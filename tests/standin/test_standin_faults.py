@@ -1,0 +1,223 @@
+"""Fault injection, the per-account rate ceiling and call counters."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from botocore.exceptions import ClientError
+
+from standin.faults import FaultConfig, FaultInjector
+
+SOURCE = "111111111111"
+TARGET = "222222222222"
+
+
+def outcome(call, **kwargs):
+    try:
+        call(**kwargs)
+    except ClientError as error:
+        return error.response["Error"]["Code"]
+    return "ok"
+
+
+def status_of(iot, cert_id):
+    return iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["status"]
+
+
+def test_no_faults_are_injected_by_default(aws):
+    iot = aws.iot(SOURCE)
+
+    results = [outcome(iot.list_certificates) for _ in range(20)]
+
+    assert results == ["ok"] * 20
+    assert aws.control.faults()["throttle_rate"] == 0.0
+    assert aws.control.call_count("ListCertificates", outcome="ok") == 20
+    assert aws.control.call_count("ListCertificates", outcome="throttled") == 0
+
+
+def test_throttled_transfer_changes_nothing_and_is_counted_apart(aws, new_cert, expect_error):
+    iot = aws.iot(SOURCE)
+    cert_id = new_cert(iot)
+    aws.control.set_faults(throttle_rate=1.0, operations=["TransferCertificate"])
+
+    with expect_error("ThrottlingException", 400):
+        iot.transfer_certificate(certificateId=cert_id, targetAwsAccount=TARGET)
+
+    assert status_of(iot, cert_id) == "INACTIVE"
+    assert iot.list_outgoing_certificates()["outgoingCertificates"] == []
+    assert aws.control.call_count("TransferCertificate") == 0
+    assert aws.control.call_count("TransferCertificate", outcome="throttled") == 1
+    assert aws.control.calls()["faulted"] == {"TransferCertificate": {"ThrottlingException": 1}}
+    aws.control.clear_faults()
+    iot.transfer_certificate(certificateId=cert_id, targetAwsAccount=TARGET)
+    assert aws.control.call_count("TransferCertificate", cert_id, "ok") == 1
+
+
+def test_unavailable_rate_answers_service_unavailable_and_changes_nothing(
+    aws, registered_cert, expect_error
+):
+    source, target = aws.iot(SOURCE), aws.iot(TARGET)
+    cert_id = registered_cert(source)
+    source.transfer_certificate(certificateId=cert_id, targetAwsAccount=TARGET)
+    aws.control.set_faults(unavailable_rate=1.0, operations=["accept_certificate_transfer"])
+
+    with expect_error("ServiceUnavailableException", 503):
+        target.accept_certificate_transfer(certificateId=cert_id)
+
+    assert status_of(target, cert_id) == "PENDING_TRANSFER"
+    assert aws.control.call_count("AcceptCertificateTransfer") == 0
+    assert aws.control.calls()["faulted"]["AcceptCertificateTransfer"] == {
+        "ServiceUnavailableException": 1
+    }
+
+
+def test_faults_only_hit_the_listed_operations(aws, registered_cert, expect_error):
+    iot = aws.iot(SOURCE)
+    cert_id = registered_cert(iot)
+    aws.control.set_faults(throttle_rate=1.0, operations=["DescribeCertificate"])
+
+    assert outcome(iot.list_certificates) == "ok"
+    with expect_error("ThrottlingException"):
+        iot.describe_certificate(certificateId=cert_id)
+
+
+def test_seeded_faults_repeat_the_same_sequence(aws, registered_cert):
+    iot = aws.iot(SOURCE)
+    cert_id = registered_cert(iot)
+
+    runs = []
+    for _ in range(2):
+        aws.control.set_faults(throttle_rate=0.3, unavailable_rate=0.3, seed=7)
+        runs.append([outcome(iot.describe_certificate, certificateId=cert_id) for _ in range(30)])
+
+    assert runs[0] == runs[1]
+    assert set(runs[0]) == {"ok", "ThrottlingException", "ServiceUnavailableException"}
+    throttled = runs[0].count("ThrottlingException") + runs[1].count("ThrottlingException")
+    faulted = aws.control.calls()["faulted"]["DescribeCertificate"]
+    assert faulted["ThrottlingException"] == throttled
+
+
+def test_rate_ceiling_throttles_an_account_above_its_requests_per_second(aws):
+    source, target = aws.iot(SOURCE), aws.iot(TARGET)
+    aws.control.set_faults(rps_per_account=3)
+
+    burst = [outcome(source.list_certificates) for _ in range(3)]
+    after = [outcome(source.list_certificates) for _ in range(6)]
+
+    assert burst == ["ok"] * 3
+    assert "ThrottlingException" in after
+    assert outcome(target.list_certificates) == "ok"  # every account has its own bucket
+    assert aws.control.call_count("ListCertificates", outcome="throttled") == after.count(
+        "ThrottlingException"
+    )
+
+
+def test_counters_prove_a_certificate_was_transferred_exactly_once(aws, registered_cert):
+    iot = aws.iot(SOURCE)
+    first, second = registered_cert(iot), registered_cert(iot)
+    aws.control.reset_counters()
+
+    iot.transfer_certificate(certificateId=first, targetAwsAccount=TARGET)
+    assert outcome(iot.transfer_certificate, certificateId=first, targetAwsAccount=TARGET) == (
+        "CertificateStateException"
+    )
+    iot.transfer_certificate(certificateId=second, targetAwsAccount=TARGET)
+
+    count = aws.control.call_count
+    assert count("TransferCertificate", first, "ok") == 1
+    assert count("TransferCertificate", first, "error") == 1
+    assert count("TransferCertificate", first, "CertificateStateException") == 1
+    assert count("TransferCertificate", second) == 1
+    assert count("TransferCertificate") == 3
+    assert count("TransferCertificate", outcome="ok") == 2
+
+
+def test_reset_counters_forgets_every_call(aws):
+    iot = aws.iot(SOURCE)
+    iot.list_certificates()
+
+    aws.control.reset_counters()
+
+    assert aws.control.calls() == {
+        "operations": {},
+        "certificates": {},
+        "faulted": {},
+        "throttled": {},
+    }
+
+
+@pytest.mark.parametrize(
+    "fault_settings",
+    [
+        {"throttle_rate": 1.5},
+        {"throttle_rate": 0.6, "unavailable_rate": 0.6},
+        {"rps_per_account": -1},
+    ],
+)
+def test_invalid_fault_settings_are_refused_and_leave_faults_unchanged(aws, fault_settings):
+    aws.control.set_faults(throttle_rate=0.25, seed=1)
+
+    with pytest.raises((ValueError, RuntimeError)):
+        aws.control.set_faults(**fault_settings)
+
+    assert aws.control.faults()["throttle_rate"] == 0.25
+
+
+def test_concurrent_accepts_of_one_transfer_succeed_exactly_once(aws, new_cert):
+    source = aws.iot(SOURCE)
+    cert_id = new_cert(source)
+    source.transfer_certificate(certificateId=cert_id, targetAwsAccount=TARGET)
+    target = aws.iot(TARGET)  # boto3 clients may be shared between threads
+    results: list[str] = []
+    start = threading.Barrier(8)
+
+    def accept():
+        start.wait()
+        results.append(outcome(target.accept_certificate_transfer, certificateId=cert_id))
+
+    threads = [threading.Thread(target=accept) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(results) == ["TransferAlreadyCompletedException"] * 7 + ["ok"]
+    assert aws.control.call_count("AcceptCertificateTransfer", cert_id) == 8
+    assert aws.control.call_count("AcceptCertificateTransfer", cert_id, "ok") == 1
+
+
+# --------------------------------------------------------------------------- units
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_refills_at_the_configured_rate_per_account():
+    clock = FakeClock()
+    injector = FaultInjector(clock=clock)
+    injector.configure(rps_per_account=2)
+
+    burst = [injector.decide("ListCertificates", SOURCE) for _ in range(3)]
+    clock.now += 0.5
+    refilled = [injector.decide("ListCertificates", SOURCE) for _ in range(2)]
+
+    assert burst == [None, None, "ThrottlingException"]
+    assert refilled == [None, "ThrottlingException"]
+    assert injector.decide("ListCertificates", TARGET) is None
+
+
+def test_fault_config_accepts_snake_case_operations_and_round_trips():
+    config = FaultConfig.from_dict(
+        {"throttle_rate": 0.2, "operations": ["transfer_certificate", "ListCertificates"]}
+    )
+
+    assert config.operations == frozenset({"TransferCertificate", "ListCertificates"})
+    assert FaultConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown"):
+        FaultConfig.from_dict({"throttle": 1})
