@@ -1,0 +1,107 @@
+"""Browser tier: Playwright drives Debian's Chromium through the main flow, against the live
+server, a real Celery worker and the stand-in server. Screenshots go to test-results/."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from standin.control import client_for_account
+from tests.conftest import SOURCE, TARGET
+from transfers import demo, inventory
+from transfers.models import AwsAccount
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+SHOTS = Path(__file__).resolve().parents[2] / "test-results" / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop on this thread; the ORM calls the test makes
+    # around it are still plain synchronous code.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium is not at {CHROMIUM}: apt-get install -y chromium (.ci/run does).")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def demo_world(services_env, standin_url, start_worker):
+    demo.seed_portal()
+    iot = client_for_account(SOURCE, "us-east-1", standin_url)
+    iot.create_policy(policyName="DevicePublish", policyDocument='{"Version":"2012-10-17","Statement":[]}')
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    pem = demo.certificate_pem("browser-cert", now - timedelta(days=1), now + timedelta(days=400))
+    made = iot.register_certificate_without_ca(certificatePem=pem, status="ACTIVE")
+    iot.attach_policy(policyName="DevicePublish", target=made["certificateArn"])
+    iot.create_thing(thingName="browser-sensor")
+    iot.attach_thing_principal(thingName="browser-sensor", principal=made["certificateArn"])
+    AwsAccount.objects.filter(account_id__in=[SOURCE, TARGET]).update(regions=["us-east-1"])
+    for account in AwsAccount.objects.filter(managed=True):
+        inventory.sync_region(inventory.queue_sync(account, "us-east-1")[0].pk)
+    start_worker()
+    return made["certificateId"]
+
+
+def test_request_approve_watch_and_accept(browser, live_server, demo_world, standin_url):
+    cert_id = demo_world
+
+    def login(user: str):
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(f"{live_server.url}/login/")
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", demo.PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/")
+        return page
+
+    alice = login("alice")
+    alice.fill("input[name=q]", "browser-sensor")
+    alice.wait_for_selector(f"a[title='{cert_id}']")
+    assert alice.locator("table.certs tbody tr").count() == 1
+    alice.screenshot(path=SHOTS / "1-search.png", full_page=True)
+    alice.click(f"a[title='{cert_id}']")
+    alice.click("text=Request a transfer")
+    alice.select_option("select[name=target]", TARGET)
+    alice.fill("input[name=message]", "Devices sold to Acme")
+    alice.fill("textarea[name=reason]", "Contract 42")
+    alice.click("button[value=preview]")
+    alice.wait_for_selector("text=Plan, from AWS just now")
+    assert "Detach policies (1): DevicePublish" in alice.content()
+    alice.screenshot(path=SHOTS / "2-plan.png", full_page=True)
+    alice.click("button[value=submit]")
+    alice.wait_for_selector("text=Transfer #")
+    transfer_url = alice.url
+    alice.screenshot(path=SHOTS / "3-requested.png", full_page=True)
+
+    bob = login("bob")
+    bob.goto(f"{live_server.url}/approvals/")
+    bob.click("table a")
+    bob.click("button:has-text('Approve')")
+    # No reload: htmx polls the row until the worker has made it pending.
+    bob.wait_for_selector("#live .state-pending_acceptance", timeout=60_000)
+    assert "Transferred in AWS" in bob.inner_text("#live")
+    bob.screenshot(path=SHOTS / "4-pending.png", full_page=True)
+
+    carol = login("carol")
+    carol.goto(f"{live_server.url}/incoming/")
+    assert carol.locator("table tbody a").count() == 1
+    carol.screenshot(path=SHOTS / "5-incoming.png", full_page=True)
+    carol.goto(transfer_url)
+    carol.check("input[name=set_as_active]")
+    carol.click("button:has-text('Accept')")
+    carol.wait_for_selector("#live .state-accepted")
+    carol.screenshot(path=SHOTS / "6-accepted.png", full_page=True)
+    target_iot = client_for_account(TARGET, "us-east-1", standin_url)
+    described = target_iot.describe_certificate(certificateId=cert_id)["certificateDescription"]
+    assert described["status"] == "ACTIVE" and described["ownedBy"] == TARGET
