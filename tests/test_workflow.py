@@ -65,9 +65,11 @@ def test_request_approve_execute_accept(world, requester, approver, target):
     assert attachments(iot, cert.arn) == ([], [])
     assert world["control"].call_count("TransferCertificate", cert.certificate_id) == 1
 
-    services.accept(world["carol"], transfer.pk, set_as_active=True)
+    committed(services.accept, world["carol"], transfer.pk, set_as_active=True)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.ACCEPTED
+    moved = Certificate.objects.get(certificate_id=cert.certificate_id)
+    assert moved.account == target and moved.status == "ACTIVE"  # the target's inventory
     target_iot = iot_for(target)
     assert describe(target_iot, cert.certificate_id)["status"] == "ACTIVE"
     with pytest.raises(iot.exceptions.ResourceNotFoundException):

@@ -574,8 +574,17 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
 
     transfer = _transition(pk, "mark_accepted", user, before=fill, refuse="It already ended.",
                            set_as_active=set_as_active)
-    Certificate.objects.filter(pk=transfer.cert_id).delete()  # gone from the source
+    _moved(transfer)
     return transfer
+
+
+def _moved(transfer: Transfer) -> None:
+    """The certificate left the source: drop its row there, refresh the target's inventory."""
+    from transfers import inventory
+
+    Certificate.objects.filter(pk=transfer.cert_id).delete()
+    if transfer.target is not None and transfer.target.managed:
+        inventory.queue_sync(transfer.target, transfer.region)
 
 
 def reject(user, pk: int, reason: str) -> Transfer:
@@ -714,7 +723,7 @@ def _reconcile(transfer: Transfer, iot, outgoing: dict | None) -> str:
                         refuse="It already ended.", seen="gone from the source account")
         except TransferError:
             return "raced"
-        Certificate.objects.filter(pk=transfer.cert_id).delete()
+        _moved(transfer)
         return "accepted"
     data = desc.get("transferData", {})
     if data.get("rejectDate"):
