@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -23,8 +24,12 @@ def _eager_celery(request):
     if request.node.get_closest_marker("services"):
         yield
         return
-    saved = {k: celery_app.conf[k] for k in ("task_always_eager", "task_eager_propagates", "broker_url")}
-    celery_app.conf.update(task_always_eager=True, task_eager_propagates=True, broker_url="memory://")
+    saved = {
+        k: celery_app.conf[k] for k in ("task_always_eager", "task_eager_propagates", "broker_url")
+    }
+    celery_app.conf.update(
+        task_always_eager=True, task_eager_propagates=True, broker_url="memory://"
+    )
     yield
     celery_app.conf.update(saved)
 
@@ -137,10 +142,10 @@ def add_certificate(iot, status="ACTIVE", policies=(), thing=None, days_left=365
     )
     made = iot.register_certificate_without_ca(certificatePem=pem, status=status)
     for policy in policies:
-        try:
-            iot.create_policy(policyName=policy, policyDocument='{"Version":"2012-10-17","Statement":[]}')
-        except iot.exceptions.ResourceAlreadyExistsException:
-            pass
+        with contextlib.suppress(iot.exceptions.ResourceAlreadyExistsException):
+            iot.create_policy(
+                policyName=policy, policyDocument='{"Version":"2012-10-17","Statement":[]}'
+            )
         iot.attach_policy(policyName=policy, target=made["certificateArn"])
     if thing:
         iot.create_thing(thingName=thing)

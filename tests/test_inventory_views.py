@@ -109,7 +109,9 @@ def test_sorting_by_id(client, viewer, inventory):
 
 def test_htmx_gets_only_the_results_fragment(client, viewer, inventory):
     client.force_login(viewer)
-    response = client.get(reverse("certificate_list"), {"q": "sensor"}, headers={"HX-Request": "true"})
+    response = client.get(
+        reverse("certificate_list"), {"q": "sensor"}, headers={"HX-Request": "true"}
+    )
     body = response.content.decode()
     assert 'id="results"' in body
     assert "<html" not in body
@@ -117,7 +119,9 @@ def test_htmx_gets_only_the_results_fragment(client, viewer, inventory):
     assert cid(0xA2) not in body and cid(0xB3) not in body
 
 
-def test_the_list_runs_a_constant_number_of_queries(client, viewer, source, django_assert_max_num_queries):
+def test_the_list_runs_a_constant_number_of_queries(
+    client, viewer, source, django_assert_max_num_queries
+):
     client.force_login(viewer)
     for n in range(3):
         cert(source, n, policies=["P"], things=[f"t{n}"])
@@ -220,7 +224,9 @@ class TestAccountForm:
         data.update(overrides)
         return data
 
-    def test_an_admin_adds_a_managed_account_after_a_connection_check(self, client, portal_admin, standin):
+    def test_an_admin_adds_a_managed_account_after_a_connection_check(
+        self, client, portal_admin, standin
+    ):
         from transfers.models import AwsAccount
 
         client.force_login(portal_admin)
@@ -243,7 +249,9 @@ class TestAccountForm:
             ("external_id", "x", "2 to 1224 letters"),
         ],
     )
-    def test_bad_input_is_refused_with_a_clear_message(self, client, portal_admin, field, value, message):
+    def test_bad_input_is_refused_with_a_clear_message(
+        self, client, portal_admin, field, value, message
+    ):
         from transfers.models import AwsAccount
 
         client.force_login(portal_admin)

@@ -10,7 +10,9 @@ def test_boolean_refuses_what_it_does_not_understand(monkeypatch):
         env.boolean("X_FLAG", False)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("0", False), ("OFF", False), ("", True)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("true", True), ("0", False), ("OFF", False), ("", True)]
+)
 def test_boolean_reads_the_usual_spellings(monkeypatch, raw, expected):
     monkeypatch.setenv("X_FLAG", raw)
     assert env.boolean("X_FLAG", True) is expected

@@ -25,15 +25,23 @@ def carol(target):
 
 
 def form(**overrides):
-    data = {"target": TARGET, "message": "For Acme", "reason": "Sale of the fleet",
-            "deactivate": "on", "detach_policies": "on", "detach_things": "on", "restore": "on"}
+    data = {
+        "target": TARGET,
+        "message": "For Acme",
+        "reason": "Sale of the fleet",
+        "deactivate": "on",
+        "detach_policies": "on",
+        "detach_things": "on",
+        "restore": "on",
+    }
     data.update(overrides)
     return data
 
 
 def requested(cert, requester) -> Transfer:
-    return services.request_transfer(requester, cert, target_account_id=TARGET, message="m",
-                                     reason="r", options=Options())
+    return services.request_transfer(
+        requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
+    )
 
 
 def pending(cert, requester, approver) -> Transfer:
@@ -63,12 +71,16 @@ class TestRequest:
     def test_submit_without_a_seen_plan_only_previews(self, client, requester, cert):
         client.force_login(requester)
         response = client.post(self.url(cert), form(action="submit"))
-        assert response.status_code == 200 and "Plan, from AWS just now" in response.content.decode()
+        assert (
+            response.status_code == 200 and "Plan, from AWS just now" in response.content.decode()
+        )
         assert not Transfer.objects.exists()
 
     def test_a_changed_certificate_needs_a_new_look(self, client, requester, cert):
         client.force_login(requester)
-        fingerprint = client.post(self.url(cert), form(action="preview")).context["plan"].fingerprint
+        fingerprint = (
+            client.post(self.url(cert), form(action="preview")).context["plan"].fingerprint
+        )
         iot_for(cert.account).detach_policy(policyName="DevicePublish", target=cert.arn)
         response = client.post(self.url(cert), form(action="submit", fingerprint=fingerprint))
         assert "changed in AWS" in response.content.decode()
@@ -85,8 +97,9 @@ class TestRequest:
             ({"target": "new", "new_target_id": "123"}, "Select a valid choice"),
         ],
     )
-    def test_bad_input_gets_a_clear_message_and_changes_nothing(self, client, requester, cert,
-                                                                 overrides, message):
+    def test_bad_input_gets_a_clear_message_and_changes_nothing(
+        self, client, requester, cert, overrides, message
+    ):
         client.force_login(requester)
         response = client.post(self.url(cert), form(action="submit", fingerprint="x", **overrides))
         assert response.status_code == 200
@@ -96,10 +109,13 @@ class TestRequest:
     def test_an_account_admin_may_name_a_new_account(self, client, source, cert):
         admin = make_user("acct-admin", (source, Role.ADMIN))
         client.force_login(admin)
-        bad = client.post(self.url(cert), form(target="new", new_target_id="12ab", action="preview"))
+        bad = client.post(
+            self.url(cert), form(target="new", new_target_id="12ab", action="preview")
+        )
         assert "exactly 12 digits" in bad.content.decode()
-        page = client.post(self.url(cert), form(target="new", new_target_id="999999999999",
-                                                action="preview"))
+        page = client.post(
+            self.url(cert), form(target="new", new_target_id="999999999999", action="preview")
+        )
         assert "not known to the portal" in page.content.decode()
 
     def test_a_viewer_gets_403_and_an_outsider_404(self, client, viewer, outsider, cert):
@@ -122,33 +138,39 @@ class TestRequest:
 
 
 class TestDecisions:
-    def test_an_approver_approves_and_the_page_goes_live(self, client, requester, approver, cert,
-                                                         django_capture_on_commit_callbacks):
+    def test_an_approver_approves_and_the_page_goes_live(
+        self, client, requester, approver, cert, django_capture_on_commit_callbacks
+    ):
         transfer = requested(cert, requester)
         client.force_login(approver)
         page = client.get(transfer.get_absolute_url()).content.decode()
         assert "Approve" in page
         with django_capture_on_commit_callbacks(execute=False) as queued:
-            response = client.post(reverse("transfer_approve", args=[transfer.pk]),
-                                   {"comment": "fine"})
+            response = client.post(
+                reverse("transfer_approve", args=[transfer.pk]), {"comment": "fine"}
+            )
         assert response.status_code == 302 and len(queued) == 1
         transfer.refresh_from_db()
         assert transfer.status == Transfer.Status.APPROVED
         live = client.get(transfer.get_absolute_url()).content.decode()
         assert 'hx-trigger="every 2s"' in live
-        fragment = client.get(transfer.get_absolute_url(),
-                              headers={"HX-Request": "true", "HX-Target": "live"}).content.decode()
+        fragment = client.get(
+            transfer.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "live"}
+        ).content.decode()
         assert fragment.lstrip().startswith('<div id="live"') and "<html" not in fragment
         queued[0]()  # the worker
-        done = client.get(transfer.get_absolute_url(),
-                          headers={"HX-Request": "true", "HX-Target": "live"}).content.decode()
+        done = client.get(
+            transfer.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "live"}
+        ).content.decode()
         assert "Pending acceptance" in done and "every 2s" not in done
 
     def test_self_approval_is_refused_and_changes_nothing(self, client, source, cert):
         both = make_user("both", (source, Role.REQUESTER), (source, Role.APPROVER))
         transfer = requested(cert, both)
         client.force_login(both)
-        assert "nobody approves their own" in client.get(transfer.get_absolute_url()).content.decode()
+        assert (
+            "nobody approves their own" in client.get(transfer.get_absolute_url()).content.decode()
+        )
         response = client.post(reverse("transfer_approve", args=[transfer.pk]), follow=True)
         assert response.status_code == 403
         assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.REQUESTED
@@ -163,8 +185,16 @@ class TestDecisions:
         transfer = requested(cert, requester)
         client.force_login(outsider)
         assert client.get(transfer.get_absolute_url()).status_code == 404
-        for action in ("approve", "decline", "withdraw", "cancel", "retry", "accept", "reject",
-                       "reconcile"):
+        for action in (
+            "approve",
+            "decline",
+            "withdraw",
+            "cancel",
+            "retry",
+            "accept",
+            "reject",
+            "reconcile",
+        ):
             assert client.post(reverse(f"transfer_{action}", args=[transfer.pk])).status_code == 404
         assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.REQUESTED
 
@@ -177,8 +207,9 @@ class TestDecisions:
     def test_decline_without_a_comment_is_explained(self, client, requester, approver, cert):
         transfer = requested(cert, requester)
         client.force_login(approver)
-        response = client.post(reverse("transfer_decline", args=[transfer.pk]), {"comment": ""},
-                               follow=True)
+        response = client.post(
+            reverse("transfer_decline", args=[transfer.pk]), {"comment": ""}, follow=True
+        )
         assert "Say why you decline" in response.content.decode()
         assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.REQUESTED
 
@@ -190,8 +221,9 @@ class TestDecisions:
         assert "Only a requested transfer can be approved" in response.content.decode()
         assert transfer.events.filter(action="approve").count() == 1
 
-    def test_the_approvals_queue_lists_requests_for_my_accounts(self, client, requester, approver,
-                                                                 cert):
+    def test_the_approvals_queue_lists_requests_for_my_accounts(
+        self, client, requester, approver, cert
+    ):
         transfer = requested(cert, requester)
         client.force_login(approver)
         body = client.get(reverse("approvals")).content.decode()
@@ -211,8 +243,9 @@ class TestInbox:
         transfer = pending(cert, requester, approver)
         client.force_login(carol)
         assert f"#{transfer.pk}" in client.get(reverse("incoming")).content.decode()
-        response = client.post(reverse("transfer_accept", args=[transfer.pk]),
-                               {"set_as_active": "on"})
+        response = client.post(
+            reverse("transfer_accept", args=[transfer.pk]), {"set_as_active": "on"}
+        )
         assert response.status_code == 302
         transfer.refresh_from_db()
         assert transfer.status == Transfer.Status.ACCEPTED and transfer.set_as_active
@@ -221,13 +254,16 @@ class TestInbox:
         transfer = pending(cert, requester, approver)
         client.force_login(carol)
         for bad in ("", "x" * 129, "<script>\u0007</script>"):
-            page = client.post(reverse("transfer_reject", args=[transfer.pk]), {"reason": bad},
-                               follow=True)
+            page = client.post(
+                reverse("transfer_reject", args=[transfer.pk]), {"reason": bad}, follow=True
+            )
             assert "<script>alert" not in page.content.decode()
             assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.PENDING_ACCEPTANCE
         with django_capture():
-            client.post(reverse("transfer_reject", args=[transfer.pk]),
-                        {"reason": "<script>alert(1)</script>"})
+            client.post(
+                reverse("transfer_reject", args=[transfer.pk]),
+                {"reason": "<script>alert(1)</script>"},
+            )
         transfer.refresh_from_db()
         assert transfer.status == Transfer.Status.REJECTED
         page = client.get(transfer.get_absolute_url()).content.decode()
@@ -264,11 +300,16 @@ class TestLists:
         transfer = requested(cert, requester)
         client.force_login(requester)
         assert f"#{transfer.pk}" in client.get(reverse("transfer_list")).content.decode()
-        assert f"#{transfer.pk}" not in client.get(
-            reverse("transfer_list"), {"status": "accepted"}).content.decode()
-        assert f"#{transfer.pk}" in client.get(
-            reverse("transfer_list"), {"requester": "requester", "since": "2000-01-01"}
-        ).content.decode()
+        assert (
+            f"#{transfer.pk}"
+            not in client.get(reverse("transfer_list"), {"status": "accepted"}).content.decode()
+        )
+        assert (
+            f"#{transfer.pk}"
+            in client.get(
+                reverse("transfer_list"), {"requester": "requester", "since": "2000-01-01"}
+            ).content.decode()
+        )
         bad = client.get(reverse("transfer_list"), {"since": "yesterday"}).content.decode()
         assert "not understood" in bad
         client.force_login(outsider)
@@ -280,16 +321,24 @@ class TestLists:
         body = client.get(cert.get_absolute_url()).content.decode()
         assert f"#{transfer.pk}" in body and "Request a transfer" in body
 
-    def test_the_list_query_count_is_constant(self, client, requester, approver, cert, source,
-                                              django_assert_max_num_queries):
+    def test_the_list_query_count_is_constant(
+        self, client, requester, approver, cert, source, django_assert_max_num_queries
+    ):
         requested(cert, requester)
         client.force_login(requester)
         with django_assert_max_num_queries(12) as one:
             client.get(reverse("transfer_list"))
         for n in range(20):
-            Transfer.objects.create(source=source, region="us-east-1", certificate_id=f"{n:064x}",
-                                    certificate_arn="arn", target_account_id=TARGET,
-                                    requester=requester, reason="r", status="declined")
+            Transfer.objects.create(
+                source=source,
+                region="us-east-1",
+                certificate_id=f"{n:064x}",
+                certificate_arn="arn",
+                target_account_id=TARGET,
+                requester=requester,
+                reason="r",
+                status="declined",
+            )
         with django_assert_max_num_queries(12) as many:
             client.get(reverse("transfer_list"))
         assert len(one.captured_queries) == len(many.captured_queries)

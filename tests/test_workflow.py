@@ -22,8 +22,12 @@ def world(standin, source, target, requester, approver):
 
 
 def request(world, user, **kw) -> Transfer:
-    params = {"target_account_id": TARGET, "message": "Devices sold to Acme", "reason": "Sale",
-              "options": Options()}
+    params = {
+        "target_account_id": TARGET,
+        "message": "Devices sold to Acme",
+        "reason": "Sale",
+        "options": Options(),
+    }
     params.update(kw)
     return services.request_transfer(user, world["cert"], **params)
 
@@ -53,7 +57,9 @@ def test_request_approve_execute_accept(world, requester, approver, target):
     assert transfer.plan["status"] == "ACTIVE"
     assert transfer.plan["policies"] == ["DevicePublish", "Telemetry"]
 
-    committed(services.approve, approver, transfer.pk, "Checked with Acme")  # eager: the worker runs it
+    committed(
+        services.approve, approver, transfer.pk, "Checked with Acme"
+    )  # eager: the worker runs it
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
     assert transfer.approver == approver
@@ -76,9 +82,16 @@ def test_request_approve_execute_accept(world, requester, approver, target):
         describe(iot, cert.certificate_id)
     actions = list(transfer.events.values_list("action", flat=True))
     assert actions[:3] == ["requested", "approve", "start"]
-    for api in ("DescribeCertificate", "UpdateCertificate", "DetachPolicy",
-                "DetachThingPrincipal", "TransferCertificate", "mark_pending",
-                "AcceptCertificateTransfer", "mark_accepted"):
+    for api in (
+        "DescribeCertificate",
+        "UpdateCertificate",
+        "DetachPolicy",
+        "DetachThingPrincipal",
+        "TransferCertificate",
+        "mark_pending",
+        "AcceptCertificateTransfer",
+        "mark_accepted",
+    ):
         assert api in actions
 
 
@@ -173,9 +186,13 @@ def test_a_certificate_never_has_two_open_transfers(world, requester):
     # And the database itself refuses it, whatever the race.
     with pytest.raises(IntegrityError), transaction.atomic():
         Transfer.objects.create(
-            source=first.source, region=first.region, certificate_id=first.certificate_id,
-            certificate_arn=first.certificate_arn, target_account_id=TARGET,
-            requester=requester, reason="again",
+            source=first.source,
+            region=first.region,
+            certificate_id=first.certificate_id,
+            certificate_arn=first.certificate_arn,
+            target_account_id=TARGET,
+            requester=requester,
+            reason="again",
         )
     assert Transfer.objects.count() == 1
 
@@ -186,7 +203,9 @@ def test_a_redelivered_task_transfers_once(world, requester, approver):
     assert world["control"].call_count("TransferCertificate", transfer.certificate_id) == 1
 
 
-def test_a_lost_answer_is_not_repeated(world, requester, approver, django_capture_on_commit_callbacks):
+def test_a_lost_answer_is_not_repeated(
+    world, requester, approver, django_capture_on_commit_callbacks
+):
     """The worker died after AWS took the transfer but before the row said so."""
     transfer = request(world, requester)
     with django_capture_on_commit_callbacks(execute=False):
@@ -196,14 +215,18 @@ def test_a_lost_answer_is_not_repeated(world, requester, approver, django_captur
     for name in ("DevicePublish", "Telemetry"):
         iot.detach_policy(policyName=name, target=transfer.certificate_arn)
     iot.detach_thing_principal(thingName="sensor-1", principal=transfer.certificate_arn)
-    iot.transfer_certificate(certificateId=transfer.certificate_id, targetAwsAccount=TARGET,
-                             transferMessage=transfer.message)
+    iot.transfer_certificate(
+        certificateId=transfer.certificate_id,
+        targetAwsAccount=TARGET,
+        transferMessage=transfer.message,
+    )
     assert services.execute(transfer.pk) == "pending_acceptance"
     assert world["control"].call_count("TransferCertificate", transfer.certificate_id) == 1
 
 
-def test_throttling_asks_for_a_retry_and_the_retry_finishes(world, requester, approver,
-                                                            django_capture_on_commit_callbacks):
+def test_throttling_asks_for_a_retry_and_the_retry_finishes(
+    world, requester, approver, django_capture_on_commit_callbacks
+):
     transfer = request(world, requester)
     with django_capture_on_commit_callbacks(execute=False):
         services.approve(approver, transfer.pk)
@@ -245,7 +268,10 @@ def test_reject_restores_policies_things_and_active(world, requester, approver):
     assert transfer.restore_state == Transfer.Restore.DONE
     iot = world["iot"]
     assert describe(iot, transfer.certificate_id)["status"] == "ACTIVE"
-    assert attachments(iot, transfer.certificate_arn) == (["DevicePublish", "Telemetry"], ["sensor-1"])
+    assert attachments(iot, transfer.certificate_arn) == (
+        ["DevicePublish", "Telemetry"],
+        ["sensor-1"],
+    )
 
 
 def test_cancel_restores(world, requester, approver):
@@ -293,8 +319,9 @@ def test_the_reconciler_catches_what_happened_outside(world, requester, approver
     if outside == "accept":
         iot_for(target).accept_certificate_transfer(certificateId=transfer.certificate_id)
     elif outside == "reject":
-        iot_for(target).reject_certificate_transfer(certificateId=transfer.certificate_id,
-                                                    rejectReason="Not ours")
+        iot_for(target).reject_certificate_transfer(
+            certificateId=transfer.certificate_id, rejectReason="Not ours"
+        )
     else:
         world["iot"].cancel_certificate_transfer(certificateId=transfer.certificate_id)
     outcomes = committed(services.reconcile_pending)

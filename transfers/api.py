@@ -337,11 +337,7 @@ class TransferCreateSerializer(PlanRequestSerializer):
         help_text="AWS transferMessage, seen by the target: 128 printable characters at most.",
     )
     reason = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        max_length=2000,
-        help_text="Why, for the approver.",
+        required=False, allow_blank=True, default="", help_text="Why, for the approver."
     )
     plan_fingerprint = serializers.CharField(
         required=False,
@@ -373,7 +369,10 @@ class RejectSerializer(serializers.Serializer):
 # ----------------------------------------------------------------------------- certificates
 
 
-@extend_schema(parameters=[CertificateFilterSerializer], responses={200: CertificateSerializer})
+@extend_schema(
+    parameters=[CertificateFilterSerializer],
+    responses={200: CertificateSerializer(many=True), **_errors(400, 401)},
+)
 class CertificateList(generics.ListAPIView):
     """Certificates of the managed accounts you can see."""
 

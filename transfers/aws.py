@@ -39,8 +39,7 @@ MESSAGES = {
     "ResourceNotFoundException": "The certificate no longer exists in that account and region",
     "CertificateStateException": "The certificate is not in a state that allows this",
     "TransferConflictException": "The certificate still has policies or things attached",
-    "TransferAlreadyCompletedException": "The transfer was already accepted, rejected or "
-    "cancelled",
+    "TransferAlreadyCompletedException": "The transfer was already accepted, rejected or cancelled",
     "UnauthorizedException": "The portal's role is not allowed to do this in that account",
     "AccessDenied": "The portal may not assume the account's role (check the role's trust "
     "policy and the external id)",

@@ -183,5 +183,7 @@ def seed_portal() -> None:
         (KNOWN, "group", "requester", Role.VIEWER),
     ]
     for account_id, kind, who, role in grants:
-        holder = {"group": groups[who]} if kind == "group" else {"user": User.objects.get(username=who)}
+        holder = (
+            {"group": groups[who]} if kind == "group" else {"user": User.objects.get(username=who)}
+        )
         AccountGrant.objects.get_or_create(account=accounts[account_id], role=role, **holder)

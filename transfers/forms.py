@@ -52,7 +52,6 @@ class AccountForm(forms.ModelForm):
         ]
         widgets = {"contact_emails": forms.Textarea(attrs={"rows": 3})}
 
-
     def clean_contact_emails(self) -> str:
         text = self.cleaned_data["contact_emails"]
         emails = [e.strip() for e in text.splitlines() if e.strip()]
@@ -84,40 +83,52 @@ class CertificateFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=2048, strip=True)
     account = forms.CharField(required=False, max_length=12)
     region = forms.CharField(required=False, max_length=32)
-    status = forms.ChoiceField(required=False, choices=[("", "Any status")] + Certificate.Status.choices)
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any status")] + Certificate.Status.choices
+    )
     sort = forms.ChoiceField(required=False, choices=[(k, k) for k in SORTS])
 
 
 class TransferRequestForm(forms.Form):
     target = forms.ChoiceField(label="Target account")
     new_target_id = forms.CharField(
-        label="Or a new 12-digit account id", required=False, max_length=12,
+        label="Or a new 12-digit account id",
+        required=False,
+        max_length=12,
         help_text="Only account admins may transfer to an account the portal does not know.",
     )
     message = forms.CharField(
-        label="Transfer message (AWS transferMessage, seen by the target)", required=False,
-        max_length=MESSAGE_MAX, validators=[validate_transfer_text],
+        label="Transfer message (AWS transferMessage, seen by the target)",
+        required=False,
+        max_length=MESSAGE_MAX,
+        validators=[validate_transfer_text],
         widget=forms.TextInput(attrs={"maxlength": MESSAGE_MAX}),
     )
     reason = forms.CharField(
-        label="Reason (internal, for the approver)", max_length=2000,
+        label="Reason (internal, for the approver)",
+        max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3}),
     )
-    deactivate = forms.BooleanField(label="Deactivate it if it is ACTIVE", required=False, initial=True)
+    deactivate = forms.BooleanField(
+        label="Deactivate it if it is ACTIVE", required=False, initial=True
+    )
     detach_policies = forms.BooleanField(label="Detach its policies", required=False, initial=True)
     detach_things = forms.BooleanField(label="Detach its things", required=False, initial=True)
     restore = forms.BooleanField(
         label="Put them back if the transfer is cancelled, rejected or expires",
-        required=False, initial=True,
+        required=False,
+        initial=True,
     )
     fingerprint = forms.CharField(required=False, widget=forms.HiddenInput, max_length=32)
 
     def __init__(self, *args, source: AwsAccount, allow_new: bool, **kwargs):
         super().__init__(*args, **kwargs)
         targets = AwsAccount.objects.exclude(pk=source.pk).order_by("-managed", "name")
-        self.fields["target"].choices = [("", "Choose…")] + [
-            (a.account_id, f"{a.name} ({a.account_id})") for a in targets
-        ] + ([("new", "Another account…")] if allow_new else [])
+        self.fields["target"].choices = (
+            [("", "Choose…")]
+            + [(a.account_id, f"{a.name} ({a.account_id})") for a in targets]
+            + ([("new", "Another account…")] if allow_new else [])
+        )
         self.fields["target"].required = False
         if not allow_new:
             del self.fields["new_target_id"]
@@ -144,18 +155,23 @@ class TransferRequestForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
-    comment = forms.CharField(required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    comment = forms.CharField(
+        required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
 
 
 class RejectForm(forms.Form):
     reason = forms.CharField(
-        max_length=MESSAGE_MAX, validators=[validate_transfer_text],
+        max_length=MESSAGE_MAX,
+        validators=[validate_transfer_text],
         help_text="Sent to AWS and seen by the source account (128 characters at most).",
     )
 
 
 class TransferFilterForm(forms.Form):
-    status = forms.ChoiceField(required=False, choices=[("", "Any state")] + Transfer.Status.choices)
+    status = forms.ChoiceField(
+        required=False, choices=[("", "Any state")] + Transfer.Status.choices
+    )
     account = forms.CharField(required=False, max_length=12)
     requester = forms.CharField(required=False, max_length=150)
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))

@@ -119,7 +119,8 @@ def _sync(run: SyncRun, progress: _Progress) -> None:
 def _policies_by_certificate(client, arn_to_id: dict[str, str], calls) -> dict[str, set[str]]:
     result: dict[str, set[str]] = defaultdict(set)
     names = [
-        p["policyName"] for p in aws.pages(client, "list_policies", "policies", calls, pageSize=PAGE)
+        p["policyName"]
+        for p in aws.pages(client, "list_policies", "policies", calls, pageSize=PAGE)
     ]
     if len(names) <= len(arn_to_id):
         for name in names:
@@ -145,7 +146,12 @@ def _things_by_certificate(client, arn_to_id: dict[str, str], calls) -> dict[str
     if len(names) <= len(arn_to_id):
         for name in names:
             for principal in aws.pages(
-                client, "list_thing_principals", "principals", calls, thingName=name, maxResults=PAGE
+                client,
+                "list_thing_principals",
+                "principals",
+                calls,
+                thingName=name,
+                maxResults=PAGE,
             ):
                 if principal in arn_to_id:
                     result[arn_to_id[principal]].add(name)
@@ -223,7 +229,11 @@ def _replace_links(model, pks: dict[str, int], wanted_by_cid: dict[str, set[str]
     for start in range(0, len(stale), 500):
         model.objects.filter(pk__in=stale[start : start + 500]).delete()
     model.objects.bulk_create(
-        [model(certificate_id=cert, name=name) for cert, name in wanted if (cert, name) not in have],
+        [
+            model(certificate_id=cert, name=name)
+            for cert, name in wanted
+            if (cert, name) not in have
+        ],
         batch_size=500,
     )
 
@@ -244,7 +254,9 @@ def queue_sync(account, region: str, user=None) -> tuple[SyncRun, bool]:
             run = SyncRun.objects.create(account=account, region=region, requested_by=user)
     except IntegrityError:  # another request queued it a moment ago
         return SyncRun.objects.get(
-            account=account, region=region, status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING]
+            account=account,
+            region=region,
+            status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING],
         ), False
     transaction.on_commit(lambda: tasks.sync_inventory.delay(run.pk))
     return run, True

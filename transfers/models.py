@@ -52,9 +52,7 @@ class AwsAccountQuerySet(models.QuerySet):
             return self.none()
         if user.is_superuser:
             return self
-        return self.filter(
-            Q(grants__user=user) | Q(grants__group__in=user.groups.all())
-        ).distinct()
+        return self.filter(Q(grants__user=user) | Q(grants__group__in=user.groups.all())).distinct()
 
 
 class AwsAccount(models.Model):
@@ -97,6 +95,9 @@ class AwsAccount(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.account_id})"
 
+    def get_absolute_url(self) -> str:
+        return reverse("account_detail", args=[self.pk])
+
     def clean(self) -> None:
         if self.managed and not self.regions:
             raise ValidationError({"regions": "A managed account needs at least one region."})
@@ -106,9 +107,6 @@ class AwsAccount(models.Model):
             raise ValidationError(
                 {"external_id": "2 to 1224 letters, digits or +=,.@:/- (AWS's rule)."}
             )
-
-    def get_absolute_url(self) -> str:
-        return reverse("account_detail", args=[self.pk])
 
     @property
     def emails(self) -> list[str]:
@@ -309,7 +307,9 @@ def validate_transfer_text(value: str) -> None:
             f"At most {MESSAGE_MAX} characters (AWS's limit); this has {len(value)}."
         )
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValidationError("Control characters (tabs, line breaks and the like) are not allowed.")
+        raise ValidationError(
+            "Control characters (tabs, line breaks and the like) are not allowed."
+        )
 
 
 class TransferQuerySet(models.QuerySet):
@@ -342,7 +342,12 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     Status.OPEN = ["requested", "approved", "preparing", "pending_acceptance"]  # type: ignore[attr-defined]
     Status.IN_FLIGHT = ["approved", "preparing"]  # type: ignore[attr-defined]
     Status.TERMINAL = [  # type: ignore[attr-defined]
-        "accepted", "rejected", "cancelled", "declined", "failed", "expired"
+        "accepted",
+        "rejected",
+        "cancelled",
+        "declined",
+        "failed",
+        "expired",
     ]
 
     class Restore(models.TextChoices):
@@ -351,7 +356,9 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
         DONE = "done", "Restored"
         PARTIAL = "partial", "Restore incomplete"
 
-    status = FSMField(max_length=24, choices=Status.choices, default=Status.REQUESTED, protected=True)
+    status = FSMField(
+        max_length=24, choices=Status.choices, default=Status.REQUESTED, protected=True
+    )
     source = models.ForeignKey(AwsAccount, models.PROTECT, related_name="outgoing")
     region = models.CharField(max_length=32)
     # The inventory row, while it exists; the id and ARN below are what AWS knows.
@@ -420,7 +427,9 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
             # One certificate never has two open transfers, whatever the race.
             models.UniqueConstraint(
                 fields=["source", "region", "certificate_id"],
-                condition=Q(status__in=["requested", "approved", "preparing", "pending_acceptance"]),
+                condition=Q(
+                    status__in=["requested", "approved", "preparing", "pending_acceptance"]
+                ),
                 name="transfer_one_open_per_certificate",
             ),
         ]
@@ -511,7 +520,9 @@ class TransferBatch(models.Model):
     target_account_id = models.CharField(max_length=12, validators=[validate_account_id])
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="+")
     reason = models.TextField(max_length=2000)
-    message = models.CharField(max_length=MESSAGE_MAX, blank=True, validators=[validate_transfer_text])
+    message = models.CharField(
+        max_length=MESSAGE_MAX, blank=True, validators=[validate_transfer_text]
+    )
     created = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -545,3 +556,56 @@ class TransferEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"
+
+
+class Notice(models.Model):
+    """One message about a transfer to one recipient: what AWS never sends."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    class Kind(models.TextChoices):
+        NEW = "new", "New transfer waiting"
+        REMINDER = "reminder", "Reminder"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+        CANCELLED = "cancelled", "Cancelled"
+        EXPIRED = "expired", "Expired"
+        FAILED = "failed", "Failed"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    transfer = models.ForeignKey(Transfer, models.CASCADE, related_name="notices")
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    recipient = models.CharField(max_length=2048, help_text="Email address or webhook URL.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created", "pk"]
+        constraints = [
+            # A transition or a beat run that happens twice still notifies once.
+            models.UniqueConstraint(
+                fields=["transfer", "channel", "recipient", "kind"], name="notice_once"
+            )
+        ]
+        indexes = [
+            # The retry sweep: notices not yet sent, oldest first.
+            models.Index(
+                fields=["status", "created"],
+                name="notice_unsent_idx",
+                condition=Q(status__in=["pending", "sending"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.channel} to {self.recipient}"

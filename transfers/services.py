@@ -66,12 +66,28 @@ def _actor(user) -> tuple[Any, str]:
     return user, user.get_username()
 
 
-def record(transfer: Transfer, action: str, by, *, kind=TransferEvent.Kind.NOTE, ok=True,
-           from_status="", to_status="", **details) -> TransferEvent:
+def record(
+    transfer: Transfer,
+    action: str,
+    by,
+    *,
+    kind=TransferEvent.Kind.NOTE,
+    ok=True,
+    from_status="",
+    to_status="",
+    **details,
+) -> TransferEvent:
     actor, name = _actor(by)
     return TransferEvent.objects.create(
-        transfer=transfer, kind=kind, action=action, actor=actor, actor_name=name, ok=ok,
-        from_status=from_status, to_status=to_status, details=details,
+        transfer=transfer,
+        kind=kind,
+        action=action,
+        actor=actor,
+        actor_name=name,
+        ok=ok,
+        from_status=from_status,
+        to_status=to_status,
+        details=details,
     )
 
 
@@ -81,8 +97,16 @@ def _aws(transfer: Transfer, by, aws_client, operation: str, **params) -> dict:
     try:
         answer = aws.call(aws_client, operation, **params)
     except aws.AwsError as exc:
-        record(transfer, api, by, kind=TransferEvent.Kind.AWS, ok=False, params=params,
-               error_code=exc.code, error=exc.aws_message)
+        record(
+            transfer,
+            api,
+            by,
+            kind=TransferEvent.Kind.AWS,
+            ok=False,
+            params=params,
+            error_code=exc.code,
+            error=exc.aws_message,
+        )
         raise
     record(transfer, api, by, kind=TransferEvent.Kind.AWS, params=params)
     return answer
@@ -105,8 +129,15 @@ def _transition(pk: int, method: str, by, *, refuse: str, before=None, **details
         bound()
         transfer.updated = timezone.now()
         transfer.save()
-        record(transfer, method, by, kind=TransferEvent.Kind.TRANSITION,
-               from_status=old, to_status=transfer.status, **details)
+        record(
+            transfer,
+            method,
+            by,
+            kind=TransferEvent.Kind.TRANSITION,
+            from_status=old,
+            to_status=transfer.status,
+            **details,
+        )
     return transfer
 
 
@@ -165,8 +196,10 @@ def read_certificate(account: AwsAccount, region: str, certificate_id: str) -> d
         "certificateDescription"
     ]
     arn = desc["certificateArn"]
-    policies = [p["policyName"] for p in aws.pages(iot, "list_attached_policies", "policies",
-                                                    target=arn, pageSize=250)]
+    policies = [
+        p["policyName"]
+        for p in aws.pages(iot, "list_attached_policies", "policies", target=arn, pageSize=250)
+    ]
     things = list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
     return {"description": desc, "policies": policies, "things": things}
 
@@ -194,11 +227,14 @@ def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options,
     source_id = cert.account.account_id
     if plan.status == "ACTIVE":
         if options.deactivate:
-            plan.steps.append("Deactivate the certificate (it is ACTIVE): its devices stop "
-                              "connecting with it.")
+            plan.steps.append(
+                "Deactivate the certificate (it is ACTIVE): its devices stop connecting with it."
+            )
         else:
-            plan.blockers.append("The certificate is ACTIVE and you chose not to deactivate it; "
-                                 "AWS only transfers inactive certificates.")
+            plan.blockers.append(
+                "The certificate is ACTIVE and you chose not to deactivate it; "
+                "AWS only transfers inactive certificates."
+            )
     elif plan.status == "PENDING_TRANSFER":
         plan.blockers.append("The certificate is already pending a transfer in AWS.")
     elif plan.status != "INACTIVE":
@@ -212,32 +248,43 @@ def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options,
         if allowed:
             plan.steps.append(f"Detach {kind} ({len(names)}): {', '.join(names)}.")
         else:
-            plan.blockers.append(f"The certificate has {kind} attachments ({', '.join(names)}) "
-                                 f"and you chose not to detach them; AWS refuses the transfer.")
-    plan.steps.append(f"Call TransferCertificate to account {target_id}; it stays pending until "
-                      "the target accepts or rejects it.")
+            plan.blockers.append(
+                f"The certificate has {kind} attachments ({', '.join(names)}) "
+                f"and you chose not to detach them; AWS refuses the transfer."
+            )
+    plan.steps.append(
+        f"Call TransferCertificate to account {target_id}; it stays pending until "
+        "the target accepts or rejects it."
+    )
     if options.restore and plan.steps[:-1]:
         plan.steps.append("If it is cancelled, rejected or expires, put back what was removed.")
     if target_id == source_id:
         plan.blockers.append("The target is the account that already owns the certificate.")
     if not ACCOUNT_ID_RE.match(target_id):
         plan.blockers.append("The target must be a 12-digit AWS account id.")
-    if Transfer.objects.open().filter(source=cert.account, region=cert.region,
-                                      certificate_id=cert.certificate_id).exists():
+    if (
+        Transfer.objects.open()
+        .filter(source=cert.account, region=cert.region, certificate_id=cert.certificate_id)
+        .exists()
+    ):
         plan.blockers.append("This certificate already has an open transfer.")
     if not_after is not None:
         if not_after <= timezone.now():
             plan.warnings.append(f"The certificate expired on {not_after:%Y-%m-%d}.")
         elif not_after <= timezone.now() + timedelta(days=EXPIRING_DAYS):
-            plan.warnings.append(f"The certificate expires on {not_after:%Y-%m-%d}, within "
-                                 f"{EXPIRING_DAYS} days.")
+            plan.warnings.append(
+                f"The certificate expires on {not_after:%Y-%m-%d}, within {EXPIRING_DAYS} days."
+            )
     target = AwsAccount.objects.filter(account_id=target_id).first()
     if target is None:
-        plan.warnings.append(f"Account {target_id} is not known to the portal: nobody will be "
-                             "told the transfer is waiting unless you tell them.")
+        plan.warnings.append(
+            f"Account {target_id} is not known to the portal: nobody will be "
+            "told the transfer is waiting unless you tell them."
+        )
     elif not target.has_contacts:
-        plan.warnings.append(f"{target.name} has no notice contacts: nobody will be told the "
-                             "transfer is waiting.")
+        plan.warnings.append(
+            f"{target.name} has no notice contacts: nobody will be told the transfer is waiting."
+        )
 
 
 # ----------------------------------------------------------------------------- request
@@ -247,23 +294,41 @@ def roles(user, account: AwsAccount | None) -> set[str]:
     return account.role_for(user) if account is not None else set()
 
 
-def request_transfer(user, cert: Certificate, *, target_account_id: str, message: str,
-                     reason: str, options: Options, fingerprint: str = "",
-                     batch=None) -> Transfer:
+def request_transfer(
+    user,
+    cert: Certificate,
+    *,
+    target_account_id: str,
+    message: str,
+    reason: str,
+    options: Options,
+    fingerprint: str = "",
+    batch=None,
+) -> Transfer:
     if not roles(user, cert.account) & CAN_REQUEST:
-        raise TransferError("forbidden", "Your role does not allow requesting transfers from "
-                            "this account.", status=403)
+        raise TransferError(
+            "forbidden",
+            "Your role does not allow requesting transfers from this account.",
+            status=403,
+        )
     target_account_id = (target_account_id or "").strip()
+    message, reason = message or "", reason or ""
     if not ACCOUNT_ID_RE.match(target_account_id):
         raise TransferError("invalid_target", "The target must be a 12-digit AWS account id.")
     target = AwsAccount.objects.filter(account_id=target_account_id).first()
     if target is None and Role.ADMIN not in roles(user, cert.account):
-        raise TransferError("unknown_target", "Only an admin of the source account may transfer "
-                            "to an account the portal does not know.", status=403)
+        raise TransferError(
+            "unknown_target",
+            "Only an admin of the source account may transfer "
+            "to an account the portal does not know.",
+            status=403,
+        )
     try:
         validate_transfer_text(message)
     except ValidationError as exc:
-        raise TransferError("invalid_message", f"Transfer message: {' '.join(exc.messages)}") from None
+        raise TransferError(
+            "invalid_message", f"Transfer message: {' '.join(exc.messages)}"
+        ) from None
     if not reason.strip():
         raise TransferError("invalid_reason", "Say why the certificate is being transferred.")
     if len(reason) > 2000:
@@ -271,81 +336,139 @@ def request_transfer(user, cert: Certificate, *, target_account_id: str, message
 
     plan = make_plan(cert, target_account_id, options)
     if fingerprint and fingerprint != plan.fingerprint:
-        raise TransferError("stale_plan", "The certificate changed in AWS since the plan was "
-                            "shown. Review the new plan and submit again.", status=409)
+        raise TransferError(
+            "stale_plan",
+            "The certificate changed in AWS since the plan was "
+            "shown. Review the new plan and submit again.",
+            status=409,
+        )
     if plan.blockers:
         raise TransferError("blocked", " ".join(plan.blockers), status=409)
     try:
         with transaction.atomic():
             transfer = Transfer.objects.create(
-                source=cert.account, region=cert.region, cert=cert,
-                certificate_id=cert.certificate_id, certificate_arn=cert.arn,
-                target_account_id=target_account_id, target=target, batch=batch,
-                requester=user, reason=reason.strip(), message=message,
-                deactivate=options.deactivate, detach_policies=options.detach_policies,
-                detach_things=options.detach_things, restore=options.restore,
+                source=cert.account,
+                region=cert.region,
+                cert=cert,
+                certificate_id=cert.certificate_id,
+                certificate_arn=cert.arn,
+                target_account_id=target_account_id,
+                target=target,
+                batch=batch,
+                requester=user,
+                reason=reason.strip(),
+                message=message,
+                deactivate=options.deactivate,
+                detach_policies=options.detach_policies,
+                detach_things=options.detach_things,
+                restore=options.restore,
                 plan=plan.as_dict(),
             )
-            record(transfer, "requested", user, kind=TransferEvent.Kind.TRANSITION,
-                   to_status=transfer.status, plan=plan.as_dict())
+            record(
+                transfer,
+                "requested",
+                user,
+                kind=TransferEvent.Kind.TRANSITION,
+                to_status=transfer.status,
+                plan=plan.as_dict(),
+            )
     except IntegrityError:
-        raise TransferError("already_open", "This certificate already has an open transfer.",
-                            status=409) from None
+        raise TransferError(
+            "already_open", "This certificate already has an open transfer.", status=409
+        ) from None
     return transfer
 
 
 # ----------------------------------------------------------------------------- decisions
 
 
+def _comment(comment: str | None) -> str:
+    comment = (comment or "").strip()
+    if len(comment) > 2000:
+        raise TransferError("invalid_comment", "A comment is limited to 2000 characters.")
+    return comment
+
+
 def approve(user, pk: int, comment: str = "") -> Transfer:
+    comment = _comment(comment)
+
     def check(transfer: Transfer) -> None:
         if not roles(user, transfer.source) & CAN_APPROVE:
-            raise TransferError("forbidden", "You may not approve transfers from this account.",
-                                status=403)
+            raise TransferError(
+                "forbidden", "You may not approve transfers from this account.", status=403
+            )
         if transfer.requester_id == user.pk:
-            raise TransferError("self_approval", "Nobody approves their own request: another "
-                                "approver must decide.", status=403)
+            raise TransferError(
+                "self_approval",
+                "Nobody approves their own request: another approver must decide.",
+                status=403,
+            )
         transfer.approver = user
         transfer.decision_comment = comment.strip()
 
-    transfer = _transition(pk, "approve", user, before=check, refuse="Only a requested "
-                           "transfer can be approved.", comment=comment.strip())
+    transfer = _transition(
+        pk,
+        "approve",
+        user,
+        before=check,
+        refuse="Only a requested transfer can be approved.",
+        comment=comment.strip(),
+    )
     _enqueue("execute_transfer", transfer.pk)
     return transfer
 
 
 def decline(user, pk: int, comment: str = "") -> Transfer:
+    comment = _comment(comment)
+
     def check(transfer: Transfer) -> None:
         if not roles(user, transfer.source) & CAN_APPROVE:
-            raise TransferError("forbidden", "You may not decline transfers from this account.",
-                                status=403)
+            raise TransferError(
+                "forbidden", "You may not decline transfers from this account.", status=403
+            )
         if not comment.strip():
             raise TransferError("comment_required", "Say why you decline it.")
         transfer.approver = user
         transfer.decision_comment = comment.strip()
 
-    return _transition(pk, "decline", user, before=check, refuse="Only a requested transfer "
-                       "can be declined.", comment=comment.strip())
+    return _transition(
+        pk,
+        "decline",
+        user,
+        before=check,
+        refuse="Only a requested transfer can be declined.",
+        comment=comment.strip(),
+    )
 
 
 def withdraw(user, pk: int) -> Transfer:
     def check(transfer: Transfer) -> None:
         if transfer.requester_id != user.pk and Role.ADMIN not in roles(user, transfer.source):
-            raise TransferError("forbidden", "Only the requester (or an account admin) can "
-                                "withdraw a request.", status=403)
+            raise TransferError(
+                "forbidden",
+                "Only the requester (or an account admin) can withdraw a request.",
+                status=403,
+            )
 
-    return _transition(pk, "withdraw", user, before=check, refuse="Only a request that is not "
-                       "yet approved can be withdrawn.")
+    return _transition(
+        pk,
+        "withdraw",
+        user,
+        before=check,
+        refuse="Only a request that is not yet approved can be withdrawn.",
+    )
 
 
 def retry(user, pk: int) -> Transfer:
     def check(transfer: Transfer) -> None:
         if not roles(user, transfer.source) & (CAN_APPROVE | CAN_OPERATE):
-            raise TransferError("forbidden", "You may not retry transfers from this account.",
-                                status=403)
+            raise TransferError(
+                "forbidden", "You may not retry transfers from this account.", status=403
+            )
 
-    transfer = _transition(pk, "retry", user, before=check, refuse="Only a failed transfer can "
-                           "be retried.")
+    transfer = _transition(
+        pk, "retry", user, before=check, refuse="Only a failed transfer can be retried."
+    )
     _enqueue("execute_transfer", transfer.pk)
     return transfer
 
@@ -362,8 +485,14 @@ def execute(pk: int) -> str:
         transfer = Transfer.objects.select_for_update().get(pk=pk)
         if transfer.status == Transfer.Status.APPROVED:
             transfer.start()
-            record(transfer, "start", WORKER, kind=TransferEvent.Kind.TRANSITION,
-                   from_status=Transfer.Status.APPROVED, to_status=Transfer.Status.PREPARING)
+            record(
+                transfer,
+                "start",
+                WORKER,
+                kind=TransferEvent.Kind.TRANSITION,
+                from_status=Transfer.Status.APPROVED,
+                to_status=Transfer.Status.PREPARING,
+            )
         elif transfer.status != Transfer.Status.PREPARING:
             return f"skipped: {transfer.status}"
         elif transfer.lease_until and transfer.lease_until > now:
@@ -406,44 +535,64 @@ def _save_progress(transfer: Transfer, *fields: str) -> None:
 
 def _prepare_and_transfer(transfer: Transfer) -> None:
     iot = aws.client(transfer.source, transfer.region)
-    desc = _aws(transfer, WORKER, iot, "describe_certificate",
-                certificateId=transfer.certificate_id)["certificateDescription"]
+    desc = _aws(
+        transfer, WORKER, iot, "describe_certificate", certificateId=transfer.certificate_id
+    )["certificateDescription"]
     status = desc["status"]
     if status == "PENDING_TRANSFER":
         if _pending_to_target(transfer, iot):
             _mark_pending(transfer, None)
             return
-        raise _Refused("CertificateStateException", "The certificate is pending a transfer to "
-                       "another account, started outside this request.")
+        raise _Refused(
+            "CertificateStateException",
+            "The certificate is pending a transfer to "
+            "another account, started outside this request.",
+        )
     if status == "ACTIVE":
         if not transfer.deactivate:
-            raise _Refused("CertificateStateException", "The certificate is ACTIVE and the "
-                           "request did not allow deactivating it.")
+            raise _Refused(
+                "CertificateStateException",
+                "The certificate is ACTIVE and the request did not allow deactivating it.",
+            )
         transfer.deactivated = True  # recorded before the call: restoring ACTIVE is harmless
         _save_progress(transfer, "deactivated")
-        _aws(transfer, WORKER, iot, "update_certificate", certificateId=transfer.certificate_id,
-             newStatus="INACTIVE")
+        _aws(
+            transfer,
+            WORKER,
+            iot,
+            "update_certificate",
+            certificateId=transfer.certificate_id,
+            newStatus="INACTIVE",
+        )
     elif status != "INACTIVE":
-        raise _Refused("CertificateStateException", f"A {status} certificate cannot be "
-                       "transferred.")
+        raise _Refused(
+            "CertificateStateException", f"A {status} certificate cannot be transferred."
+        )
 
     arn = desc["certificateArn"]
-    policies = [p["policyName"] for p in aws.pages(iot, "list_attached_policies", "policies",
-                                                    target=arn, pageSize=250)]
+    policies = [
+        p["policyName"]
+        for p in aws.pages(iot, "list_attached_policies", "policies", target=arn, pageSize=250)
+    ]
     if policies and not transfer.detach_policies:
-        raise _Refused("TransferConflictException", "Policies are attached and the request did "
-                       f"not allow detaching them: {', '.join(policies)}.")
+        raise _Refused(
+            "TransferConflictException",
+            "Policies are attached and the request did "
+            f"not allow detaching them: {', '.join(policies)}.",
+        )
     for name in policies:
         if name not in transfer.detached_policies:
             transfer.detached_policies.append(name)
             _save_progress(transfer, "detached_policies")
         _aws(transfer, WORKER, iot, "detach_policy", policyName=name, target=arn)
 
-    things = list(aws.pages(iot, "list_principal_things", "things", principal=arn,
-                            maxResults=250))
+    things = list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
     if things and not transfer.detach_things:
-        raise _Refused("TransferConflictException", "Things are attached and the request did "
-                       f"not allow detaching them: {', '.join(things)}.")
+        raise _Refused(
+            "TransferConflictException",
+            "Things are attached and the request did "
+            f"not allow detaching them: {', '.join(things)}.",
+        )
     for name in things:
         if name not in transfer.detached_things:
             transfer.detached_things.append(name)
@@ -451,14 +600,21 @@ def _prepare_and_transfer(transfer: Transfer) -> None:
         _aws(transfer, WORKER, iot, "detach_thing_principal", thingName=name, principal=arn)
 
     try:
-        answer = _aws(transfer, WORKER, iot, "transfer_certificate",
-                      certificateId=transfer.certificate_id,
-                      targetAwsAccount=transfer.target_account_id,
-                      transferMessage=transfer.message)
+        answer = _aws(
+            transfer,
+            WORKER,
+            iot,
+            "transfer_certificate",
+            certificateId=transfer.certificate_id,
+            targetAwsAccount=transfer.target_account_id,
+            transferMessage=transfer.message,
+        )
     except aws.AwsError as exc:
         # An earlier attempt whose answer was lost already did it: that is success.
-        if exc.code in {"TransferConflictException", "CertificateStateException"} and \
-                _pending_to_target(transfer, iot):
+        if exc.code in {
+            "TransferConflictException",
+            "CertificateStateException",
+        } and _pending_to_target(transfer, iot):
             _mark_pending(transfer, None)
             return
         raise
@@ -466,8 +622,7 @@ def _prepare_and_transfer(transfer: Transfer) -> None:
 
 
 def _pending_to_target(transfer: Transfer, iot) -> bool:
-    for item in aws.pages(iot, "list_outgoing_certificates", "outgoingCertificates",
-                          pageSize=250):
+    for item in aws.pages(iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250):
         if item["certificateId"] == transfer.certificate_id:
             if item.get("transferDate"):
                 transfer.transfer_date = item["transferDate"]
@@ -477,16 +632,22 @@ def _pending_to_target(transfer: Transfer, iot) -> bool:
 
 def _mark_pending(transfer: Transfer, arn: str | None) -> None:
     partition_arn = arn or transfer.certificate_arn.replace(
-        f":{transfer.source.account_id}:", f":{transfer.target_account_id}:")
+        f":{transfer.source.account_id}:", f":{transfer.target_account_id}:"
+    )
 
     def fill(row: Transfer) -> None:
         row.transferred_arn = partition_arn
         row.transfer_date = transfer.transfer_date or timezone.now()
         row.lease_until = None
 
-    _transition(transfer.pk, "mark_pending", WORKER, before=fill,
-                refuse="Only a transfer being prepared can become pending.",
-                transferred_arn=partition_arn)
+    _transition(
+        transfer.pk,
+        "mark_pending",
+        WORKER,
+        before=fill,
+        refuse="Only a transfer being prepared can become pending.",
+        transferred_arn=partition_arn,
+    )
     Certificate.objects.filter(pk=transfer.cert_id).update(status="PENDING_TRANSFER")
 
 
@@ -495,8 +656,9 @@ def fail(pk: int, code: str, message: str) -> Transfer:
         row.error_code, row.error_message = code, message
         row.lease_until = None
 
-    return _transition(pk, "fail", WORKER, before=fill, refuse="Cannot fail it.",
-                       error_code=code, error=message)
+    return _transition(
+        pk, "fail", WORKER, before=fill, refuse="Cannot fail it.", error_code=code, error=message
+    )
 
 
 # ----------------------------------------------------------------------------- after AWS
@@ -505,24 +667,37 @@ def fail(pk: int, code: str, message: str) -> Transfer:
 def cancel(user, pk: int) -> Transfer:
     transfer = Transfer.objects.select_related("source").get(pk=pk)
     if not roles(user, transfer.source) & CAN_OPERATE:
-        raise TransferError("forbidden", "You may not cancel transfers from this account.",
-                            status=403)
+        raise TransferError(
+            "forbidden", "You may not cancel transfers from this account.", status=403
+        )
     if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
         iot = aws.client(transfer.source, transfer.region)
         try:
-            _aws(transfer, user, iot, "cancel_certificate_transfer",
-                 certificateId=transfer.certificate_id)
+            _aws(
+                transfer,
+                user,
+                iot,
+                "cancel_certificate_transfer",
+                certificateId=transfer.certificate_id,
+            )
         except aws.AwsError as exc:
             if exc.code == "TransferAlreadyCompletedException":
                 reconcile_one(pk)
-                raise TransferError("already_completed", "The target account already accepted "
-                                    "or rejected it; the portal has caught up with AWS.",
-                                    status=409) from None
+                raise TransferError(
+                    "already_completed",
+                    "The target account already accepted "
+                    "or rejected it; the portal has caught up with AWS.",
+                    status=409,
+                ) from None
             raise TransferError(exc.code, exc.user_message, status=502) from None
     elif transfer.status != Transfer.Status.FAILED:
-        raise TransferError("invalid_state", "Only a pending or failed transfer can be "
-                            f"cancelled; this one is {transfer.get_status_display().lower()}. "
-                            "A request not yet approved is withdrawn instead.", status=409)
+        raise TransferError(
+            "invalid_state",
+            "Only a pending or failed transfer can be "
+            f"cancelled; this one is {transfer.get_status_display().lower()}. "
+            "A request not yet approved is withdrawn instead.",
+            status=409,
+        )
     return _end(pk, "cancel", user)
 
 
@@ -536,8 +711,14 @@ def _end(pk: int, method: str, by, **details) -> Transfer:
             setattr(row, name, value)
 
     with transaction.atomic():
-        transfer = _transition(pk, method, by, before=mark, refuse="It already ended.",
-                               **{k: str(v) for k, v in details.items()})
+        transfer = _transition(
+            pk,
+            method,
+            by,
+            before=mark,
+            refuse="It already ended.",
+            **{k: str(v) for k, v in details.items()},
+        )
         if transfer.restore_state == Transfer.Restore.PENDING:
             _enqueue("restore_transfer", transfer.pk)
     return transfer
@@ -553,27 +734,43 @@ def target_roles(user, transfer: Transfer) -> set[str]:
 def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
     transfer = Transfer.objects.select_related("target").get(pk=pk)
     if not target_roles(user, transfer) & CAN_OPERATE:
-        raise TransferError("forbidden", "You may not accept transfers into this account.",
-                            status=403)
+        raise TransferError(
+            "forbidden", "You may not accept transfers into this account.", status=403
+        )
     if transfer.status != Transfer.Status.PENDING_ACCEPTANCE:
         raise TransferError("invalid_state", "Only a pending transfer can be accepted.", 409)
     iot = aws.client(transfer.target, transfer.region)
     try:
-        _aws(transfer, user, iot, "accept_certificate_transfer",
-             certificateId=transfer.certificate_id, setAsActive=set_as_active)
+        _aws(
+            transfer,
+            user,
+            iot,
+            "accept_certificate_transfer",
+            certificateId=transfer.certificate_id,
+            setAsActive=set_as_active,
+        )
     except aws.AwsError as exc:
         if exc.code == "TransferAlreadyCompletedException":
             reconcile_one(pk)
-            raise TransferError("already_completed", "It was already cancelled or rejected; "
-                                "the portal has caught up with AWS.", status=409) from None
+            raise TransferError(
+                "already_completed",
+                "It was already cancelled or rejected; the portal has caught up with AWS.",
+                status=409,
+            ) from None
         raise TransferError(exc.code, exc.user_message, status=502) from None
 
     def fill(row: Transfer) -> None:
         row.accept_date = timezone.now()
         row.set_as_active = set_as_active
 
-    transfer = _transition(pk, "mark_accepted", user, before=fill, refuse="It already ended.",
-                           set_as_active=set_as_active)
+    transfer = _transition(
+        pk,
+        "mark_accepted",
+        user,
+        before=fill,
+        refuse="It already ended.",
+        set_as_active=set_as_active,
+    )
     _moved(transfer)
     return transfer
 
@@ -583,15 +780,17 @@ def _moved(transfer: Transfer) -> None:
     from transfers import inventory
 
     Certificate.objects.filter(pk=transfer.cert_id).delete()
-    if transfer.target is not None and transfer.target.managed:
-        inventory.queue_sync(transfer.target, transfer.region)
+    target = transfer.target
+    if target is not None and target.managed and transfer.region in target.regions:
+        inventory.queue_sync(target, transfer.region)
 
 
 def reject(user, pk: int, reason: str) -> Transfer:
     transfer = Transfer.objects.select_related("target").get(pk=pk)
     if not target_roles(user, transfer) & CAN_OPERATE:
-        raise TransferError("forbidden", "You may not reject transfers into this account.",
-                            status=403)
+        raise TransferError(
+            "forbidden", "You may not reject transfers into this account.", status=403
+        )
     reason = (reason or "").strip()
     try:
         validate_transfer_text(reason)
@@ -603,13 +802,22 @@ def reject(user, pk: int, reason: str) -> Transfer:
         raise TransferError("invalid_state", "Only a pending transfer can be rejected.", 409)
     iot = aws.client(transfer.target, transfer.region)
     try:
-        _aws(transfer, user, iot, "reject_certificate_transfer",
-             certificateId=transfer.certificate_id, rejectReason=reason)
+        _aws(
+            transfer,
+            user,
+            iot,
+            "reject_certificate_transfer",
+            certificateId=transfer.certificate_id,
+            rejectReason=reason,
+        )
     except aws.AwsError as exc:
         if exc.code == "TransferAlreadyCompletedException":
             reconcile_one(pk)
-            raise TransferError("already_completed", "It was already cancelled or accepted; "
-                                "the portal has caught up with AWS.", status=409) from None
+            raise TransferError(
+                "already_completed",
+                "It was already cancelled or accepted; the portal has caught up with AWS.",
+                status=409,
+            ) from None
         raise TransferError(exc.code, exc.user_message, status=502) from None
     return _end(pk, "mark_rejected", user, reject_reason=reason, reject_date=timezone.now())
 
@@ -624,14 +832,19 @@ def restore(pk: int) -> str:
     arn = transfer.certificate_arn
     failures = []
     steps: list[tuple[str, dict]] = [
-        ("attach_policy", {"policyName": name, "target": arn}) for name in transfer.detached_policies
+        ("attach_policy", {"policyName": name, "target": arn})
+        for name in transfer.detached_policies
     ] + [
         ("attach_thing_principal", {"thingName": name, "principal": arn})
         for name in transfer.detached_things
     ]
     if transfer.deactivated:
-        steps.append(("update_certificate", {"certificateId": transfer.certificate_id,
-                                             "newStatus": "ACTIVE"}))
+        steps.append(
+            (
+                "update_certificate",
+                {"certificateId": transfer.certificate_id, "newStatus": "ACTIVE"},
+            )
+        )
     for operation, params in steps:
         try:
             _aws(transfer, WORKER, iot, operation, **params)
@@ -648,7 +861,8 @@ def restore(pk: int) -> str:
 def give_up_restore(pk: int, message: str) -> None:
     transfer = Transfer.objects.get(pk=pk)
     Transfer.objects.filter(pk=pk, restore_state=Transfer.Restore.PENDING).update(
-        restore_state=Transfer.Restore.PARTIAL, updated=timezone.now())
+        restore_state=Transfer.Restore.PARTIAL, updated=timezone.now()
+    )
     record(transfer, "restore", WORKER, ok=False, result="partial", failures=[message])
 
 
@@ -667,7 +881,8 @@ def reconcile_pending() -> dict[str, int]:
     """Ask AWS about every pending transfer; catch up with what happened outside the portal."""
     outcomes: dict[str, int] = {}
     pending = Transfer.objects.filter(status=Transfer.Status.PENDING_ACCEPTANCE).select_related(
-        "source", "target")
+        "source", "target"
+    )
     groups: dict[tuple[int, str], list[Transfer]] = {}
     for transfer in pending:
         groups.setdefault((transfer.source_id, transfer.region), []).append(transfer)
@@ -677,8 +892,9 @@ def reconcile_pending() -> dict[str, int]:
             iot = aws.client(first.source, first.region)
             outgoing = {
                 item["certificateId"]: item
-                for item in aws.pages(iot, "list_outgoing_certificates", "outgoingCertificates",
-                                      pageSize=250)
+                for item in aws.pages(
+                    iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250
+                )
             }
         except aws.AwsError as exc:
             log.warning("reconcile: cannot list outgoing of %s: %s", first.source, exc)
@@ -698,15 +914,17 @@ def _reconcile(transfer: Transfer, iot, outgoing: dict | None) -> str:
     if outgoing is None:
         outgoing = {
             item["certificateId"]: item
-            for item in aws.pages(iot, "list_outgoing_certificates", "outgoingCertificates",
-                                  pageSize=250)
+            for item in aws.pages(
+                iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250
+            )
         }
     item = outgoing.get(transfer.certificate_id)
     if item and item.get("transferredTo") == transfer.target_account_id:
         return "pending"
     try:
         desc = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)[
-            "certificateDescription"]
+            "certificateDescription"
+        ]
     except aws.AwsError as exc:
         if exc.code != "ResourceNotFoundException":
             raise
@@ -719,8 +937,14 @@ def _reconcile(transfer: Transfer, iot, outgoing: dict | None) -> str:
             row.accept_date = accept_date or timezone.now()
 
         try:
-            _transition(transfer.pk, "mark_accepted", RECONCILER, before=fill,
-                        refuse="It already ended.", seen="gone from the source account")
+            _transition(
+                transfer.pk,
+                "mark_accepted",
+                RECONCILER,
+                before=fill,
+                refuse="It already ended.",
+                seen="gone from the source account",
+            )
         except TransferError:
             return "raced"
         _moved(transfer)
@@ -728,9 +952,13 @@ def _reconcile(transfer: Transfer, iot, outgoing: dict | None) -> str:
     data = desc.get("transferData", {})
     if data.get("rejectDate"):
         try:
-            _end(transfer.pk, "mark_rejected", RECONCILER,
-                 reject_reason=data.get("rejectReason", "")[:128],
-                 reject_date=_as_datetime(data["rejectDate"]))
+            _end(
+                transfer.pk,
+                "mark_rejected",
+                RECONCILER,
+                reject_reason=data.get("rejectReason", "")[:128],
+                reject_date=_as_datetime(data["rejectDate"]),
+            )
         except TransferError:
             return "raced"
         return "rejected"
@@ -745,7 +973,8 @@ def _target_accept_date(transfer: Transfer):
     try:
         iot = aws.client(transfer.target, transfer.region)
         desc = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)[
-            "certificateDescription"]
+            "certificateDescription"
+        ]
     except aws.AwsError:
         return None
     return _as_datetime(desc.get("transferData", {}).get("acceptDate"))

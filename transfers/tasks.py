@@ -43,9 +43,7 @@ RETRY_BASE, RETRY_MAX_DELAY, RETRY_LIMIT = 2, 300, 10
 
 
 def _backoff(retries: int) -> int:
-    return get_exponential_backoff_interval(
-        RETRY_BASE, retries, RETRY_MAX_DELAY, full_jitter=True
-    )
+    return get_exponential_backoff_interval(RETRY_BASE, retries, RETRY_MAX_DELAY, full_jitter=True)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
@@ -54,8 +52,12 @@ def execute_transfer(self, pk: int) -> str:
         return services.execute(pk)
     except services.RetryLater as exc:
         if self.request.retries >= self.max_retries:
-            services.fail(pk, exc.error.code, f"{exc.error.user_message} Gave up after "
-                          f"{self.max_retries} retries; retry it when AWS is healthy.")
+            services.fail(
+                pk,
+                exc.error.code,
+                f"{exc.error.user_message} Gave up after "
+                f"{self.max_retries} retries; retry it when AWS is healthy.",
+            )
             return "failed: retries exhausted"
         raise self.retry(countdown=_backoff(self.request.retries)) from exc
 

@@ -16,8 +16,20 @@ urlpatterns = [
     path("incoming/", transfers.incoming, name="incoming"),
     path("transfers/<int:pk>/", transfers.transfer_detail, name="transfer_detail"),
 ]
-for action in ("approve", "decline", "withdraw", "cancel", "retry", "accept", "reject", "reconcile"):
+for action in (
+    "approve",
+    "decline",
+    "withdraw",
+    "cancel",
+    "retry",
+    "accept",
+    "reject",
+    "reconcile",
+):
     urlpatterns.append(
-        path(f"transfers/<int:pk>/{action}/", getattr(transfers, f"transfer_{action}"),
-             name=f"transfer_{action}")
+        path(
+            f"transfers/<int:pk>/{action}/",
+            getattr(transfers, f"transfer_{action}"),
+            name=f"transfer_{action}",
+        )
     )

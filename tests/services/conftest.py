@@ -65,7 +65,11 @@ class Process:
     def __init__(self, name: str, args: list[str], env: dict, log: Path) -> None:
         self.name, self.log = name, log
         self.handle = subprocess.Popen(  # noqa: S603
-            args, env=env, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            args,
+            env=env,
+            cwd=REPO,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -90,9 +94,12 @@ class Process:
 def standin_url(tmp_path_factory) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    server = Process("standin", [sys.executable, "-m", "standin.server", "--host", "127.0.0.1",
-                                 "--port", str(port)], env,
-                     tmp_path_factory.mktemp("standin") / "standin.log")
+    server = Process(
+        "standin",
+        [sys.executable, "-m", "standin.server", "--host", "127.0.0.1", "--port", str(port)],
+        env,
+        tmp_path_factory.mktemp("standin") / "standin.log",
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -120,7 +127,8 @@ def _database_url() -> str:
     db = django_settings.DATABASES["default"]
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+    host, port = db.get("HOST") or "127.0.0.1", db.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
 @pytest.fixture
@@ -152,9 +160,25 @@ def start_worker(services_env, tmp_path) -> Iterator[Callable[..., Process]]:
     def start(name: str = "w1", concurrency: int = 2) -> Process:
         process = Process(
             name,
-            [sys.executable, "-m", "celery", "-A", "portal", "worker", "--loglevel", "INFO",
-             "--concurrency", str(concurrency), "--pool", "threads", "--hostname", f"{name}@%h",
-             "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--pool",
+                "threads",
+                "--hostname",
+                f"{name}@%h",
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
             services_env,
             tmp_path / f"{name}.log",
         )

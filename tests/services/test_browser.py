@@ -27,8 +27,9 @@ def browser(monkeypatch):
         pytest.fail(f"Chromium is not at {CHROMIUM}: apt-get install -y chromium (.ci/run does).")
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM,
-                                     args=["--no-sandbox", "--disable-gpu"])
+        launched = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
         yield launched
         launched.close()
 
@@ -37,7 +38,9 @@ def browser(monkeypatch):
 def demo_world(services_env, standin_url, start_worker):
     demo.seed_portal()
     iot = client_for_account(SOURCE, "us-east-1", standin_url)
-    iot.create_policy(policyName="DevicePublish", policyDocument='{"Version":"2012-10-17","Statement":[]}')
+    iot.create_policy(
+        policyName="DevicePublish", policyDocument='{"Version":"2012-10-17","Statement":[]}'
+    )
     from datetime import UTC, datetime, timedelta
 
     now = datetime.now(UTC)

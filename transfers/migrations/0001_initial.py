@@ -2,159 +2,364 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import transfers.models
 from django.conf import settings
 from django.db import migrations, models
 
+import transfers.models
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AwsAccount',
+            name="AwsAccount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('account_id', models.CharField(max_length=12, unique=True, validators=[transfers.models.validate_account_id], verbose_name='AWS account id')),
-                ('name', models.CharField(max_length=100)),
-                ('managed', models.BooleanField(default=True, help_text='Managed: the portal lists and acts in this account. Otherwise it is only a known transfer target.')),
-                ('regions', models.JSONField(blank=True, default=list, validators=[transfers.models.validate_regions])),
-                ('role_arn', models.CharField(blank=True, help_text='Role the portal assumes in this account. Empty: the default credential chain.', max_length=2048, verbose_name='role ARN')),
-                ('external_id', models.CharField(blank=True, max_length=1224, verbose_name='external id')),
-                ('api_rate', models.FloatField(default=10.0, help_text='Per region and API.', verbose_name='API rate (requests per second)')),
-                ('contact_emails', models.TextField(blank=True, help_text='Who is told about transfers to this account, one per line.')),
-                ('webhook_url', models.URLField(blank=True)),
-                ('webhook_secret', models.CharField(blank=True, max_length=200)),
-                ('expiry_days', models.PositiveIntegerField(blank=True, help_text='Pending transfers expire after this. Empty: default.', null=True)),
-                ('last_error', models.TextField(blank=True)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "account_id",
+                    models.CharField(
+                        max_length=12,
+                        unique=True,
+                        validators=[transfers.models.validate_account_id],
+                        verbose_name="AWS account id",
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "managed",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Managed: the portal lists and acts in this account. Otherwise it is only a known transfer target.",
+                    ),
+                ),
+                (
+                    "regions",
+                    models.JSONField(
+                        blank=True, default=list, validators=[transfers.models.validate_regions]
+                    ),
+                ),
+                (
+                    "role_arn",
+                    models.CharField(
+                        blank=True,
+                        help_text="Role the portal assumes in this account. Empty: the default credential chain.",
+                        max_length=2048,
+                        verbose_name="role ARN",
+                    ),
+                ),
+                (
+                    "external_id",
+                    models.CharField(blank=True, max_length=1224, verbose_name="external id"),
+                ),
+                (
+                    "api_rate",
+                    models.FloatField(
+                        default=10.0,
+                        help_text="Per region and API.",
+                        verbose_name="API rate (requests per second)",
+                    ),
+                ),
+                (
+                    "contact_emails",
+                    models.TextField(
+                        blank=True,
+                        help_text="Who is told about transfers to this account, one per line.",
+                    ),
+                ),
+                ("webhook_url", models.URLField(blank=True)),
+                ("webhook_secret", models.CharField(blank=True, max_length=200)),
+                (
+                    "expiry_days",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Pending transfers expire after this. Empty: default.",
+                        null=True,
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Certificate',
+            name="Certificate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('region', models.CharField(max_length=32)),
-                ('certificate_id', models.CharField(max_length=64)),
-                ('arn', models.CharField(max_length=2048)),
-                ('status', models.CharField(choices=[('ACTIVE', 'Active'), ('INACTIVE', 'Inactive'), ('REVOKED', 'Revoked'), ('PENDING_TRANSFER', 'Pending Transfer'), ('REGISTER_INACTIVE', 'Register Inactive'), ('PENDING_ACTIVATION', 'Pending Activation')], max_length=24)),
-                ('ca_certificate_id', models.CharField(blank=True, max_length=64)),
-                ('owned_by', models.CharField(blank=True, max_length=12)),
-                ('creation_date', models.DateTimeField(blank=True, null=True)),
-                ('last_modified_date', models.DateTimeField(blank=True, null=True)),
-                ('not_before', models.DateTimeField(blank=True, null=True)),
-                ('not_after', models.DateTimeField(blank=True, null=True)),
-                ('synced_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='certificates', to='transfers.awsaccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("region", models.CharField(max_length=32)),
+                ("certificate_id", models.CharField(max_length=64)),
+                ("arn", models.CharField(max_length=2048)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("ACTIVE", "Active"),
+                            ("INACTIVE", "Inactive"),
+                            ("REVOKED", "Revoked"),
+                            ("PENDING_TRANSFER", "Pending Transfer"),
+                            ("REGISTER_INACTIVE", "Register Inactive"),
+                            ("PENDING_ACTIVATION", "Pending Activation"),
+                        ],
+                        max_length=24,
+                    ),
+                ),
+                ("ca_certificate_id", models.CharField(blank=True, max_length=64)),
+                ("owned_by", models.CharField(blank=True, max_length=12)),
+                ("creation_date", models.DateTimeField(blank=True, null=True)),
+                ("last_modified_date", models.DateTimeField(blank=True, null=True)),
+                ("not_before", models.DateTimeField(blank=True, null=True)),
+                ("not_after", models.DateTimeField(blank=True, null=True)),
+                ("synced_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="certificates",
+                        to="transfers.awsaccount",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-creation_date', 'certificate_id'],
+                "ordering": ["-creation_date", "certificate_id"],
             },
         ),
         migrations.CreateModel(
-            name='CertificatePolicy',
+            name="CertificatePolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=128)),
-                ('certificate', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='policies', to='transfers.certificate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=128)),
+                (
+                    "certificate",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="policies",
+                        to="transfers.certificate",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='CertificateThing',
+            name="CertificateThing",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=128)),
-                ('certificate', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='things', to='transfers.certificate')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=128)),
+                (
+                    "certificate",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="things",
+                        to="transfers.certificate",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='SyncRun',
+            name="SyncRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('region', models.CharField(max_length=32)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('stage', models.CharField(blank=True, max_length=200)),
-                ('api_calls', models.PositiveIntegerField(default=0)),
-                ('certificates', models.PositiveIntegerField(default=0)),
-                ('described', models.PositiveIntegerField(default=0)),
-                ('removed', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started', models.DateTimeField(blank=True, null=True)),
-                ('finished', models.DateTimeField(blank=True, null=True)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sync_runs', to='transfers.awsaccount')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("region", models.CharField(max_length=32)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("stage", models.CharField(blank=True, max_length=200)),
+                ("api_calls", models.PositiveIntegerField(default=0)),
+                ("certificates", models.PositiveIntegerField(default=0)),
+                ("described", models.PositiveIntegerField(default=0)),
+                ("removed", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started", models.DateTimeField(blank=True, null=True)),
+                ("finished", models.DateTimeField(blank=True, null=True)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sync_runs",
+                        to="transfers.awsaccount",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created'],
+                "ordering": ["-created"],
             },
         ),
         migrations.CreateModel(
-            name='AccountGrant',
+            name="AccountGrant",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('viewer', 'Viewer'), ('requester', 'Requester'), ('approver', 'Approver'), ('admin', 'Admin')], default='viewer', max_length=16)),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='grants', to='auth.group')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='grants', to=settings.AUTH_USER_MODEL)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='grants', to='transfers.awsaccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("viewer", "Viewer"),
+                            ("requester", "Requester"),
+                            ("approver", "Approver"),
+                            ("admin", "Admin"),
+                        ],
+                        default="viewer",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="grants",
+                        to="auth.group",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="grants",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="grants",
+                        to="transfers.awsaccount",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('group__isnull', True), ('user__isnull', False)), models.Q(('group__isnull', False), ('user__isnull', True)), _connector='OR'), name='grant_user_xor_group'), models.UniqueConstraint(fields=('account', 'user', 'role'), name='grant_unique_user_role'), models.UniqueConstraint(fields=('account', 'group', 'role'), name='grant_unique_group_role')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("group__isnull", True), ("user__isnull", False)),
+                            models.Q(("group__isnull", False), ("user__isnull", True)),
+                            _connector="OR",
+                        ),
+                        name="grant_user_xor_group",
+                    ),
+                    models.UniqueConstraint(
+                        fields=("account", "user", "role"), name="grant_unique_user_role"
+                    ),
+                    models.UniqueConstraint(
+                        fields=("account", "group", "role"), name="grant_unique_group_role"
+                    ),
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='certificate',
-            index=models.Index(fields=['certificate_id'], name='certificate_id_idx'),
+            model_name="certificate",
+            index=models.Index(fields=["certificate_id"], name="certificate_id_idx"),
         ),
         migrations.AddIndex(
-            model_name='certificate',
-            index=models.Index(fields=['arn'], name='certificate_arn_idx'),
+            model_name="certificate",
+            index=models.Index(fields=["arn"], name="certificate_arn_idx"),
         ),
         migrations.AddIndex(
-            model_name='certificate',
-            index=models.Index(fields=['status'], name='certificate_status_idx'),
+            model_name="certificate",
+            index=models.Index(fields=["status"], name="certificate_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='certificate',
-            index=models.Index(fields=['-creation_date', 'certificate_id'], name='certificate_order_idx'),
+            model_name="certificate",
+            index=models.Index(
+                fields=["-creation_date", "certificate_id"], name="certificate_order_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='certificate',
-            constraint=models.UniqueConstraint(fields=('account', 'region', 'certificate_id'), name='certificate_unique_in_region'),
+            model_name="certificate",
+            constraint=models.UniqueConstraint(
+                fields=("account", "region", "certificate_id"), name="certificate_unique_in_region"
+            ),
         ),
         migrations.AddIndex(
-            model_name='certificatepolicy',
-            index=models.Index(fields=['name'], name='policy_name_idx'),
+            model_name="certificatepolicy",
+            index=models.Index(fields=["name"], name="policy_name_idx"),
         ),
         migrations.AddConstraint(
-            model_name='certificatepolicy',
-            constraint=models.UniqueConstraint(fields=('certificate', 'name'), name='policy_unique_per_cert'),
+            model_name="certificatepolicy",
+            constraint=models.UniqueConstraint(
+                fields=("certificate", "name"), name="policy_unique_per_cert"
+            ),
         ),
         migrations.AddIndex(
-            model_name='certificatething',
-            index=models.Index(fields=['name'], name='thing_name_idx'),
+            model_name="certificatething",
+            index=models.Index(fields=["name"], name="thing_name_idx"),
         ),
         migrations.AddConstraint(
-            model_name='certificatething',
-            constraint=models.UniqueConstraint(fields=('certificate', 'name'), name='thing_unique_per_cert'),
+            model_name="certificatething",
+            constraint=models.UniqueConstraint(
+                fields=("certificate", "name"), name="thing_unique_per_cert"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='syncrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'running'])), fields=('account', 'region'), name='sync_one_open_per_region'),
+            model_name="syncrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["queued", "running"])),
+                fields=("account", "region"),
+                name="sync_one_open_per_region",
+            ),
         ),
     ]

@@ -3,112 +3,294 @@
 import django.db.models.deletion
 import django.utils.timezone
 import django_fsm
-import transfers.models
 from django.conf import settings
 from django.db import migrations, models
 
+import transfers.models
+
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('transfers', '0001_initial'),
+        ("transfers", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='TransferBatch',
+            name="TransferBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('target_account_id', models.CharField(max_length=12, validators=[transfers.models.validate_account_id])),
-                ('reason', models.TextField(max_length=2000)),
-                ('message', models.CharField(blank=True, max_length=128, validators=[transfers.models.validate_transfer_text])),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('requester', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='batches', to='transfers.awsaccount')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "target_account_id",
+                    models.CharField(
+                        max_length=12, validators=[transfers.models.validate_account_id]
+                    ),
+                ),
+                ("reason", models.TextField(max_length=2000)),
+                (
+                    "message",
+                    models.CharField(
+                        blank=True,
+                        max_length=128,
+                        validators=[transfers.models.validate_transfer_text],
+                    ),
+                ),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "requester",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="batches",
+                        to="transfers.awsaccount",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Transfer',
+            name="Transfer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', django_fsm.FSMField(choices=[('requested', 'Requested'), ('approved', 'Approved'), ('preparing', 'Preparing'), ('pending_acceptance', 'Pending acceptance'), ('accepted', 'Accepted'), ('rejected', 'Rejected'), ('cancelled', 'Cancelled'), ('declined', 'Declined'), ('failed', 'Failed'), ('expired', 'Expired')], default='requested', max_length=24, protected=True)),
-                ('region', models.CharField(max_length=32)),
-                ('certificate_id', models.CharField(max_length=64)),
-                ('certificate_arn', models.CharField(max_length=2048)),
-                ('target_account_id', models.CharField(max_length=12, validators=[transfers.models.validate_account_id])),
-                ('reason', models.TextField(max_length=2000)),
-                ('message', models.CharField(blank=True, max_length=128, validators=[transfers.models.validate_transfer_text], verbose_name='transfer message')),
-                ('deactivate', models.BooleanField(default=True, help_text='Deactivate it if it is ACTIVE.')),
-                ('detach_policies', models.BooleanField(default=True)),
-                ('detach_things', models.BooleanField(default=True)),
-                ('restore', models.BooleanField(default=True, help_text='Put back what was removed if cancelled, rejected or expired.')),
-                ('plan', models.JSONField(blank=True, default=dict)),
-                ('decision_comment', models.TextField(blank=True, max_length=2000)),
-                ('decided_at', models.DateTimeField(blank=True, null=True)),
-                ('deactivated', models.BooleanField(default=False)),
-                ('detached_policies', models.JSONField(blank=True, default=list)),
-                ('detached_things', models.JSONField(blank=True, default=list)),
-                ('transferred_arn', models.CharField(blank=True, max_length=2048)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('lease_until', models.DateTimeField(blank=True, null=True)),
-                ('error_code', models.CharField(blank=True, max_length=100)),
-                ('error_message', models.TextField(blank=True)),
-                ('transfer_date', models.DateTimeField(blank=True, null=True)),
-                ('accept_date', models.DateTimeField(blank=True, null=True)),
-                ('reject_date', models.DateTimeField(blank=True, null=True)),
-                ('reject_reason', models.CharField(blank=True, max_length=128)),
-                ('set_as_active', models.BooleanField(default=False)),
-                ('restore_state', models.CharField(blank=True, choices=[('', 'Not needed'), ('pending', 'Restoring'), ('done', 'Restored'), ('partial', 'Restore incomplete')], default='', max_length=16)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated', models.DateTimeField(default=django.utils.timezone.now)),
-                ('pending_since', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('approver', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('cert', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='transfers', to='transfers.certificate')),
-                ('requester', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('source', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='outgoing', to='transfers.awsaccount')),
-                ('target', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='incoming', to='transfers.awsaccount')),
-                ('batch', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='transfers', to='transfers.transferbatch')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    django_fsm.FSMField(
+                        choices=[
+                            ("requested", "Requested"),
+                            ("approved", "Approved"),
+                            ("preparing", "Preparing"),
+                            ("pending_acceptance", "Pending acceptance"),
+                            ("accepted", "Accepted"),
+                            ("rejected", "Rejected"),
+                            ("cancelled", "Cancelled"),
+                            ("declined", "Declined"),
+                            ("failed", "Failed"),
+                            ("expired", "Expired"),
+                        ],
+                        default="requested",
+                        max_length=24,
+                        protected=True,
+                    ),
+                ),
+                ("region", models.CharField(max_length=32)),
+                ("certificate_id", models.CharField(max_length=64)),
+                ("certificate_arn", models.CharField(max_length=2048)),
+                (
+                    "target_account_id",
+                    models.CharField(
+                        max_length=12, validators=[transfers.models.validate_account_id]
+                    ),
+                ),
+                ("reason", models.TextField(max_length=2000)),
+                (
+                    "message",
+                    models.CharField(
+                        blank=True,
+                        max_length=128,
+                        validators=[transfers.models.validate_transfer_text],
+                        verbose_name="transfer message",
+                    ),
+                ),
+                (
+                    "deactivate",
+                    models.BooleanField(default=True, help_text="Deactivate it if it is ACTIVE."),
+                ),
+                ("detach_policies", models.BooleanField(default=True)),
+                ("detach_things", models.BooleanField(default=True)),
+                (
+                    "restore",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Put back what was removed if cancelled, rejected or expired.",
+                    ),
+                ),
+                ("plan", models.JSONField(blank=True, default=dict)),
+                ("decision_comment", models.TextField(blank=True, max_length=2000)),
+                ("decided_at", models.DateTimeField(blank=True, null=True)),
+                ("deactivated", models.BooleanField(default=False)),
+                ("detached_policies", models.JSONField(blank=True, default=list)),
+                ("detached_things", models.JSONField(blank=True, default=list)),
+                ("transferred_arn", models.CharField(blank=True, max_length=2048)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("lease_until", models.DateTimeField(blank=True, null=True)),
+                ("error_code", models.CharField(blank=True, max_length=100)),
+                ("error_message", models.TextField(blank=True)),
+                ("transfer_date", models.DateTimeField(blank=True, null=True)),
+                ("accept_date", models.DateTimeField(blank=True, null=True)),
+                ("reject_date", models.DateTimeField(blank=True, null=True)),
+                ("reject_reason", models.CharField(blank=True, max_length=128)),
+                ("set_as_active", models.BooleanField(default=False)),
+                (
+                    "restore_state",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("", "Not needed"),
+                            ("pending", "Restoring"),
+                            ("done", "Restored"),
+                            ("partial", "Restore incomplete"),
+                        ],
+                        default="",
+                        max_length=16,
+                    ),
+                ),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated", models.DateTimeField(default=django.utils.timezone.now)),
+                ("pending_since", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "approver",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "cert",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="transfers",
+                        to="transfers.certificate",
+                    ),
+                ),
+                (
+                    "requester",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="outgoing",
+                        to="transfers.awsaccount",
+                    ),
+                ),
+                (
+                    "target",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="incoming",
+                        to="transfers.awsaccount",
+                    ),
+                ),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="transfers",
+                        to="transfers.transferbatch",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created'],
+                "ordering": ["-created"],
             },
             bases=(django_fsm.ConcurrentTransitionMixin, models.Model),
         ),
         migrations.CreateModel(
-            name='TransferEvent',
+            name="TransferEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('transition', 'Transition'), ('aws', 'AWS call'), ('note', 'Note')], max_length=16)),
-                ('action', models.CharField(max_length=64)),
-                ('actor_name', models.CharField(help_text='User name, or worker / reconciler.', max_length=150)),
-                ('from_status', models.CharField(blank=True, max_length=24)),
-                ('to_status', models.CharField(blank=True, max_length=24)),
-                ('ok', models.BooleanField(default=True)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created', models.DateTimeField(default=django.utils.timezone.now)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('transfer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='transfers.transfer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("transition", "Transition"),
+                            ("aws", "AWS call"),
+                            ("note", "Note"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("action", models.CharField(max_length=64)),
+                (
+                    "actor_name",
+                    models.CharField(
+                        help_text="User name, or worker / reconciler.", max_length=150
+                    ),
+                ),
+                ("from_status", models.CharField(blank=True, max_length=24)),
+                ("to_status", models.CharField(blank=True, max_length=24)),
+                ("ok", models.BooleanField(default=True)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("created", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "transfer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="transfers.transfer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created', 'pk'],
+                "ordering": ["created", "pk"],
             },
         ),
         migrations.AddIndex(
-            model_name='transfer',
-            index=models.Index(fields=['status', 'updated'], name='transfer_status_idx'),
+            model_name="transfer",
+            index=models.Index(fields=["status", "updated"], name="transfer_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='transfer',
-            index=models.Index(fields=['target_account_id', 'status'], name='transfer_target_idx'),
+            model_name="transfer",
+            index=models.Index(fields=["target_account_id", "status"], name="transfer_target_idx"),
         ),
         migrations.AddConstraint(
-            model_name='transfer',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['requested', 'approved', 'preparing', 'pending_acceptance'])), fields=('source', 'region', 'certificate_id'), name='transfer_one_open_per_certificate'),
+            model_name="transfer",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(
+                    ("status__in", ["requested", "approved", "preparing", "pending_acceptance"])
+                ),
+                fields=("source", "region", "certificate_id"),
+                name="transfer_one_open_per_certificate",
+            ),
         ),
         migrations.AddIndex(
-            model_name='transferevent',
-            index=models.Index(fields=['transfer', 'created'], name='event_transfer_idx'),
+            model_name="transferevent",
+            index=models.Index(fields=["transfer", "created"], name="event_transfer_idx"),
         ),
     ]

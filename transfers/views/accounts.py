@@ -70,8 +70,11 @@ def _check_connection(form: AccountForm) -> bool:
         try:
             aws.check_access(account, region)
         except aws.AwsError as exc:
-            form.add_error(None, f"Cannot reach account {account.account_id} in {region}: "
-                           f"{exc.user_message} Nothing was saved.")
+            form.add_error(
+                None,
+                f"Cannot reach account {account.account_id} in {region}: "
+                f"{exc.user_message} Nothing was saved.",
+            )
             return False
     return True
 

@@ -43,20 +43,29 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
         if request.POST.get("action") == "submit" and data["fingerprint"]:
             try:
                 transfer = services.request_transfer(
-                    request.user, cert, target_account_id=data["target_account_id"],
-                    message=data["message"], reason=data["reason"], options=form.options(),
+                    request.user,
+                    cert,
+                    target_account_id=data["target_account_id"],
+                    message=data["message"],
+                    reason=data["reason"],
+                    options=form.options(),
                     fingerprint=data["fingerprint"],
                 )
             except services.TransferError as exc:
                 form.add_error(None, exc.message)
             else:
-                messages.success(request, f"Transfer #{transfer.pk} requested; an approver "
-                                 "must approve it before anything happens in AWS.")
+                messages.success(
+                    request,
+                    f"Transfer #{transfer.pk} requested; an approver "
+                    "must approve it before anything happens in AWS.",
+                )
                 return redirect(transfer)
         plan = services.make_plan(cert, data["target_account_id"], form.options())
         form.data = form.data.copy()
         form.data["fingerprint"] = plan.fingerprint
-    return render(request, "transfers/transfer_new.html", {"cert": cert, "form": form, "plan": plan})
+    return render(
+        request, "transfers/transfer_new.html", {"cert": cert, "form": form, "plan": plan}
+    )
 
 
 def _filtered(request: HttpRequest, qs):
@@ -82,8 +91,13 @@ def _list(request: HttpRequest, qs, template: str, **extra) -> HttpResponse:
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"form": form, "page": page, "query": query.urlencode(),
-               "statuses": Transfer.Status.choices, **extra}
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "statuses": Transfer.Status.choices,
+        **extra,
+    }
     if request.htmx and not request.htmx.boosted:
         return render(request, f"{template}#rows", context)
     return render(request, template, context)
@@ -92,23 +106,41 @@ def _list(request: HttpRequest, qs, template: str, **extra) -> HttpResponse:
 @login_required
 def transfer_list(request: HttpRequest) -> HttpResponse:
     accounts = AwsAccount.objects.visible_to(request.user)
-    return _list(request, Transfer.objects.visible_to(request.user), "transfers/transfer_list.html",
-                 title="Transfers", accounts=accounts)
+    return _list(
+        request,
+        Transfer.objects.visible_to(request.user),
+        "transfers/transfer_list.html",
+        title="Transfers",
+        accounts=accounts,
+    )
 
 
 @login_required
 def approvals(request: HttpRequest) -> HttpResponse:
-    mine = [a.pk for a in AwsAccount.objects.visible_to(request.user)
-            if a.role_for(request.user) & CAN_APPROVE]
-    qs = Transfer.objects.filter(source__in=mine, status=Transfer.Status.REQUESTED).order_by("created")
-    return _list(request, qs, "transfers/transfer_list.html", title="Approvals",
-                 intro="Requests waiting for a decision on accounts you approve for. You cannot "
-                 "approve your own.")
+    mine = [
+        a.pk
+        for a in AwsAccount.objects.visible_to(request.user)
+        if a.role_for(request.user) & CAN_APPROVE
+    ]
+    qs = Transfer.objects.filter(source__in=mine, status=Transfer.Status.REQUESTED).order_by(
+        "created"
+    )
+    return _list(
+        request,
+        qs,
+        "transfers/transfer_list.html",
+        title="Approvals",
+        intro="Requests waiting for a decision on accounts you approve for. You cannot "
+        "approve your own.",
+    )
 
 
 def operable_targets(user) -> list[str]:
-    return [a.account_id for a in AwsAccount.objects.visible_to(user).filter(managed=True)
-            if a.role_for(user) & CAN_OPERATE]
+    return [
+        a.account_id
+        for a in AwsAccount.objects.visible_to(user).filter(managed=True)
+        if a.role_for(user) & CAN_OPERATE
+    ]
 
 
 @login_required
@@ -117,9 +149,14 @@ def incoming(request: HttpRequest) -> HttpResponse:
         target_account_id__in=operable_targets(request.user),
         status=Transfer.Status.PENDING_ACCEPTANCE,
     ).order_by("pending_since")
-    return _list(request, qs, "transfers/transfer_list.html", title="Incoming",
-                 intro="Certificates other accounts are transferring to accounts you manage. "
-                 "Accept or reject each one.")
+    return _list(
+        request,
+        qs,
+        "transfers/transfer_list.html",
+        title="Incoming",
+        intro="Certificates other accounts are transferring to accounts you manage. "
+        "Accept or reject each one.",
+    )
 
 
 @login_required
@@ -130,7 +167,8 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "t": transfer,
         "events": transfer.events.select_related("actor"),
-        "can_approve": bool(source_roles & CAN_APPROVE) and transfer.requester_id != request.user.pk,
+        "can_approve": bool(source_roles & CAN_APPROVE)
+        and transfer.requester_id != request.user.pk,
         "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
         "can_operate_source": bool(source_roles & CAN_OPERATE),
         "can_operate_target": bool(target_roles & CAN_OPERATE),
@@ -163,9 +201,13 @@ def _form_or_error(request: HttpRequest, form_class):
     form = form_class(request.POST)
     if form.is_valid():
         return form.cleaned_data
-    raise services.TransferError("invalid", " ".join(
-        f"{'' if name == '__all__' else name.capitalize() + ': '}{' '.join(errs)}"
-        for name, errs in form.errors.items()))
+    raise services.TransferError(
+        "invalid",
+        " ".join(
+            f"{'' if name == '__all__' else name.capitalize() + ': '}{' '.join(errs)}"
+            for name, errs in form.errors.items()
+        ),
+    )
 
 
 @login_required
@@ -173,6 +215,7 @@ def _form_or_error(request: HttpRequest, form_class):
 def transfer_approve(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
         services.approve(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
+
     return _act(request, pk, "Approved: a worker is preparing the certificate.", act)
 
 
@@ -181,6 +224,7 @@ def transfer_approve(request: HttpRequest, pk: int) -> HttpResponse:
 def transfer_decline(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
         services.decline(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
+
     return _act(request, pk, "Declined.", act)
 
 
@@ -193,8 +237,12 @@ def transfer_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def transfer_cancel(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(request, pk, "Cancelled in AWS; what was removed is being put back.",
-                lambda t: services.cancel(request.user, t.pk))
+    return _act(
+        request,
+        pk,
+        "Cancelled in AWS; what was removed is being put back.",
+        lambda t: services.cancel(request.user, t.pk),
+    )
 
 
 @login_required
@@ -207,9 +255,13 @@ def transfer_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def transfer_accept(request: HttpRequest, pk: int) -> HttpResponse:
     active = request.POST.get("set_as_active") == "on"
-    return _act(request, pk, "Accepted: the certificate now belongs to your account"
-                + (" and is ACTIVE." if active else " (INACTIVE)."),
-                lambda t: services.accept(request.user, t.pk, set_as_active=active))
+    return _act(
+        request,
+        pk,
+        "Accepted: the certificate now belongs to your account"
+        + (" and is ACTIVE." if active else " (INACTIVE)."),
+        lambda t: services.accept(request.user, t.pk, set_as_active=active),
+    )
 
 
 @login_required
@@ -217,6 +269,7 @@ def transfer_accept(request: HttpRequest, pk: int) -> HttpResponse:
 def transfer_reject(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
         services.reject(request.user, t.pk, _form_or_error(request, RejectForm)["reason"])
+
     return _act(request, pk, "Rejected: the certificate went back to the source account.", act)
 
 
@@ -228,4 +281,5 @@ def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
             raise services.TransferError("forbidden", "Not allowed.", status=403)
         outcome = services.reconcile_one(t.pk)
         messages.info(request, f"Checked with AWS: {outcome}.")
+
     return _act(request, pk, "Up to date with AWS.", act)

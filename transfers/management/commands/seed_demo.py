@@ -13,7 +13,9 @@ class Command(BaseCommand):
     help = "Fill the AWS stand-in and the portal with the demo (safe to run twice)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--wait", type=float, default=60, help="Seconds to wait for the stand-in.")
+        parser.add_argument(
+            "--wait", type=float, default=60, help="Seconds to wait for the stand-in."
+        )
 
     def handle(self, *args, wait: float, **options):
         endpoint = settings.AWS_ENDPOINT_URL
