@@ -1,9 +1,11 @@
 from django.urls import path
+from django.views.generic import RedirectView
 
 from transfers.views import accounts, inventory, transfers
 
 urlpatterns = [
-    path("", inventory.certificate_list, name="certificate_list"),
+    path("", RedirectView.as_view(pattern_name="certificate_list"), name="home"),
+    path("certificates/", inventory.certificate_list, name="certificate_list"),
     path("certificates/<int:pk>/", inventory.certificate_detail, name="certificate_detail"),
     path("certificates/<int:cert_pk>/transfer/", transfers.transfer_new, name="transfer_new"),
     path("accounts/", accounts.account_list, name="account_list"),

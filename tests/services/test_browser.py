@@ -65,7 +65,7 @@ def test_request_approve_watch_and_accept(browser, live_server, demo_world, stan
         page.fill("input[name=username]", user)
         page.fill("input[name=password]", demo.PASSWORD)
         page.click("button[type=submit]")
-        page.wait_for_url(f"{live_server.url}/")
+        page.wait_for_url(f"{live_server.url}/certificates/")
         return page
 
     alice = login("alice")
