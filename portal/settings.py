@@ -223,4 +223,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "transfers.tasks.reconcile",
         "schedule": float(RECONCILE_SECONDS),
     },
+    "expire-and-remind": {
+        "task": "transfers.tasks.expire_and_remind",
+        "schedule": 300.0,
+    },
 }

@@ -20,7 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django_fsm import can_proceed
 
-from transfers import aws
+from transfers import aws, notices
 from transfers.models import (
     ACCOUNT_ID_RE,
     CAN_APPROVE,
@@ -37,6 +37,7 @@ from transfers.models import (
 log = logging.getLogger(__name__)
 WORKER = "worker"
 RECONCILER = "reconciler"
+EXPIRY = "expiry"
 LEASE = timedelta(minutes=5)
 EXPIRING_DAYS = 30
 
@@ -138,6 +139,7 @@ def _transition(pk: int, method: str, by, *, refuse: str, before=None, **details
             to_status=transfer.status,
             **details,
         )
+        notices.on_transition(transfer)
     return transfer
 
 
@@ -864,6 +866,58 @@ def give_up_restore(pk: int, message: str) -> None:
         restore_state=Transfer.Restore.PARTIAL, updated=timezone.now()
     )
     record(transfer, "restore", WORKER, ok=False, result="partial", failures=[message])
+
+
+# ----------------------------------------------------------------------------- expiry
+
+
+def expire(pk: int) -> str:
+    """Cancel in AWS a transfer nobody accepted in time; restore as the request chose."""
+    transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
+    if transfer.status != Transfer.Status.PENDING_ACCEPTANCE:
+        return f"skipped: {transfer.status}"
+    iot = aws.client(transfer.source, transfer.region)
+    try:
+        _aws(
+            transfer,
+            EXPIRY,
+            iot,
+            "cancel_certificate_transfer",
+            certificateId=transfer.certificate_id,
+        )
+    except aws.AwsError as exc:
+        if exc.code == "TransferAlreadyCompletedException":
+            return reconcile_one(pk)  # accepted or rejected at the last moment
+        raise
+    try:
+        _end(pk, "expire", EXPIRY)
+    except TransferError:
+        return "raced"
+    return "expired"
+
+
+def due_for_expiry(now=None) -> list[int]:
+    now = now or timezone.now()
+    pending = Transfer.objects.filter(status=Transfer.Status.PENDING_ACCEPTANCE).select_related(
+        "target"
+    )
+    return [t.pk for t in pending if t.expires_at and t.expires_at <= now]
+
+
+def send_reminders(now=None) -> int:
+    """Beat: remind the target once, a configured time before the transfer expires."""
+    now = now or timezone.now()
+    ahead = timedelta(hours=settings.TRANSFER_REMINDER_HOURS)
+    sent = 0
+    pending = Transfer.objects.filter(status=Transfer.Status.PENDING_ACCEPTANCE).select_related(
+        "target", "source", "requester", "approver"
+    )
+    for transfer in pending:
+        expires = transfer.expires_at
+        if expires and expires - ahead <= now < expires:
+            with transaction.atomic():
+                sent += len(notices.create(transfer, notices.Kind.REMINDER))
+    return sent
 
 
 # ----------------------------------------------------------------------------- reconcile

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.utils import timezone
 
-from transfers import inventory, services
+from transfers import inventory, notices, services
 from transfers.models import AwsAccount, SyncRun
 
 STALE_SYNC = timedelta(minutes=30)
+logger = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -78,4 +80,31 @@ def reconcile() -> dict:
     """Beat: catch up with AWS for pending transfers; re-send work a lost message left."""
     outcomes = services.reconcile_pending()
     outcomes["requeued"] = services.requeue_stalled()
+    return outcomes
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=6)
+def send_notice(self, pk: int) -> str:
+    try:
+        return notices.send(pk)
+    except notices.DeliveryError as exc:
+        if self.request.retries >= self.max_retries:
+            notices.give_up(pk)
+            return "failed: retries exhausted"
+        raise self.retry(countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task
+def expire_and_remind() -> dict:
+    """Beat: remind targets before expiry, then expire what nobody accepted in time."""
+    reminded = services.send_reminders()
+    outcomes: dict[str, int] = {"reminders": reminded}
+    for pk in services.due_for_expiry():
+        try:
+            outcome = services.expire(pk)
+        except Exception:  # one transfer's AWS trouble must not stop the others
+            logger.exception("expiring transfer %s failed", pk)
+            outcome = "error"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    outcomes["notices_resent"] = notices.resend_stale()
     return outcomes

@@ -13,10 +13,20 @@ urlpatterns = [
     path("accounts/<int:pk>/", accounts.account_detail, name="account_detail"),
     path("accounts/<int:pk>/edit/", accounts.account_edit, name="account_edit"),
     path("accounts/<int:pk>/sync/", accounts.account_sync, name="account_sync"),
+    path(
+        "accounts/<int:pk>/webhook-secret/",
+        accounts.account_webhook_secret,
+        name="account_webhook_secret",
+    ),
     path("transfers/", transfers.transfer_list, name="transfer_list"),
     path("approvals/", transfers.approvals, name="approvals"),
     path("incoming/", transfers.incoming, name="incoming"),
     path("transfers/<int:pk>/", transfers.transfer_detail, name="transfer_detail"),
+    path(
+        "transfers/<int:pk>/notices/<int:notice_pk>/resend/",
+        transfers.notice_resend,
+        name="notice_resend",
+    ),
 ]
 for action in (
     "approve",

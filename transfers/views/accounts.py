@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import aws, inventory
+from transfers import aws, inventory, notices
 from transfers.access import can_manage_accounts, get_account_for_user
 from transfers.forms import AccountForm
 from transfers.models import CAN_OPERATE, AccountGrant, AwsAccount, Role
@@ -97,3 +97,15 @@ def account_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
         messages.success(request, f"Saved {saved}.")
         return redirect(saved)
     return render(request, "transfers/account_form.html", {"form": form, "account": account})
+
+
+@login_required
+@require_POST
+def account_webhook_secret(request: HttpRequest, pk: int) -> HttpResponse:
+    """Generate a new webhook signing secret and show it this once."""
+    account, roles = get_account_for_user(request.user, pk)
+    if not (can_manage_accounts(request.user) or Role.ADMIN in roles):
+        raise PermissionDenied("Only an admin of the account sets its webhook secret.")
+    account.webhook_secret = notices.new_webhook_secret()
+    account.save(update_fields=["webhook_secret"])
+    return render(request, "transfers/webhook_secret.html", {"account": account})

@@ -7,13 +7,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import services
+from transfers import notices, services
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
@@ -167,6 +167,7 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "t": transfer,
         "events": transfer.events.select_related("actor"),
+        "notices": transfer.notices.all(),
         "can_approve": bool(source_roles & CAN_APPROVE)
         and transfer.requester_id != request.user.pk,
         "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
@@ -283,3 +284,17 @@ def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
         messages.info(request, f"Checked with AWS: {outcome}.")
 
     return _act(request, pk, "Up to date with AWS.", act)
+
+
+@login_required
+@require_POST
+def notice_resend(request: HttpRequest, pk: int, notice_pk: int) -> HttpResponse:
+    def act(t):
+        if not t.source.role_for(request.user) & (CAN_OPERATE | CAN_APPROVE):
+            raise services.TransferError("forbidden", "Not allowed.", status=403)
+        notice = t.notices.filter(pk=notice_pk).first()
+        if notice is None:
+            raise Http404("No such notice")
+        notices.resend(notice)
+
+    return _act(request, pk, "The notice is being sent again.", act)
