@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.test import Client
 
 from portal.celery import app as celery_app
 from transfers import aws
@@ -50,6 +51,31 @@ def _fast_and_isolated(settings, monkeypatch):
     aws.clear_cache()
 
 
+class VerifiedClient(Client):
+    """``force_login`` skips the login form, and so the second factor too: an approver or
+    admin logged in this way has passed it. Tests of the second factor itself use a plain
+    ``django.test.Client``."""
+
+    def force_login(self, user, backend=None):
+        from django_otp import DEVICE_ID_SESSION_KEY
+        from django_otp.plugins.otp_totp.models import TOTPDevice
+
+        from transfers.security import needs_second_factor
+
+        super().force_login(user, backend)
+        if needs_second_factor(user):
+            device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+            device = device or TOTPDevice.objects.create(user=user, name="test")
+            session = self.session
+            session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+            session.save()
+
+
+@pytest.fixture
+def client() -> VerifiedClient:
+    return VerifiedClient()
+
+
 @pytest.fixture
 def standin():
     """The AWS stand-in (moto plus the project's IoT extension) in process."""
@@ -73,6 +99,8 @@ def make_account(account_id: str, name: str = "", managed: bool = True, **fields
         "regions": ["us-east-1"] if managed else [],
         "role_arn": f"arn:aws:iam::{account_id}:role/TransferPortal" if managed else "",
         "contact_emails": f"ops@{account_id}.example",
+        # Tests make calls in bursts; the rate limiter has tests of its own.
+        "api_rate": 1000.0,
     }
     defaults.update(fields)
     return AwsAccount.objects.create(account_id=account_id, **defaults)

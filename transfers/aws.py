@@ -18,6 +18,8 @@ import botocore.exceptions
 from botocore.config import Config
 from django.conf import settings
 
+from transfers import ratelimit
+
 # Throttling and outages are worth another try; everything else needs a person.
 RETRYABLE = {
     "ThrottlingException",
@@ -33,6 +35,8 @@ RETRYABLE = {
     "ConnectTimeout",
     "ReadTimeout",
 }
+
+THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
 
 MESSAGES = {
     "InvalidRequestException": "AWS refused the request as invalid",
@@ -158,15 +162,26 @@ def client(account, region: str, service: str = "iot"):
                 config=_config(),
             )
             cached.clients[(service, region)] = made
+    # Every call through this client shares the account's rate with all workers.
+    made.portal_limit = (f"{account.account_id}:{region}", account.api_rate)
     return made
 
 
 def call(aws_client, operation: str, **kwargs: Any) -> dict:
-    """Call ``operation`` (the boto3 method name) and map every failure to AwsError."""
+    """Call ``operation`` (the boto3 method name) and map every failure to AwsError.
+
+    Clients made by :func:`client` wait for the account's shared rate limit first."""
+    api = _operation_name(aws_client, operation)
+    limit = getattr(aws_client, "portal_limit", None)
+    if limit is not None:
+        ratelimit.acquire(f"{limit[0]}:{api}", limit[1])
     try:
         return getattr(aws_client, operation)(**kwargs)
     except _CAUGHT as exc:
-        raise _error_from(exc, _operation_name(aws_client, operation)) from exc
+        error = _error_from(exc, api)
+        if limit is not None and error.code in THROTTLED:
+            ratelimit.throttled(f"{limit[0]}:{api}", limit[1])
+        raise error from exc
 
 
 def _operation_name(aws_client, method: str) -> str:

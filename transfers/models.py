@@ -401,6 +401,7 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     transferred_arn = models.CharField(max_length=2048, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="Sent to a worker.")
     error_code = models.CharField(max_length=100, blank=True)
     error_message = models.TextField(blank=True)
 
@@ -514,19 +515,50 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
 
 
 class TransferBatch(models.Model):
-    """Many transfers requested and approved as one."""
+    """Many transfers requested and approved as one; each is still its own transfer."""
 
     source = models.ForeignKey(AwsAccount, models.PROTECT, related_name="batches")
+    region = models.CharField(max_length=32, default="")
     target_account_id = models.CharField(max_length=12, validators=[validate_account_id])
     requester = models.ForeignKey(settings.AUTH_USER_MODEL, models.PROTECT, related_name="+")
     reason = models.TextField(max_length=2000)
     message = models.CharField(
         max_length=MESSAGE_MAX, blank=True, validators=[validate_transfer_text]
     )
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decision_comment = models.TextField(max_length=2000, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    # Items that could not be requested, with why: [{"certificate_id", "reason"}].
+    skipped = models.JSONField(default=list, blank=True)
     created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created"]
 
     def __str__(self) -> str:
         return f"batch #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("batch_detail", args=[self.pk])
+
+
+class RateBucket(models.Model):
+    """A token bucket shared by every worker: one AWS API in one account and region.
+
+    Additive increase, multiplicative decrease: a throttling answer halves the rate, each
+    call that goes through wins a little of it back, up to the account's configured rate.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    rate = models.FloatField(help_text="Current requests per second.")
+    tokens = models.FloatField()
+    updated = models.FloatField(help_text="Unix time of the last refill.")
+    throttled = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key} at {self.rate:.2f}/s"
 
 
 class TransferEvent(models.Model):
