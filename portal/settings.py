@@ -5,9 +5,11 @@ filesystem message broker under ./var. Production sets DATABASE_URL and REDIS_UR
 """
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp import constants as csp
 
 from portal import env
 
@@ -45,19 +47,35 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "django_prometheus",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
+    "csp",
     "transfers",
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times the whole stack.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "portal.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Second factor for approvers and admins, absolute session lifetime.
+    "transfers.security.SecurityMiddleware",
+    # Turns a lockout signalled during authenticate() into the "locked" page.
+    "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -105,6 +123,12 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
+# django-axes first: it refuses a locked-out username and address before the password is
+# checked (it needs the request, which LoginView passes to authenticate()).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -129,10 +153,49 @@ SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 31536000 if HTTPS else 
 SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_HSTS_PRELOAD = HTTPS
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
-SESSION_COOKIE_AGE = env.integer("SESSION_COOKIE_AGE", 8 * 3600, minimum=60)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Sessions end at browser close, after SESSION_IDLE_SECONDS without a request, and
+# SESSION_MAX_SECONDS after login whatever the activity. transfers.security.SecurityMiddleware
+# enforces the maximum and pushes the expiry back at most once a minute (not a write per
+# request). Live pages poll only while work is in flight, so an open tab does not keep a
+# session alive for long.
+SESSION_IDLE_SECONDS = env.integer("SESSION_IDLE_SECONDS", 30 * 60, minimum=120)
+SESSION_MAX_SECONDS = env.integer("SESSION_MAX_SECONDS", 8 * 3600, minimum=120)
+SESSION_COOKIE_AGE = SESSION_IDLE_SECONDS
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+
+# Login throttling (django-axes): LOGIN_FAILURE_LIMIT wrong passwords for one username from
+# one address lock that pair for LOGIN_LOCKOUT_MINUTES; a successful login clears the count.
+# Behind TRUSTED_PROXY_COUNT reverse proxies the address is read from X-Forwarded-For.
+AXES_FAILURE_LIMIT = env.integer("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env.integer("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+TRUSTED_PROXY_COUNT = env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "transfers.security.client_ip"
+
+# Second factor (django-otp): approvers and admins enter a TOTP code after the password.
+OTP_TOTP_ISSUER = env.string("OTP_TOTP_ISSUER", "Certificate transfer portal")
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows a device's secret
+
+# Content-Security-Policy (django-csp): everything from this origin, no inline script or
+# style (htmx is vendored under static/ and its indicator styles are off: base.html).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.SELF],
+        "script-src": [csp.SELF],
+        "style-src": [csp.SELF],
+        "img-src": [csp.SELF, "data:"],
+        "object-src": [csp.NONE],
+        "base-uri": [csp.NONE],
+        "form-action": [csp.SELF],
+        "frame-ancestors": [csp.NONE],
+    }
+}
 
 # Celery. Without REDIS_URL the broker is kombu's filesystem transport under ./var: no
 # server needed, and the worker is still a separate process, as in production.
@@ -205,14 +268,41 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# Every record carries the request id (portal/request_id.py), in web and worker alike.
+LOG_FORMAT = env.string("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "portal.request_id.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "portal.request_id.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.string("LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
+# The worker keeps the handler above instead of installing its own (which has no request id).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Operations: /health/ and /metrics/.
+# The beat task "heartbeat" runs every HEARTBEAT_SECONDS; /health/ fails when the last one
+# a worker ran is older than HEARTBEAT_MAX_AGE (so beat, broker and a worker all work).
+HEARTBEAT_SECONDS = env.integer("HEARTBEAT_SECONDS", 30, minimum=5)
+HEARTBEAT_MAX_AGE = env.integer("HEARTBEAT_MAX_AGE", 4 * HEARTBEAT_SECONDS, minimum=10)
+# Prometheus scrapes /metrics/ with "Authorization: Bearer <METRICS_TOKEN>"; staff may look
+# at it logged in. Empty: staff only. The same token shows /health/'s details.
+METRICS_TOKEN = env.string("METRICS_TOKEN", "")
 
 CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
@@ -226,5 +316,11 @@ CELERY_BEAT_SCHEDULE = {
     "expire-and-remind": {
         "task": "transfers.tasks.expire_and_remind",
         "schedule": 300.0,
+    },
+    "heartbeat": {
+        "task": "transfers.health.heartbeat",
+        "schedule": float(HEARTBEAT_SECONDS),
+        # A heartbeat nobody ran in time says nothing: drop it rather than run it late.
+        "options": {"expires": HEARTBEAT_SECONDS},
     },
 }

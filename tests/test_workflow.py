@@ -146,7 +146,7 @@ def test_the_requester_withdraws_before_execution(world, requester, approver):
 @pytest.mark.parametrize(
     ("kw", "code"),
     [
-        ({"target_account_id": "111111111111"}, "blocked"),
+        ({"target_account_id": "111111111111"}, "invalid_target"),
         ({"target_account_id": "12345"}, "invalid_target"),
         ({"target_account_id": "999999999999"}, "unknown_target"),
         ({"message": "x" * 129}, "invalid_message"),

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import Q
-from django.http import Http404
+from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import path, reverse
+from django.views.defaults import page_not_found
 from django_fsm import ConcurrentTransition
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
@@ -75,6 +76,14 @@ def exception_handler(exc, context) -> Response | None:
             code = "forbidden"  # one code for every "visible but not allowed"
         return _error(code, str(exc.detail), exc.status_code, headers=headers)
     return None  # an unexpected error: Django's 500
+
+
+def not_found(request, exception=None) -> HttpResponse:
+    """handler404: an unknown URL under /api/ answers in the API's error shape."""
+    if request.path_info.startswith("/api/"):
+        body = {"error": {"code": "not_found", "message": "No such URL in this API."}}
+        return JsonResponse(body, status=status.HTTP_404_NOT_FOUND)
+    return page_not_found(request, exception)
 
 
 class ErrorBodySerializer(serializers.Serializer):
@@ -320,6 +329,12 @@ class PlanRequestSerializer(serializers.Serializer):
     detach_policies = serializers.BooleanField(default=True)
     detach_things = serializers.BooleanField(default=True)
     restore = serializers.BooleanField(default=True)
+
+    def validate_target_account_id(self, value: str) -> str:
+        # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣"); AWS's are 0-9.
+        if not value.isascii():
+            raise TransferError("invalid_target", "The target must be a 12-digit AWS account id.")
+        return value
 
     def options(self) -> Options:
         d = self.validated_data

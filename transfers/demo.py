@@ -17,11 +17,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.contrib.auth.models import Group, User
 from django.db import transaction
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from transfers import aws
 from transfers.models import AccountGrant, AwsAccount, Role
 
 PASSWORD = "transfer-demo"
+# The demo's approvers and admins pass a second factor like everyone's: their TOTP devices
+# share this fixed, public secret (base32 ORZGC3TTMZSXELLQN5ZHIYLMFVSGK3LP, i.e. the bytes of
+# "transfer-portal-demo"). `python manage.py demo_totp bob` prints the current code.
+TOTP_SECRET = b"transfer-portal-demo"
+TOTP_USERS = ["bob", "carol", "admin"]
 SOURCE, TARGET, KNOWN = "111111111111", "222222222222", "333333333333"
 REGIONS = ["us-east-1", "eu-west-1"]
 
@@ -187,3 +194,23 @@ def seed_portal() -> None:
             {"group": groups[who]} if kind == "group" else {"user": User.objects.get(username=who)}
         )
         AccountGrant.objects.get_or_create(account=accounts[account_id], role=role, **holder)
+    for username in TOTP_USERS:
+        TOTPDevice.objects.update_or_create(
+            user=User.objects.get(username=username),
+            name=DEMO_DEVICE,
+            defaults={"key": TOTP_SECRET.hex(), "confirmed": True},
+        )
+
+
+DEMO_DEVICE = "Demo authenticator"
+
+
+def totp_code(username: str) -> str:
+    """The current code of a demo user's device; refuses any device not on the demo secret."""
+    device = TOTPDevice.objects.filter(
+        user__username=username, name=DEMO_DEVICE, key=TOTP_SECRET.hex(), confirmed=True
+    ).first()
+    if device is None:
+        raise LookupError(f"{username} has no demo authenticator (only {', '.join(TOTP_USERS)}).")
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+    return f"{totp.token():0{device.digits}d}"

@@ -52,6 +52,13 @@ class AccountForm(forms.ModelForm):
         ]
         widgets = {"contact_emails": forms.Textarea(attrs={"rows": 3})}
 
+    def clean_account_id(self) -> str:
+        # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣"); AWS's are 0-9.
+        value = self.cleaned_data["account_id"]
+        if not value.isascii():
+            raise forms.ValidationError("An AWS account id is exactly 12 digits 0-9.")
+        return value
+
     def clean_contact_emails(self) -> str:
         text = self.cleaned_data["contact_emails"]
         emails = [e.strip() for e in text.splitlines() if e.strip()]
@@ -138,7 +145,7 @@ class TransferRequestForm(forms.Form):
         target = data.get("target")
         if target == "new":
             new_id = (data.get("new_target_id") or "").strip()
-            if not ACCOUNT_ID_RE.match(new_id):
+            if not (new_id.isascii() and ACCOUNT_ID_RE.match(new_id)):
                 self.add_error("new_target_id", "An AWS account id is exactly 12 digits.")
             data["target_account_id"] = new_id
         elif not target:

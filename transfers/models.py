@@ -489,7 +489,7 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
 
     @transition(status, source=Status.FAILED, target=Status.APPROVED)
     def retry(self) -> None:
-        self.finished_at = None
+        self.finished_at = self.queued_at = None
         self.error_code = self.error_message = ""
 
     @transition(status, source=Status.PENDING_ACCEPTANCE, target=Status.ACCEPTED)

@@ -43,14 +43,19 @@ def acquire(key: str, ceiling: float, max_wait: float = 120.0) -> float:
         waited += wait
 
 
-def _bucket(key: str, ceiling: float) -> None:
-    if not RateBucket.objects.filter(key=key).exists():
-        try:
-            with transaction.atomic():
-                RateBucket.objects.create(key=key, rate=ceiling, tokens=burst(ceiling),
-                                          updated=time.time())
-        except IntegrityError:
-            pass  # another worker made it first
+def _locked(key: str, ceiling: float) -> RateBucket:
+    """The bucket, locked for this transaction; made on first use."""
+    bucket = RateBucket.objects.select_for_update().filter(key=key).first()
+    if bucket is not None:
+        return bucket
+    try:
+        with transaction.atomic():
+            RateBucket.objects.create(
+                key=key, rate=ceiling, tokens=burst(ceiling), updated=time.time()
+            )
+    except IntegrityError:
+        pass  # another worker made it first
+    return RateBucket.objects.select_for_update().get(key=key)
 
 
 def burst(rate: float) -> float:
@@ -59,9 +64,8 @@ def burst(rate: float) -> float:
 
 def _take(key: str, ceiling: float) -> float:
     """One token if there is one (returns 0), else the seconds until there will be."""
-    _bucket(key, ceiling)
     with transaction.atomic():
-        bucket = RateBucket.objects.select_for_update().get(key=key)
+        bucket = _locked(key, ceiling)
         now = time.time()
         rate = max(min(bucket.rate, ceiling), ceiling * FLOOR)
         tokens = min(burst(rate), bucket.tokens + max(0.0, now - bucket.updated) * rate)
@@ -80,9 +84,8 @@ def _take(key: str, ceiling: float) -> float:
 
 def throttled(key: str, ceiling: float) -> None:
     """AWS said ThrottlingException: halve the rate for everyone using this bucket."""
-    _bucket(key, ceiling)
     with transaction.atomic():
-        bucket = RateBucket.objects.select_for_update().get(key=key)
+        bucket = _locked(key, ceiling)
         bucket.rate = max(ceiling * FLOOR, min(bucket.rate, ceiling) * DECREASE)
         bucket.tokens = min(bucket.tokens, 0.0)
         bucket.throttled += 1

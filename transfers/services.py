@@ -296,18 +296,9 @@ def roles(user, account: AwsAccount | None) -> set[str]:
     return account.role_for(user) if account is not None else set()
 
 
-def request_transfer(
-    user,
-    cert: Certificate,
-    *,
-    target_account_id: str,
-    message: str,
-    reason: str,
-    options: Options,
-    fingerprint: str = "",
-    batch=None,
-) -> Transfer:
-    if not roles(user, cert.account) & CAN_REQUEST:
+def check_request(user, source: AwsAccount, target_account_id, message, reason):
+    """The rules every request follows, single or bulk. Returns the cleaned values."""
+    if not roles(user, source) & CAN_REQUEST:
         raise TransferError(
             "forbidden",
             "Your role does not allow requesting transfers from this account.",
@@ -317,8 +308,12 @@ def request_transfer(
     message, reason = message or "", reason or ""
     if not ACCOUNT_ID_RE.match(target_account_id):
         raise TransferError("invalid_target", "The target must be a 12-digit AWS account id.")
+    if target_account_id == source.account_id:
+        raise TransferError(
+            "invalid_target", "The target is the account that owns the certificate."
+        )
     target = AwsAccount.objects.filter(account_id=target_account_id).first()
-    if target is None and Role.ADMIN not in roles(user, cert.account):
+    if target is None and Role.ADMIN not in roles(user, source):
         raise TransferError(
             "unknown_target",
             "Only an admin of the source account may transfer "
@@ -335,6 +330,23 @@ def request_transfer(
         raise TransferError("invalid_reason", "Say why the certificate is being transferred.")
     if len(reason) > 2000:
         raise TransferError("invalid_reason", "The reason is limited to 2000 characters.")
+    return target, target_account_id, message, reason.strip()
+
+
+def request_transfer(
+    user,
+    cert: Certificate,
+    *,
+    target_account_id: str,
+    message: str,
+    reason: str,
+    options: Options,
+    fingerprint: str = "",
+    batch=None,
+) -> Transfer:
+    target, target_account_id, message, reason = check_request(
+        user, cert.account, target_account_id, message, reason
+    )
 
     plan = make_plan(cert, target_account_id, options)
     if fingerprint and fingerprint != plan.fingerprint:
@@ -391,7 +403,7 @@ def _comment(comment: str | None) -> str:
     return comment
 
 
-def approve(user, pk: int, comment: str = "") -> Transfer:
+def approve(user, pk: int, comment: str = "", *, enqueue: bool = True) -> Transfer:
     comment = _comment(comment)
 
     def check(transfer: Transfer) -> None:
@@ -416,7 +428,8 @@ def approve(user, pk: int, comment: str = "") -> Transfer:
         refuse="Only a requested transfer can be approved.",
         comment=comment.strip(),
     )
-    _enqueue("execute_transfer", transfer.pk)
+    if enqueue:
+        _enqueue("execute_transfer", transfer.pk)
     return transfer
 
 
@@ -461,7 +474,7 @@ def withdraw(user, pk: int) -> Transfer:
     )
 
 
-def retry(user, pk: int) -> Transfer:
+def retry(user, pk: int, *, enqueue: bool = True) -> Transfer:
     def check(transfer: Transfer) -> None:
         if not roles(user, transfer.source) & (CAN_APPROVE | CAN_OPERATE):
             raise TransferError(
@@ -471,7 +484,8 @@ def retry(user, pk: int) -> Transfer:
     transfer = _transition(
         pk, "retry", user, before=check, refuse="Only a failed transfer can be retried."
     )
-    _enqueue("execute_transfer", transfer.pk)
+    if enqueue:
+        _enqueue("execute_transfer", transfer.pk)
     return transfer
 
 
@@ -1041,15 +1055,21 @@ def _as_datetime(value):
 
 
 def requeue_stalled() -> int:
-    """Approved or preparing transfers that made no progress (a lost message, a dead worker)."""
+    """Approved or preparing transfers that made no progress (a lost message, a dead worker).
+    A batch's transfers go back through its feeder, which keeps to the account's rate."""
     cutoff = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES)
     from transfers import tasks
 
     stalled = list(
         Transfer.objects.filter(status__in=Transfer.Status.IN_FLIGHT, updated__lt=cutoff)
         .exclude(lease_until__gt=timezone.now())
-        .values_list("pk", flat=True)
+        .values_list("pk", "batch_id", "status")
     )
-    for pk in stalled:
-        tasks.execute_transfer.delay(pk)
+    waiting = [(pk, b) for pk, b, status in stalled if b and status == Transfer.Status.APPROVED]
+    for pk, batch_id, _status in stalled:
+        if (pk, batch_id) not in waiting:
+            tasks.execute_transfer.delay(pk)
+    Transfer.objects.filter(pk__in=[pk for pk, _ in waiting]).update(queued_at=None)
+    for batch_id in {b for _, b in waiting}:
+        tasks.feed_batch.delay(batch_id)
     return len(stalled)

@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.utils import timezone
 
-from transfers import inventory, notices, services
+from transfers import batches, inventory, notices, services
 from transfers.models import AwsAccount, SyncRun
 
 STALE_SYNC = timedelta(minutes=30)
@@ -108,3 +108,12 @@ def expire_and_remind() -> dict:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     outcomes["notices_resent"] = notices.resend_stale()
     return outcomes
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def feed_batch(batch_pk: int) -> int:
+    """Feed a batch's approved transfers to the workers a window at a time."""
+    waiting = batches.feed(batch_pk)
+    if waiting:
+        feed_batch.apply_async((batch_pk,), countdown=1)
+    return waiting

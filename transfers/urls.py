@@ -1,10 +1,13 @@
 from django.urls import path
-from django.views.generic import RedirectView
 
-from transfers.views import accounts, inventory, transfers
+from transfers.views import accounts, audit, batches, inventory, ops, overview, transfers
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="certificate_list"), name="home"),
+    path("", overview.home, name="home"),
+    path("audit/", audit.audit_log, name="audit_log"),
+    path("audit/export.csv", audit.audit_export, name="audit_export"),
+    path("health/", ops.health, name="health"),
+    path("metrics/", ops.metrics, name="metrics"),
     path("certificates/", inventory.certificate_list, name="certificate_list"),
     path("certificates/<int:pk>/", inventory.certificate_detail, name="certificate_detail"),
     path("certificates/<int:cert_pk>/transfer/", transfers.transfer_new, name="transfer_new"),
@@ -19,6 +22,9 @@ urlpatterns = [
         name="account_webhook_secret",
     ),
     path("transfers/", transfers.transfer_list, name="transfer_list"),
+    path("batches/", batches.batch_list, name="batch_list"),
+    path("batches/new/", batches.batch_new, name="batch_new"),
+    path("batches/<int:pk>/", batches.batch_detail, name="batch_detail"),
     path("approvals/", transfers.approvals, name="approvals"),
     path("incoming/", transfers.incoming, name="incoming"),
     path("transfers/<int:pk>/", transfers.transfer_detail, name="transfer_detail"),
@@ -28,6 +34,14 @@ urlpatterns = [
         name="notice_resend",
     ),
 ]
+for action in ("approve", "decline", "withdraw", "retry", "cancel"):
+    urlpatterns.append(
+        path(
+            f"batches/<int:pk>/{action}/",
+            getattr(batches, f"batch_{action}"),
+            name=f"batch_{action}",
+        )
+    )
 for action in (
     "approve",
     "decline",

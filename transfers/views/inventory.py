@@ -2,13 +2,15 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Exists, OuterRef, Q
+from django.db import connections
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from transfers.access import get_certificate_for_user
 from transfers.forms import SORTS, CertificateFilterForm
 from transfers.models import (
+    AccountGrant,
     CAN_REQUEST,
     AwsAccount,
     Certificate,
@@ -20,25 +22,51 @@ from transfers.models import (
 PAGE_SIZE = 50
 
 
+def _prefix(field: str, value: str, using: str) -> Q:
+    """``field`` starts with ``value``, in a form a B-tree index can serve.
+
+    SQLite's LIKE is case-insensitive, so it never uses a plain index and scans the table;
+    a range on the column does use it (the LIKE stays, so the match is exact, and
+    case-sensitive as on PostgreSQL). PostgreSQL's LIKE needs a *_pattern_ops index
+    (docs/benchmarks.md)."""
+    condition = Q(**{f"{field}__startswith": value})
+    if connections[using].vendor == "sqlite" and ord(value[-1]) < 0xD7FF:
+        upper = value[:-1] + chr(ord(value[-1]) + 1)
+        condition &= Q(**{f"{field}__gte": value, f"{field}__lt": upper})
+    return condition
+
+
 def search(queryset, q: str):
     """Id or ARN prefix, or a policy or thing name (prefix)."""
     if not q:
         return queryset
+    using = queryset.db
     if q.startswith("arn:"):
-        return queryset.filter(arn__startswith=q)
-    by_policy = CertificatePolicy.objects.filter(certificate=OuterRef("pk"), name__startswith=q)
-    by_thing = CertificateThing.objects.filter(certificate=OuterRef("pk"), name__startswith=q)
+        return queryset.filter(_prefix("arn", q, using))
+    # Policies and things are found through their name index, then certificates by primary
+    # key: a correlated EXISTS would be evaluated once for every certificate row.
+    by_policy = CertificatePolicy.objects.filter(_prefix("name", q, using))
+    by_thing = CertificateThing.objects.filter(_prefix("name", q, using))
     return queryset.filter(
-        Q(certificate_id__startswith=q.lower()) | Exists(by_policy) | Exists(by_thing)
+        _prefix("certificate_id", q.lower(), using)
+        | Q(pk__in=by_policy.values("certificate_id"))
+        | Q(pk__in=by_thing.values("certificate_id"))
     )
 
 
-@login_required
-def certificate_list(request: HttpRequest) -> HttpResponse:
-    form = CertificateFilterForm(request.GET)
-    form.is_valid()  # invalid fields are dropped from cleaned_data and shown as errors
+def can_request_anywhere(user) -> bool:
+    return user.is_superuser or AccountGrant.objects.filter(
+        Q(user=user) | Q(group__in=user.groups.all()), role__in=CAN_REQUEST
+    ).exists()
+
+
+def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
+    """The certificates a user may see, narrowed by the list's filters. Invalid fields are
+    dropped from cleaned_data (the page shows them as errors)."""
+    form.is_valid()
     data = form.cleaned_data
-    accounts = list(AwsAccount.objects.visible_to(request.user).filter(managed=True))
+    if accounts is None:
+        accounts = AwsAccount.objects.visible_to(user).filter(managed=True)
     certs = Certificate.objects.filter(account__in=[a.pk for a in accounts])
     certs = search(certs, data.get("q", ""))
     if data.get("account"):
@@ -47,6 +75,15 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
         certs = certs.filter(region=data["region"])
     if data.get("status"):
         certs = certs.filter(status=data["status"])
+    return certs
+
+
+@login_required
+def certificate_list(request: HttpRequest) -> HttpResponse:
+    form = CertificateFilterForm(request.GET)
+    accounts = list(AwsAccount.objects.visible_to(request.user).filter(managed=True))
+    certs = filtered_certificates(request.user, form, accounts)
+    data = form.cleaned_data
     sort = data.get("sort") or "newest"
     certs = certs.order_by(*SORTS[sort]).select_related("account")
     certs = certs.prefetch_related("policies", "things")
@@ -63,6 +100,8 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
         "sorts": list(SORTS),
         "sort": sort,
         "query": query.urlencode(),
+        "filters": [(k, v) for k, v in query.items() if k in {"q", "account", "region", "status"}],
+        "can_bulk": can_request_anywhere(request.user),
     }
     if request.htmx and not request.htmx.boosted:
         return render(request, "transfers/certificate_list.html#results", context)

@@ -56,6 +56,10 @@ class Command(BaseCommand):
         ]
         lines += [f"    {u.username:<8} {u.what}" for u in demo.USERS]
         lines += [
+            f"  {', '.join(demo.TOTP_USERS)} also enter a second-factor code after the password:",
+            "    .venv/bin/python manage.py demo_totp bob   (prints the current 6-digit code)",
+        ]
+        lines += [
             f"  AWS stand-in: {settings.AWS_ENDPOINT_URL} (see README for the AWS CLI)",
             "  Ctrl-C stops everything.",
             "=" * 72,

@@ -1,0 +1,233 @@
+"""Shared by the benchmarks: a throwaway database, the stand-in in a subprocess, percentiles.
+
+Nothing here touches ./var or a real database: SQLite goes to a temporary directory, and
+with ``DATABASE_URL`` set to PostgreSQL a dedicated database (``bench_<label>_<random>``) is
+created on that server and dropped at the end. Import this before anything Django.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import math
+import os
+import platform
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The stand-in plays AWS for every client the portal makes; these keys only exist there.
+STANDIN_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table, first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def machine() -> str:
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def load() -> str:
+    """The 1-minute load average: other work on the machine skews every figure."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+# --------------------------------------------------------------------------- database
+
+
+class Database:
+    """A throwaway database for Django, chosen from ``DATABASE_URL`` (SQLite when unset)."""
+
+    def __init__(self, label: str) -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
+        self.pg_admin_url: str | None = None
+        self.pg_name: str | None = None
+        given = os.environ.get("DATABASE_URL", "")
+        if given.startswith(("postgres://", "postgresql://")):
+            parts = urllib.parse.urlsplit(given)
+            self.pg_name = f"bench_{label}_{secrets.token_hex(3)}"
+            self.pg_admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+            self.url = urllib.parse.urlunsplit(parts._replace(path=f"/{self.pg_name}"))
+            self.vendor = "postgresql"
+        elif given and not given.startswith("sqlite"):
+            raise SystemExit(f"DATABASE_URL: only sqlite and postgres are supported: {given}")
+        else:
+            self.url = f"sqlite:///{self.tmp / 'bench.sqlite3'}"
+            self.vendor = "sqlite"
+        self._cleaned = False
+        atexit.register(self.cleanup)
+
+    def describe(self) -> str:
+        if self.vendor == "postgresql":
+            return f"PostgreSQL, throwaway database {self.pg_name}"
+        return "SQLite (WAL), throwaway file in a temporary directory"
+
+    def setup_django(self) -> None:
+        """Create the database, point Django at it, migrate."""
+        if self.pg_name:
+            self._pg_admin(f'CREATE DATABASE "{self.pg_name}"')
+        os.environ["DATABASE_URL"] = self.url
+        os.environ["PORTAL_VAR_DIR"] = str(self.tmp / "var")
+        os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+        os.environ.pop("REDIS_URL", None)
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0, interactive=False)
+
+    def server_version(self) -> str:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            if self.vendor == "postgresql":
+                cursor.execute("SHOW server_version")
+                return "PostgreSQL " + cursor.fetchone()[0]
+            cursor.execute("select sqlite_version()")
+            return "SQLite " + cursor.fetchone()[0]
+
+    def _pg_admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def cleanup(self) -> None:
+        if self._cleaned:
+            return
+        self._cleaned = True
+        if self.pg_name:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+            try:
+                self._pg_admin(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)')
+            except Exception as exc:  # noqa: BLE001 - report, never hide a leftover
+                print(f"warning: could not drop database {self.pg_name}: {exc}", file=sys.stderr)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- stand-in
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def standin_process(command: Sequence[str] | None = None, timeout: float = 120) -> Iterator[str]:
+    """Run the stand-in server in a subprocess on a free port; yields its URL.
+
+    ``command`` (without the port) defaults to ``python -m standin.server``; it gets
+    ``--port N`` appended. The werkzeug request log goes to /dev/null.
+    """
+    from standin.control import RemoteControl
+
+    port = free_port()
+    argv = list(command or [sys.executable, "-m", "standin.server"]) + ["--port", str(port)]
+    env = {**os.environ, **STANDIN_ENV}
+    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        control = RemoteControl(url, timeout=5)
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the stand-in exited with {proc.returncode}: {argv}")
+            try:
+                control.health()
+                break
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the stand-in did not answer in time") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def ec_certificate_pem(name: str, not_before: datetime, not_after: datetime) -> str:
+    """A self-signed certificate with a fresh P-256 key: well under a millisecond."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()

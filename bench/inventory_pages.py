@@ -1,0 +1,452 @@
+"""Inventory pages: server time of the certificate list and its search, against paging
+ListCertificates through the stand-in as the AWS console and CLI do.
+
+    .venv/bin/python bench/inventory_pages.py            # 100,000 rows, SQLite
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/x .venv/bin/python bench/inventory_pages.py
+    .venv/bin/python bench/inventory_pages.py --quick    # smaller, for a smoke run
+
+Portal side: a throwaway database (SQLite in a temporary directory, or a dedicated
+PostgreSQL database created next to DATABASE_URL's and dropped afterwards) gets
+``--certificates`` rows across 3 accounts x 2 regions with their policies and things; each
+page is requested ``--requests`` times in process through Django's test client (whole
+middleware stack, logged in as a viewer of the three accounts), timed with perf_counter;
+SQL queries are counted on separate requests.
+
+Stand-in side: ``python -m standin.server`` in a subprocess, ``--standin-certificates``
+registered in one account and region (register_certificate_without_ca over HTTP); each find
+picks a certificate at a random position and pages ListCertificates (pageSize 250, newest
+first, as the CLI) from the start until it is on the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import (
+    Database,
+    ec_certificate_pem,
+    load,
+    machine,
+    ms,
+    percentile,
+    standin_process,
+    table,
+)
+
+ACCOUNTS = [
+    ("210000000001", "Fleet production", "sensor"),
+    ("210000000002", "Fleet staging", "gateway"),
+    ("210000000003", "Acme devices", "meter"),
+]
+REGIONS = ["us-east-1", "eu-west-1"]
+POLICY_KINDS = ["Connect", "Publish", "Subscribe", "Shadow", "Jobs", "Telemetry", "Ota", "Debug"]
+STATUSES = ["ACTIVE"] * 75 + ["INACTIVE"] * 17 + ["REVOKED"] * 5 + ["PENDING_TRANSFER"] * 3
+PAGE = 250
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--certificates", type=int, default=100_000, help="rows in the database")
+    parser.add_argument("--requests", type=int, default=200, help="requests per portal page")
+    parser.add_argument(
+        "--standin-certificates",
+        type=int,
+        default=10_000,
+        help="certificates registered in the stand-in (one account and region)",
+    )
+    parser.add_argument(
+        "--finds", type=int, default=50, help="certificates looked up by paging the stand-in"
+    )
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument(
+        "--no-statistics",
+        action="store_true",
+        help="skip the planner statistics the sync (SQLite) or autovacuum (PostgreSQL) "
+        "would gather after the bulk load",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="10,000 rows, 50 requests, 2,000 stand-in certificates, 20 finds",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.certificates, args.requests = 10_000, 50
+        args.standin_certificates, args.finds = 2_000, 20
+    return args
+
+
+# --------------------------------------------------------------------------- portal side
+
+
+def populate(n: int, rng: random.Random):
+    """n certificates with 1-3 policies each and, for 85 %, a thing. Returns the viewer."""
+    from django.contrib.auth.models import User
+    from django.db import transaction
+
+    from transfers.models import (
+        AccountGrant,
+        AwsAccount,
+        Certificate,
+        CertificatePolicy,
+        CertificateThing,
+        Role,
+    )
+
+    now = datetime.now(UTC)
+    with transaction.atomic():
+        accounts = [
+            AwsAccount.objects.create(
+                account_id=account_id,
+                name=name,
+                regions=REGIONS,
+                role_arn=f"arn:aws:iam::{account_id}:role/TransferPortal",
+            )
+            for account_id, name, _ in ACCOUNTS
+        ]
+        viewer = User.objects.create_user("bench-viewer", "viewer@example.com", "unused")
+        for account in accounts:
+            AccountGrant.objects.create(account=account, user=viewer, role=Role.VIEWER)
+
+    batch = 5_000
+    for start in range(0, n, batch):
+        rows, plans = [], []
+        for i in range(start, min(n, start + batch)):
+            a = i % len(accounts)
+            account, prefix = accounts[a], ACCOUNTS[a][2]
+            region = REGIONS[(i // len(accounts)) % len(REGIONS)]
+            cid = hashlib.sha256(f"bench-{i}".encode()).hexdigest()
+            created = now - timedelta(seconds=rng.randrange(3 * 365 * 86400))
+            not_before = created - timedelta(days=1)
+            rows.append(
+                Certificate(
+                    account=account,
+                    region=region,
+                    certificate_id=cid,
+                    arn=f"arn:aws:iot:{region}:{account.account_id}:cert/{cid}",
+                    status=rng.choice(STATUSES),
+                    owned_by=account.account_id,
+                    creation_date=created,
+                    last_modified_date=created,
+                    not_before=not_before,
+                    not_after=not_before + timedelta(days=rng.choice([365, 730, 1825])),
+                )
+            )
+            short = account.name.split()[-1].capitalize()
+            policies = [f"{short}-{k}" for k in rng.sample(POLICY_KINDS, rng.randint(1, 3))]
+            thing = f"{prefix}-{i:06d}" if rng.random() < 0.85 else None
+            plans.append((policies, thing))
+        with transaction.atomic():
+            made = Certificate.objects.bulk_create(rows, batch_size=1_000)
+            CertificatePolicy.objects.bulk_create(
+                [
+                    CertificatePolicy(certificate_id=row.pk, name=name)
+                    for row, (policies, _) in zip(made, plans, strict=True)
+                    for name in policies
+                ],
+                batch_size=2_000,
+            )
+            CertificateThing.objects.bulk_create(
+                [
+                    CertificateThing(certificate_id=row.pk, name=thing)
+                    for row, (_, thing) in zip(made, plans, strict=True)
+                    if thing
+                ],
+                batch_size=2_000,
+            )
+    return viewer
+
+
+def scenarios(rng: random.Random, n: int, requests: int):
+    """(label, kind, list of query dicts, the certificate each search must find or None)."""
+    from transfers.models import Certificate, CertificatePolicy
+
+    pks = list(Certificate.objects.values_list("pk", flat=True))
+    picks = list(
+        Certificate.objects.filter(pk__in=rng.sample(pks, min(len(pks), requests))).values(
+            "pk", "certificate_id", "arn"
+        )
+    )
+    things = dict(
+        Certificate.objects.filter(pk__in=[p["pk"] for p in picks], things__isnull=False)
+        .values_list("pk", "things__name")
+        .order_by()
+    )
+    policy_names = sorted(set(CertificatePolicy.objects.values_list("name", flat=True)))
+    last_page = max(1, -(-n // 50))
+
+    def cycle(items):
+        return [items[i % len(items)] for i in range(requests)]
+
+    with_thing = [p for p in picks if p["pk"] in things]
+    return [
+        ("list: page 1, newest first", "list", [{}] * requests, None),
+        ("list: last page (deep offset)", "list", [{"page": last_page}] * requests, None),
+        ("list: sorted by expiry", "list", [{"sort": "expiry"}] * requests, None),
+        (
+            "search: id prefix (10 chars)",
+            "search",
+            [{"q": p["certificate_id"][:10]} for p in cycle(picks)],
+            [p["certificate_id"] for p in cycle(picks)],
+        ),
+        (
+            "search: policy name",
+            "search",
+            [{"q": name} for name in cycle(policy_names)],
+            None,
+        ),
+        (
+            "search: thing name",
+            "search",
+            [{"q": things[p["pk"]]} for p in cycle(with_thing)],
+            [p["certificate_id"] for p in cycle(with_thing)],
+        ),
+        (
+            "search: ARN prefix (cert/ + 16)",
+            "search",
+            [{"q": p["arn"][: p["arn"].index("cert/") + 21]} for p in cycle(picks)],
+            [p["certificate_id"] for p in cycle(picks)],
+        ),
+    ]
+
+
+def measure_portal(viewer, plan, warmup: int = 5):
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(viewer, backend="django.contrib.auth.backends.ModelBackend")
+    url = reverse("certificate_list")
+    results = []
+    for label, kind, queries, must_find in plan:
+        for params in queries[:warmup]:
+            client.get(url, params)
+        times = []
+        for i, params in enumerate(queries):
+            started = time.perf_counter()
+            response = client.get(url, params)
+            times.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise SystemExit(f"{label}: HTTP {response.status_code} for {params}")
+            if must_find and must_find[i] not in response.content.decode():
+                raise SystemExit(f"{label}: {params} did not find {must_find[i]}")
+        counts = set()
+        for params in queries[:: max(1, len(queries) // 10)]:
+            with CaptureQueriesContext(connection) as captured:
+                client.get(url, params)
+            counts.add(len(captured.captured_queries))
+        results.append((label, kind, times, counts))
+        print(f"  {label}: p50 {ms(percentile(times, 50))} ms", flush=True)
+    return results
+
+
+def explain(plan) -> list[str]:
+    """The database's plan for the list page's main queries (count and page)."""
+    from django.db import connection
+
+    from transfers.forms import SORTS
+    from transfers.models import AwsAccount, Certificate
+    from transfers.views.inventory import search
+
+    accounts = list(AwsAccount.objects.values_list("pk", flat=True))
+    lines = []
+    for label, _, queries, _ in plan:
+        params = queries[0]
+        qs = search(Certificate.objects.filter(account__in=accounts), params.get("q", ""))
+        qs = qs.order_by()
+        ordered = qs.order_by(*SORTS[params.get("sort", "newest")])[:50]
+        for what, query in (("count", qs), ("page", ordered)):
+            sql, sql_params = (
+                query.values("pk").query.sql_with_params()
+                if what == "page"
+                else query.query.sql_with_params()
+            )
+            if what == "count":
+                sql = f"SELECT COUNT(*) FROM ({sql}) AS c"
+            prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+            with connection.cursor() as cursor:
+                cursor.execute(prefix + sql, sql_params)
+                rows = cursor.fetchall()
+            text = [r[-1] if connection.vendor == "sqlite" else r[0] for r in rows]
+            lines.append(f"{label} [{what}]: " + " | ".join(str(t).strip() for t in text[:6]))
+    return lines
+
+
+# --------------------------------------------------------------------------- stand-in side
+
+
+def measure_standin(n: int, finds: int, rng: random.Random):
+    from standin.control import RemoteControl, client_for_account
+
+    account_id, region = "210000000001", "us-east-1"
+    with standin_process() as url:
+        now = datetime.now(UTC)
+        started = time.perf_counter()
+        pems = [
+            ec_certificate_pem(f"standin-{i}", now - timedelta(days=1), now + timedelta(days=365))
+            for i in range(n)
+        ]
+        local = threading.local()
+
+        def register(pem: str) -> str:
+            if not hasattr(local, "iot"):
+                local.iot = client_for_account(account_id, region, url)
+            made = local.iot.register_certificate_without_ca(certificatePem=pem, status="ACTIVE")
+            return made["certificateId"]
+
+        with ThreadPoolExecutor(4) as pool:  # the server serialises; threads hide latency
+            list(pool.map(register, pems))
+        setup = time.perf_counter() - started
+        print(f"  registered {n:,} certificates in the stand-in in {setup:.0f} s", flush=True)
+
+        iot = client_for_account(account_id, region, url)
+        order = [
+            c["certificateId"]
+            for page in iot.get_paginator("list_certificates").paginate(pageSize=PAGE)
+            for c in page["certificates"]
+        ]
+        assert len(order) == n, (len(order), n)
+        control = RemoteControl(url)
+        control.reset_counters()
+        times, pages = [], []
+        for _ in range(finds):
+            wanted = order[rng.randrange(n)]
+            started = time.perf_counter()
+            kwargs: dict = {"pageSize": PAGE}
+            calls = 0
+            while True:
+                answer = iot.list_certificates(**kwargs)
+                calls += 1
+                if any(c["certificateId"] == wanted for c in answer["certificates"]):
+                    break
+                kwargs["marker"] = answer["nextMarker"]
+            times.append(time.perf_counter() - started)
+            pages.append(calls)
+        counted = control.call_count("ListCertificates")
+        assert counted == sum(pages), (counted, sum(pages))
+        return times, pages
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    args = parse_args()
+    rng = random.Random(args.seed)
+    db = Database("pages")
+    try:
+        db.setup_django()
+        print(f"Database: {db.describe()} ({db.server_version()})", flush=True)
+        load_before = load()
+        started = time.perf_counter()
+        viewer = populate(args.certificates, rng)
+        if args.no_statistics:
+            pass
+        elif db.vendor == "postgresql":
+            from django.db import connection
+
+            with connection.cursor() as cursor:
+                cursor.execute("ANALYZE")  # what autovacuum does after a bulk load
+        else:
+            from transfers.inventory import refresh_statistics
+
+            refresh_statistics()  # what the inventory sync does after it adds many rows
+        from transfers.models import CertificatePolicy, CertificateThing
+
+        print(
+            f"  inserted {args.certificates:,} certificates, "
+            f"{CertificatePolicy.objects.count():,} policy links, "
+            f"{CertificateThing.objects.count():,} things in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        plan = scenarios(rng, args.certificates, args.requests)
+        portal = measure_portal(viewer, plan)
+        plans = explain(plan)
+        print("Stand-in:", flush=True)
+        standin_times, standin_pages = measure_standin(args.standin_certificates, args.finds, rng)
+    finally:
+        db.cleanup()
+
+    search_times = [times for _, kind, times, _ in portal if kind == "search"]
+    id_search = next(times for label, _, times, _ in portal if label.startswith("search: id"))
+    s50, s95 = percentile(standin_times, 50), percentile(standin_times, 95)
+    rows = []
+    for label, _, times, counts in portal:
+        p50, p95 = percentile(times, 50), percentile(times, 95)
+        queries = "-".join(str(c) for c in sorted(counts)) if len(counts) > 1 else counts.pop()
+        rows.append(
+            [
+                label,
+                len(times),
+                ms(p50),
+                ms(p95),
+                "yes" if p95 <= 0.050 else "NO",
+                queries,
+                f"{s50 / p50:,.0f}x",
+                f"{s95 / p95:,.0f}x",
+            ]
+        )
+    rows.append(
+        [
+            f"stand-in: page ListCertificates ({args.standin_certificates:,} certs)",
+            len(standin_times),
+            ms(s50),
+            ms(s95),
+            "",
+            f"{percentile(standin_pages, 50):.0f}/{max(standin_pages)} pages",
+            "1x",
+            "1x",
+        ]
+    )
+    print()
+    print(
+        f"Inventory pages: {args.certificates:,} certificates in {db.describe().split(',')[0]}; "
+        f"{machine()}; load average {load_before} at start, {load()} at end"
+    )
+    print(
+        table(
+            [
+                "page",
+                "n",
+                "p50 ms",
+                "p95 ms",
+                "p95<=50",
+                "queries",
+                "stand-in/portal p50",
+                "p95",
+            ],
+            rows,
+        )
+    )
+    all_search = [t for times in search_times for t in times]
+    print(
+        f"\nAll searches together: p50 {ms(percentile(all_search, 50))} ms, "
+        f"p95 {ms(percentile(all_search, 95))} ms. Finding a certificate by id: stand-in "
+        f"paging p50 {ms(s50)} ms vs portal id-prefix search p50 "
+        f"{ms(percentile(id_search, 50))} ms = {s50 / percentile(id_search, 50):,.0f}x."
+    )
+    print(
+        f"Stand-in: {args.standin_certificates:,} certificates, pageSize {PAGE}, "
+        f"median {percentile(standin_pages, 50):.0f} pages per find; the stand-in is moto on "
+        "this machine, not AWS (no network, no AWS-side latency)."
+    )
+    print("\nQuery plans (first query of each row):")
+    for line in plans:
+        print("  " + line)
+
+
+if __name__ == "__main__":
+    main()

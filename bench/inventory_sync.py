@@ -1,0 +1,288 @@
+"""Inventory sync: API calls and time to sync a fleet through the stand-in, for the portal's
+sync (first run, and a second run where nothing changed), the naive approach, and the
+fewest calls the API allows.
+
+    .venv/bin/python bench/inventory_sync.py            # 10,000 certificates
+    .venv/bin/python bench/inventory_sync.py --quick    # 2,000
+
+The stand-in runs in a subprocess (real HTTP) with the fleet created before it serves
+(bench/_seeded_standin.py). The portal's sync is ``transfers.inventory.sync_region`` against
+a throwaway database (SQLite in a temporary directory; PostgreSQL when DATABASE_URL is set,
+in a dedicated database that is dropped afterwards). Calls are counted by the stand-in's
+counters (``RemoteControl.calls()``) and cross-checked with ``SyncRun.api_calls``.
+
+Naive: page ListCertificates, then DescribeCertificate, ListAttachedPolicies and
+ListPrincipalThings for every certificate (API calls only: it writes nothing).
+
+Fewest calls (pages hold 250; N certificates, P policies, T things, t_p targets of policy p,
+c_t principals of thing t):
+    ListCertificates       ceil(N/250)
+    DescribeCertificate    N on a first sync (validity and CA id are only in the
+                           description), 0 afterwards (they never change for an id)
+    policies               min(ceil(P/250) + sum_p ceil(t_p/250),  N ListAttachedPolicies)
+    things                 min(ceil(T/250) + sum_t ceil(c_t/250),  N ListPrincipalThings)
+Each min is taken knowing P and T in advance, which no client does: a real client has to
+list to find out. Every listing costs at least one call, even when empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _seeded_standin import fleet_plan
+from _support import STANDIN_ENV, Database, load, machine, standin_process, table
+
+ACCOUNT, REGION, PAGE = "220000000001", "us-east-1", 250
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--certificates", type=int, default=10_000)
+    parser.add_argument(
+        "--policies",
+        type=int,
+        default=10,
+        help="policies: one attached to every certificate, each other one to 1/(P-1) of them",
+    )
+    parser.add_argument(
+        "--thing-share", type=float, default=0.8, help="share of certificates with a thing"
+    )
+    parser.add_argument(
+        "--things-without-certificate",
+        type=int,
+        default=None,
+        help="things no certificate is attached to (default 2%% of the certificates)",
+    )
+    parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="2,000 certificates")
+    args = parser.parse_args()
+    if args.quick:
+        args.certificates = 2_000
+    if args.things_without_certificate is None:
+        args.things_without_certificate = args.certificates // 50
+    return args
+
+
+def pages(items: int) -> int:
+    """Calls to list ``items`` things 250 at a time; an empty listing is still one call."""
+    return max(1, math.ceil(items / PAGE))
+
+
+def fewest_calls(plan: dict, first: bool) -> dict[str, int]:
+    certs = plan["certificates"]
+    n = len(certs)
+    targets = Counter(p for c in certs for p in c["policies"])
+    principals = Counter(c["thing"] for c in certs if c["thing"])
+    for name in plan["orphan_things"]:
+        principals[name] += 0
+    by_policy = pages(len(targets)) + sum(pages(t) for t in targets.values())
+    by_thing = pages(len(principals)) + sum(pages(c) for c in principals.values())
+    return {
+        "ListCertificates": pages(n),
+        "DescribeCertificate": n if first else 0,
+        "policies": min(by_policy, n),
+        "things": min(by_thing, n),
+    }
+
+
+def counted(control) -> tuple[int, dict[str, int]]:
+    snapshot = control.calls()
+    per_op = {op: entry["calls"] for op, entry in snapshot["operations"].items()}
+    faulted = sum(snapshot["throttled"].values())
+    return sum(per_op.values()) + faulted, per_op
+
+
+def portal_sync(account) -> tuple[float, object]:
+    from transfers import inventory
+    from transfers.models import SyncRun
+
+    run = SyncRun.objects.create(account=account, region=REGION)
+    started = time.perf_counter()
+    run = inventory.sync_region(run.pk)
+    elapsed = time.perf_counter() - started
+    if run.status != SyncRun.Status.DONE:
+        raise SystemExit(f"the portal's sync failed: {run.error}")
+    return elapsed, run
+
+
+def naive_sync(account) -> tuple[float, dict, int]:
+    """One DescribeCertificate + ListAttachedPolicies + ListPrincipalThings per certificate."""
+    from transfers import aws
+
+    client = aws.client(account, REGION)
+    calls = [0]
+    started = time.perf_counter()
+    found = {}
+    for cert in list(aws.pages(client, "list_certificates", "certificates", calls, pageSize=PAGE)):
+        cid, arn = cert["certificateId"], cert["certificateArn"]
+        aws.call(client, "describe_certificate", certificateId=cid)
+        calls[0] += 1
+        policies = {
+            p["policyName"]
+            for p in aws.pages(
+                client, "list_attached_policies", "policies", calls, target=arn, pageSize=PAGE
+            )
+        }
+        things = set(
+            aws.pages(
+                client, "list_principal_things", "things", calls, principal=arn, maxResults=PAGE
+            )
+        )
+        found[cid] = (policies, things)
+    return time.perf_counter() - started, found, calls[0]
+
+
+def stored(account) -> dict:
+    from transfers.models import Certificate
+
+    found = {}
+    for cert in Certificate.objects.filter(account=account).prefetch_related("policies", "things"):
+        found[cert.certificate_id] = (
+            {p.name for p in cert.policies.all()},
+            {t.name for t in cert.things.all()},
+        )
+    return found
+
+
+def main() -> None:
+    args = parse_args()
+    spec = {
+        "account": ACCOUNT,
+        "region": REGION,
+        "certificates": args.certificates,
+        "policies": args.policies,
+        "thing_share": args.thing_share,
+        "things_without_certificate": args.things_without_certificate,
+        "seed": args.seed,
+    }
+    plan = fleet_plan(spec)
+    n = len(plan["certificates"])
+    n_policies = len({p for c in plan["certificates"] for p in c["policies"]})
+    attachments = sum(len(c["policies"]) for c in plan["certificates"])
+    with_thing = sum(1 for c in plan["certificates"] if c["thing"])
+    n_things = with_thing + len(plan["orphan_things"])
+    print(
+        f"Fleet: {n:,} certificates, {n_policies} policies ({attachments:,} attachments), "
+        f"{n_things:,} things ({with_thing:,} with a certificate)",
+        flush=True,
+    )
+    db = Database("sync")
+    load_before = load()
+    started = time.perf_counter()
+    command = [sys.executable, str(Path(__file__).resolve().parent / "_seeded_standin.py")]
+    command += ["--fleet", json.dumps(spec)]
+    try:
+        with standin_process(command, timeout=1800) as url:
+            print(f"Stand-in ready in {time.perf_counter() - started:.0f} s at {url}", flush=True)
+            os.environ.update(STANDIN_ENV)
+            os.environ["AWS_ENDPOINT_URL"] = url
+            os.environ.pop("AWS_PROFILE", None)
+            db.setup_django()
+            from standin.control import RemoteControl
+            from transfers.models import AwsAccount
+
+            control = RemoteControl(url, timeout=60)
+            account = AwsAccount.objects.create(
+                account_id=ACCOUNT,
+                name="Bench fleet",
+                regions=[REGION],
+                role_arn=f"arn:aws:iam::{ACCOUNT}:role/TransferPortal",
+            )
+            results = {}
+            for label in ("first", "second"):
+                control.reset_counters()
+                elapsed, run = portal_sync(account)
+                calls, per_op = counted(control)
+                results[label] = (elapsed, calls, run.api_calls, per_op)
+                print(
+                    f"  portal {label} sync: {calls:,} calls in {elapsed:.1f} s "
+                    f"(SyncRun.api_calls {run.api_calls:,})",
+                    flush=True,
+                )
+            portal_found = stored(account)
+            control.reset_counters()
+            naive_elapsed, naive_found, naive_own = naive_sync(account)
+            naive_calls, naive_ops = counted(control)
+            print(f"  naive: {naive_calls:,} calls in {naive_elapsed:.1f} s", flush=True)
+    finally:
+        db.cleanup()
+
+    if portal_found != naive_found:
+        missing = set(naive_found) ^ set(portal_found)
+        differ = [c for c in naive_found if portal_found.get(c) != naive_found[c]]
+        raise SystemExit(f"portal and naive disagree: {len(missing)} ids, {len(differ)} links")
+    links = sum(len(p) for p, _ in portal_found.values())
+    assert len(portal_found) == n and links == attachments, (len(portal_found), links)
+
+    first_lb, second_lb = fewest_calls(plan, True), fewest_calls(plan, False)
+    lb1, lb2 = sum(first_lb.values()), sum(second_lb.values())
+    (t1, c1, r1, ops1), (t2, c2, r2, ops2) = results["first"], results["second"]
+    rows = [
+        ["fewest calls the API allows, first sync", f"{lb1:,}", "", "", "1.00", ""],
+        [
+            "portal, first sync",
+            f"{c1:,}",
+            f"{r1:,}",
+            f"{t1:.1f}",
+            f"{c1 / lb1:.3f}",
+            f"{naive_calls / c1:.2f}x",
+        ],
+        ["fewest calls the API allows, resync", f"{lb2:,}", "", "", "1.00", ""],
+        [
+            "portal, second sync (nothing changed)",
+            f"{c2:,}",
+            f"{r2:,}",
+            f"{t2:.1f}",
+            f"{c2 / lb2:.3f}",
+            f"{naive_calls / c2:.2f}x",
+        ],
+        [
+            "naive (describe + 2 lists per certificate)",
+            f"{naive_calls:,}",
+            f"{naive_own:,}",
+            f"{naive_elapsed:.1f}",
+            f"{naive_calls / lb1:.2f} / {naive_calls / lb2:.2f}",
+            "1.00x",
+        ],
+    ]
+    print()
+    print(
+        f"Inventory sync: {n:,} certificates, {n_policies} policies, {n_things:,} things; "
+        f"stand-in over HTTP on this machine; {db.describe().split(',')[0]}; {machine()}; "
+        f"load average {load_before} at start, {load()} at end"
+    )
+    print(
+        table(
+            [
+                "approach",
+                "API calls (stand-in)",
+                "counted by client",
+                "seconds",
+                "calls / fewest",
+                "naive / this",
+            ],
+            rows,
+        )
+    )
+    print("\nFewest calls, first sync: " + ", ".join(f"{k} {v:,}" for k, v in first_lb.items()))
+    print("Portal, first sync:  " + ", ".join(f"{k} {v:,}" for k, v in sorted(ops1.items())))
+    print("Portal, second sync: " + ", ".join(f"{k} {v:,}" for k, v in sorted(ops2.items())))
+    print("Naive:               " + ", ".join(f"{k} {v:,}" for k, v in sorted(naive_ops.items())))
+    print(
+        f"Goal (at most 1.2x the fewest calls): first sync {c1 / lb1:.3f}x, "
+        f"second {c2 / lb2:.3f}x -> {'met' if max(c1 / lb1, c2 / lb2) <= 1.2 else 'NOT met'}. "
+        f"Seconds are moto's on this machine, not AWS's."
+    )
+
+
+if __name__ == "__main__":
+    main()

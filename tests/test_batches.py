@@ -1,0 +1,219 @@
+"""Bulk transfers: selection, preflight, one approval, feeding at the account's rate."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
+from transfers import batches, inventory, services
+from transfers.models import Certificate, Role, Transfer, TransferBatch
+from transfers.services import Options, TransferError
+
+
+@pytest.fixture
+def fleet(standin, source, target):
+    iot = iot_for(source)
+    made = [add_certificate(iot, "ACTIVE", ["DevicePublish"], thing=f"s-{i}") for i in range(4)]
+    made.append(add_certificate(iot, "REVOKED"))
+    inventory.sync_region(inventory.queue_sync(source, "us-east-1")[0].pk)
+    certs = list(Certificate.objects.filter(certificate_id__in=[m["certificateId"] for m in made]))
+    return {
+        "iot": iot,
+        "ids": [m["certificateId"] for m in made],
+        "certs": certs,
+        "control": standin,
+    }
+
+
+def request(user, fleet, ids=None, **kw):
+    certs, missing = batches.select(user, ids or fleet["ids"])
+    params = {
+        "target_account_id": TARGET,
+        "message": "Bulk",
+        "reason": "Sale",
+        "options": Options(),
+    }
+    params.update(kw)
+    return batches.request_batch(user, certs, missing, **params)
+
+
+def test_parse_ids_takes_ids_arns_and_csv():
+    a, b = "a" * 64, "b" * 64
+    text = f'certificateId,name\n"{a}",x\narn:aws:iot:us-east-1:111111111111:cert/{b}\n{a.upper()}'
+    ids, bad = batches.parse_ids(text)
+    assert ids == [a, b]
+    assert bad == ["name", "x"]
+
+
+def test_a_batch_requests_what_can_go_and_lists_what_cannot(fleet, requester):
+    batch = request(requester, fleet, ids=fleet["ids"] + ["c" * 64])
+    assert batch.transfers.count() == 4
+    reasons = {s["certificate_id"]: s["reason"] for s in batch.skipped}
+    assert reasons[fleet["ids"][4]] == "REVOKED certificates cannot be transferred"
+    assert "not in the inventory" in reasons["c" * 64]
+    assert all(t.status == "requested" for t in batch.transfers.all())
+    assert all(t.events.filter(action="requested").exists() for t in batch.transfers.all())
+
+
+def test_the_same_rules_as_a_single_request(fleet, requester, viewer):
+    with pytest.raises(TransferError) as refused:
+        request(viewer, fleet)
+    assert refused.value.status == 403
+    for kw, code in [
+        ({"target_account_id": "1234"}, "invalid_target"),
+        ({"target_account_id": "111111111111"}, "invalid_target"),
+        ({"message": "x" * 129}, "invalid_message"),
+        ({"reason": ""}, "invalid_reason"),
+    ]:
+        with pytest.raises(TransferError) as refused:
+            request(requester, fleet, **kw)
+        assert refused.value.code == code
+    assert not TransferBatch.objects.exists() and not Transfer.objects.exists()
+
+
+def test_certificates_with_an_open_transfer_are_left_out(fleet, requester):
+    first = request(requester, fleet, ids=fleet["ids"][:2])
+    second = request(requester, fleet)
+    assert first.transfers.count() == 2 and second.transfers.count() == 2
+    assert sum(s["reason"] == "already has an open transfer" for s in second.skipped) == 2
+
+
+def test_one_approval_runs_them_all_once(fleet, requester, approver):
+    batch = request(requester, fleet)
+    with pytest.raises(TransferError) as refused:
+        batches.approve(requester, batch)
+    assert refused.value.code == "self_approval"
+    assert committed(batches.approve, approver, batch, "ok") == 4
+    progress = batches.progress(batch)
+    assert progress["pending"] == 4 and progress["waiting"] == 0 and not progress["live"]
+    for t in batch.transfers.all():
+        assert fleet["control"].call_count("TransferCertificate", t.certificate_id) == 1
+        assert t.approver == approver
+
+
+def test_the_feeder_hands_out_a_window_at_a_time(
+    fleet, requester, approver, source, django_capture_on_commit_callbacks
+):
+    source.api_rate = 1.0  # a window of two transfers
+    source.save()
+    batch = request(requester, fleet)
+    with django_capture_on_commit_callbacks(execute=False):
+        batches.approve(approver, batch)
+    from transfers import tasks
+
+    sent = []
+    original = tasks.execute_transfer.delay
+    tasks.execute_transfer.delay = lambda pk: sent.append(pk)
+    try:
+        assert batches.feed(batch.pk) == 4  # all still approved: the messages are in flight
+        assert len(sent) == 2
+        assert batches.feed(batch.pk) == 4
+        assert len(sent) == 2  # the window is full until those two are done
+        for pk in sent:
+            services.execute(pk)
+        batches.feed(batch.pk)
+        assert len(sent) == 4 and len(set(sent)) == 4
+    finally:
+        tasks.execute_transfer.delay = original
+
+
+def test_retry_failed_and_cancel_pending(fleet, requester, approver):
+    batch = request(requester, fleet)
+    iot = fleet["iot"]
+    victim = batch.transfers.order_by("pk").first()
+    iot.update_certificate(certificateId=victim.certificate_id, newStatus="REVOKED")
+    committed(batches.approve, approver, batch)
+    assert batches.progress(batch)["failed"] == 1
+    iot.update_certificate(certificateId=victim.certificate_id, newStatus="INACTIVE")
+    assert committed(batches.retry_failed, requester, batch) == 1
+    assert batches.progress(batch)["pending"] == 4
+    done, errors = committed(batches.cancel_pending, requester, batch)
+    assert done == 4 and errors == []
+    for t in batch.transfers.all():
+        assert t.status == "cancelled" and t.restore_state == "done"
+
+
+class TestPages:
+    def test_select_in_the_list_preflight_and_submit(self, client, fleet, requester):
+        client.force_login(requester)
+        listing = client.get(reverse("certificate_list")).content.decode()
+        assert 'form="bulk"' in listing
+        page = client.get(reverse("batch_new"), {"cert": fleet["ids"][:2]})
+        assert fleet["ids"][0] in page.content.decode()
+        data = {
+            "target": TARGET,
+            "message": "m",
+            "reason": "r",
+            "ids": "\n".join(fleet["ids"]),
+            "deactivate": "on",
+            "detach_policies": "on",
+            "detach_things": "on",
+            "restore": "on",
+        }
+        preview = client.post(reverse("batch_new"), {**data, "action": "preview"})
+        body = preview.content.decode()
+        assert "<strong>4</strong> ready" in body and "REVOKED certificates" in body
+        assert not TransferBatch.objects.exists()
+        response = client.post(reverse("batch_new"), {**data, "action": "submit"})
+        batch = TransferBatch.objects.get()
+        assert response.status_code == 302 and response["Location"] == batch.get_absolute_url()
+
+    def test_all_matching_the_filter(self, client, fleet, requester):
+        client.force_login(requester)
+        page = client.get(reverse("batch_new"), {"all": "1", "status": "REVOKED"})
+        body = page.content.decode()
+        assert fleet["ids"][4] in body and fleet["ids"][0] not in body
+
+    def test_a_csv_upload(self, client, fleet, requester):
+        client.force_login(requester)
+        csv = SimpleUploadedFile(
+            "ids.csv", ("certificateId\n" + "\n".join(fleet["ids"][:3])).encode()
+        )
+        page = client.post(
+            reverse("batch_new"),
+            {
+                "target": TARGET,
+                "message": "m",
+                "reason": "r",
+                "csv_file": csv,
+                "deactivate": "on",
+                "detach_policies": "on",
+                "detach_things": "on",
+                "action": "preview",
+            },
+        )
+        assert "<strong>3</strong> ready" in page.content.decode()
+
+    def test_a_viewer_may_not_and_an_outsider_sees_nothing(
+        self, client, fleet, requester, viewer, outsider
+    ):
+        batch = request(requester, fleet)
+        client.force_login(viewer)
+        assert client.get(reverse("batch_new")).status_code == 403
+        assert client.post(reverse("batch_approve", args=[batch.pk])).status_code == 403
+        client.force_login(outsider)
+        assert client.get(batch.get_absolute_url()).status_code == 404
+        for action in ("approve", "decline", "withdraw", "retry", "cancel"):
+            assert client.post(reverse(f"batch_{action}", args=[batch.pk])).status_code == 404
+        assert batch.transfers.filter(status="requested").count() == 4
+
+    def test_the_batch_page_shows_live_progress(
+        self, client, fleet, requester, approver, django_capture_on_commit_callbacks
+    ):
+        batch = request(requester, fleet)
+        client.force_login(approver)
+        with django_capture_on_commit_callbacks(execute=False):
+            client.post(reverse("batch_approve", args=[batch.pk]), {"comment": "go"})
+        page = client.get(batch.get_absolute_url()).content.decode()
+        assert 'hx-trigger="every 2s"' in page and "waiting for a worker" in page
+        fragment = client.get(
+            batch.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "progress"}
+        )
+        assert fragment.content.decode().lstrip().startswith('<div id="progress"')
+
+    def test_self_approval_through_the_page(self, client, fleet, source):
+        both = make_user("both", (source, Role.REQUESTER), (source, Role.APPROVER))
+        batch = request(both, fleet)
+        client.force_login(both)
+        assert client.post(reverse("batch_approve", args=[batch.pk])).status_code == 403
+        assert batch.transfers.filter(status="requested").count() == 4

@@ -1,0 +1,337 @@
+"""Bulk transfers: many certificates, one request, one approval, each its own transfer.
+
+The preflight of a batch reads the inventory (a fresh read of a thousand certificates
+would take minutes at AWS's rates); the worker reads each certificate fresh before acting.
+Approved work is fed to the workers at the account's API rate: a feeder task hands out a
+window of about two seconds of work at a time instead of queueing the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from transfers import services
+from transfers.models import Certificate, Transfer, TransferBatch, TransferEvent
+from transfers.services import Options, TransferError
+
+CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
+MAX_BATCH = 5000
+REQUEUE_AFTER = timedelta(minutes=2)
+
+
+def parse_ids(text: str) -> tuple[list[str], list[str]]:
+    """Certificate ids or ARNs, one per line or separated by commas (a CSV column works).
+    Returns (ids, what was not understood)."""
+    ids, bad = [], []
+    for raw in re.split(r"[\s,;]+", text or ""):
+        token = raw.strip().strip('"').strip("'").lower()
+        if not token or token in {"certificateid", "certificate_id", "id", "arn"}:
+            continue
+        found = CERT_ID_RE.search(token)
+        if found:
+            ids.append(found.group(1))
+        else:
+            bad.append(raw[:80])
+    return list(dict.fromkeys(ids)), bad
+
+
+@dataclass
+class Preflight:
+    ready: list[Certificate] = field(default_factory=list)
+    deactivate: int = 0
+    detach_policies: int = 0
+    detach_things: int = 0
+    blocked: list[tuple[str, str]] = field(default_factory=list)  # (certificate id, why)
+
+    @property
+    def summary(self) -> dict:
+        return {
+            "ready": len(self.ready),
+            "deactivate": self.deactivate,
+            "detach_policies": self.detach_policies,
+            "detach_things": self.detach_things,
+            "blocked": len(self.blocked),
+        }
+
+
+def preflight(
+    certs: list[Certificate], missing: list[str], target_id: str, options: Options
+) -> Preflight:
+    """What would happen to each certificate, from the inventory."""
+    result = Preflight(
+        blocked=[
+            (cid, "not in the inventory of an account you can request from") for cid in missing
+        ]
+    )
+    open_ids = set(
+        Transfer.objects.open()
+        .filter(certificate_id__in=[c.certificate_id for c in certs])
+        .values_list("certificate_id", flat=True)
+    )
+    for cert in certs:
+        policies = [p.name for p in cert.policies.all()]
+        things = [t.name for t in cert.things.all()]
+        why = None
+        if cert.certificate_id in open_ids:
+            why = "already has an open transfer"
+        elif cert.account.account_id == target_id:
+            why = "already belongs to the target account"
+        elif cert.status == "ACTIVE" and not options.deactivate:
+            why = "ACTIVE, and you chose not to deactivate"
+        elif cert.status not in ("ACTIVE", "INACTIVE"):
+            why = f"{cert.status} certificates cannot be transferred"
+        elif policies and not options.detach_policies:
+            why = "has policies, and you chose not to detach them"
+        elif things and not options.detach_things:
+            why = "has things, and you chose not to detach them"
+        if why:
+            result.blocked.append((cert.certificate_id, why))
+            continue
+        result.ready.append(cert)
+        result.deactivate += cert.status == "ACTIVE"
+        result.detach_policies += bool(policies)
+        result.detach_things += bool(things)
+    return result
+
+
+def select(user, ids: list[str]) -> tuple[list[Certificate], list[str]]:
+    """The inventory rows for ``ids`` that the user may see; and the ids not found."""
+    certs = list(
+        Certificate.objects.visible_to(user)
+        .filter(certificate_id__in=ids)
+        .select_related("account")
+        .prefetch_related("policies", "things")
+    )
+    found = {c.certificate_id for c in certs}
+    return certs, [cid for cid in ids if cid not in found]
+
+
+def request_batch(
+    user,
+    certs: list[Certificate],
+    missing: list[str],
+    *,
+    target_account_id: str,
+    message: str,
+    reason: str,
+    options: Options,
+) -> TransferBatch:
+    if not certs:
+        raise TransferError("empty", "None of these certificates can be requested.")
+    if len(certs) > MAX_BATCH:
+        raise TransferError("too_many", f"A batch holds at most {MAX_BATCH} certificates.")
+    sources = {(c.account_id, c.region) for c in certs}
+    if len(sources) > 1:
+        raise TransferError(
+            "mixed_sources",
+            "A batch moves certificates of one account and "
+            "region; select them separately per account and region.",
+        )
+    source, region = certs[0].account, certs[0].region
+    target, target_account_id, message, reason = services.check_request(
+        user, source, target_account_id, message, reason
+    )
+    check = preflight(certs, missing, target_account_id, options)
+    with transaction.atomic():
+        batch = TransferBatch.objects.create(
+            source=source,
+            region=region,
+            target_account_id=target_account_id,
+            requester=user,
+            reason=reason,
+            message=message,
+            skipped=[{"certificate_id": cid, "reason": why} for cid, why in check.blocked],
+        )
+        for cert in check.ready:
+            plan = {
+                "source": "inventory",
+                "status": cert.status,
+                "policies": [p.name for p in cert.policies.all()],
+                "things": [t.name for t in cert.things.all()],
+                "steps": [],
+                "warnings": [],
+            }
+            try:
+                with transaction.atomic():
+                    transfer = Transfer.objects.create(
+                        source=source,
+                        region=region,
+                        cert=cert,
+                        certificate_id=cert.certificate_id,
+                        certificate_arn=cert.arn,
+                        target_account_id=target_account_id,
+                        target=target,
+                        batch=batch,
+                        requester=user,
+                        reason=reason,
+                        message=message,
+                        deactivate=options.deactivate,
+                        detach_policies=options.detach_policies,
+                        detach_things=options.detach_things,
+                        restore=options.restore,
+                        plan=plan,
+                    )
+                    services.record(
+                        transfer,
+                        "requested",
+                        user,
+                        kind=TransferEvent.Kind.TRANSITION,
+                        to_status=transfer.status,
+                        batch=batch.pk,
+                    )
+            except IntegrityError:  # opened by someone else a moment ago
+                batch.skipped.append(
+                    {
+                        "certificate_id": cert.certificate_id,
+                        "reason": "already has an open transfer",
+                    }
+                )
+        batch.save(update_fields=["skipped"])
+        if not batch.transfers.exists():
+            raise TransferError(
+                "empty",
+                "None of these certificates can be requested: "
+                + "; ".join(f"{cid[:12]}… {why}" for cid, why in check.blocked[:5]),
+            )
+    return batch
+
+
+def _each(batch: TransferBatch, status: str, action) -> tuple[int, list[str]]:
+    done, errors = 0, []
+    for pk in batch.transfers.filter(status=status).values_list("pk", flat=True):
+        try:
+            action(pk)
+            done += 1
+        except TransferError as exc:
+            if exc.code in {"self_approval", "forbidden"}:
+                raise
+            errors.append(f"#{pk}: {exc.message}")
+    return done, errors
+
+
+def approve(user, batch: TransferBatch, comment: str = "") -> int:
+    if batch.requester_id == user.pk:
+        raise TransferError(
+            "self_approval",
+            "Nobody approves their own request: another approver must decide.",
+            status=403,
+        )
+    with transaction.atomic():
+        done, _ = _each(
+            batch,
+            Transfer.Status.REQUESTED,
+            lambda pk: services.approve(user, pk, comment, enqueue=False),
+        )
+        if done:
+            TransferBatch.objects.filter(pk=batch.pk).update(
+                approver=user, decision_comment=comment.strip()[:2000], decided_at=timezone.now()
+            )
+    if done:
+        _feed_soon(batch.pk)
+    return done
+
+
+def decline(user, batch: TransferBatch, comment: str) -> int:
+    with transaction.atomic():
+        done, _ = _each(
+            batch, Transfer.Status.REQUESTED, lambda pk: services.decline(user, pk, comment)
+        )
+        TransferBatch.objects.filter(pk=batch.pk).update(
+            approver=user, decision_comment=comment.strip()[:2000], decided_at=timezone.now()
+        )
+    return done
+
+
+def withdraw(user, batch: TransferBatch) -> int:
+    with transaction.atomic():
+        return _each(batch, Transfer.Status.REQUESTED, lambda pk: services.withdraw(user, pk))[0]
+
+
+def retry_failed(user, batch: TransferBatch) -> int:
+    with transaction.atomic():
+        done, _ = _each(
+            batch, Transfer.Status.FAILED, lambda pk: services.retry(user, pk, enqueue=False)
+        )
+    if done:
+        _feed_soon(batch.pk)
+    return done
+
+
+def cancel_pending(user, batch: TransferBatch) -> tuple[int, list[str]]:
+    """Cancel, in AWS, every transfer of the batch still pending acceptance."""
+    return _each(batch, Transfer.Status.PENDING_ACCEPTANCE, lambda pk: services.cancel(user, pk))
+
+
+def _feed_soon(batch_pk: int) -> None:
+    from transfers import tasks
+
+    transaction.on_commit(lambda: tasks.feed_batch.delay(batch_pk))
+
+
+def feed(batch_pk: int) -> int:
+    """Hand the next window of approved transfers to the workers. Returns how many are still
+    waiting (the task calls again shortly while there are)."""
+    from transfers import tasks
+
+    batch = TransferBatch.objects.select_related("source").get(pk=batch_pk)
+    now = timezone.now()
+    window = max(2, math.ceil(batch.source.api_rate * 2))
+    transfers = batch.transfers.all()
+    busy = transfers.filter(
+        Q(status=Transfer.Status.PREPARING)
+        | Q(status=Transfer.Status.APPROVED, queued_at__gte=now - REQUEUE_AFTER)
+    ).count()
+    ready = list(
+        transfers.filter(status=Transfer.Status.APPROVED)
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER))
+        .order_by("pk")
+        .values_list("pk", flat=True)[: max(0, window - busy)]
+    )
+    if ready:
+        Transfer.objects.filter(pk__in=ready).update(queued_at=now)
+        for pk in ready:
+            tasks.execute_transfer.delay(pk)
+    return transfers.filter(status=Transfer.Status.APPROVED).count()
+
+
+def progress(batch: TransferBatch) -> dict:
+    counts = dict(
+        batch.transfers.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+    )
+    total = sum(counts.values())
+    waiting = counts.get("approved", 0) + counts.get("preparing", 0)
+    minute_ago = timezone.now() - timedelta(minutes=1)
+    recent = batch.transfers.filter(pending_since__gte=minute_ago).count()
+    rate = recent / 60.0
+    started = batch.transfers.exclude(pending_since=None).order_by("pending_since")
+    first = started.values_list("pending_since", flat=True).first()
+    overall = None
+    if first:
+        elapsed = (timezone.now() - first).total_seconds()
+        reached = started.count()
+        overall = reached / elapsed if elapsed > 1 else None
+    eta = waiting / rate if rate and waiting else None
+    return {
+        "total": total,
+        "counts": counts,
+        "requested": counts.get("requested", 0),
+        "waiting": waiting,
+        "pending": counts.get("pending_acceptance", 0),
+        "accepted": counts.get("accepted", 0),
+        "failed": counts.get("failed", 0),
+        "ended": sum(counts.get(s, 0) for s in Transfer.Status.TERMINAL),
+        "rate": rate,
+        "overall_rate": overall,
+        "eta_seconds": eta,
+        "done_percent": round(100 * (total - waiting - counts.get("requested", 0)) / total)
+        if total
+        else 0,
+        "live": waiting > 0,
+    }

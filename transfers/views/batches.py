@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from transfers import batches
+from transfers.forms import CertificateFilterForm, TransferRequestForm
+from transfers.models import CAN_APPROVE, CAN_OPERATE, CAN_REQUEST, AwsAccount, TransferBatch
+from transfers.services import TransferError
+from transfers.views.inventory import filtered_certificates
+
+MAX_UPLOAD = 1_000_000  # bytes of CSV
+
+
+class BatchForm(TransferRequestForm):
+    ids = forms.CharField(
+        label="Certificate ids or ARNs",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="One per line or comma-separated; a CSV with a certificate id column works.",
+    )
+    csv_file = forms.FileField(label="Or upload a CSV", required=False)
+
+
+def _ids_from(request: HttpRequest, form: BatchForm) -> tuple[list[str], list[str]]:
+    text = form.cleaned_data.get("ids") or ""
+    upload = form.cleaned_data.get("csv_file")
+    if upload is not None:
+        if upload.size > MAX_UPLOAD:
+            raise TransferError("too_big", "The CSV is larger than 1 MB.")
+        try:
+            text += "\n" + upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise TransferError("bad_csv", "The CSV is not UTF-8 text.") from None
+    return batches.parse_ids(text)
+
+
+@login_required
+def batch_new(request: HttpRequest) -> HttpResponse:
+    """Many certificates to one target: from a selection in the list, a filter, or a CSV."""
+    initial_ids = "\n".join(request.GET.getlist("cert"))
+    if request.GET.get("all") == "1":
+        certs = filtered_certificates(request.user, CertificateFilterForm(request.GET))
+        initial_ids = "\n".join(certs.values_list("certificate_id", flat=True)[: batches.MAX_BATCH])
+    requestable = [
+        a
+        for a in AwsAccount.objects.visible_to(request.user).filter(managed=True)
+        if a.role_for(request.user) & CAN_REQUEST
+    ]
+    if not requestable:
+        raise PermissionDenied("Your role does not allow requesting transfers.")
+    source = requestable[0]
+    form = BatchForm(
+        request.POST or None,
+        request.FILES or None,
+        initial={"ids": initial_ids},
+        source=source,
+        allow_new=False,
+    )
+    # Targets: any account except the one the selection comes from (checked again on submit).
+    form.fields["target"].choices = [("", "Choose…")] + [
+        (a.account_id, f"{a.name} ({a.account_id})")
+        for a in AwsAccount.objects.order_by("-managed", "name")
+    ]
+    check = bad = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            ids, bad = _ids_from(request, form)
+            certs, missing = batches.select(request.user, ids)
+            certs = [c for c in certs if c.account in requestable]
+            check = batches.preflight(
+                certs, missing, form.cleaned_data["target_account_id"], form.options()
+            )
+            if request.POST.get("action") == "submit":
+                data = form.cleaned_data
+                batch = batches.request_batch(
+                    request.user,
+                    certs,
+                    missing,
+                    target_account_id=data["target_account_id"],
+                    message=data["message"],
+                    reason=data["reason"],
+                    options=form.options(),
+                )
+                messages.success(
+                    request,
+                    f"Batch #{batch.pk} requested: "
+                    f"{batch.transfers.count()} transfers wait for an approver.",
+                )
+                return redirect(batch)
+        except TransferError as exc:
+            form.add_error(None, exc.message)
+    return render(request, "transfers/batch_new.html", {"form": form, "check": check, "bad": bad})
+
+
+def _get_batch_for_user(user, pk: int) -> tuple[TransferBatch, set]:
+    batch = (
+        TransferBatch.objects.filter(source__in=AwsAccount.objects.visible_to(user), pk=pk)
+        .select_related("source", "requester", "approver")
+        .first()
+    )
+    if batch is None:
+        raise Http404("No such batch")
+    return batch, batch.source.role_for(user)
+
+
+@login_required
+def batch_list(request: HttpRequest) -> HttpResponse:
+    visible = TransferBatch.objects.filter(source__in=AwsAccount.objects.visible_to(request.user))
+    rows = [(b, batches.progress(b)) for b in visible.select_related("source", "requester")[:50]]
+    return render(request, "transfers/batch_list.html", {"rows": rows})
+
+
+@login_required
+def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    batch, roles = _get_batch_for_user(request.user, pk)
+    progress = batches.progress(batch)
+    context = {
+        "batch": batch,
+        "p": progress,
+        "can_approve": bool(roles & CAN_APPROVE) and batch.requester_id != request.user.pk,
+        "can_operate": bool(roles & CAN_OPERATE),
+        "is_requester": batch.requester_id == request.user.pk,
+        "transfers": batch.transfers.select_related("target").order_by("pk")[:200],
+    }
+    if request.htmx and request.htmx.target == "progress":
+        return render(request, "transfers/batch_detail.html#progress", context)
+    return render(request, "transfers/batch_detail.html", context)
+
+
+def _batch_action(request: HttpRequest, pk: int, need: set, act) -> HttpResponse:
+    batch, roles = _get_batch_for_user(request.user, pk)
+    if not roles & need:
+        raise PermissionDenied("Your role does not allow this on this account.")
+    try:
+        messages.success(request, act(batch))
+    except TransferError as exc:
+        if exc.status == 403:
+            raise PermissionDenied(exc.message) from None
+        messages.error(request, exc.message)
+    if request.htmx:
+        return HttpResponseClientRedirect(batch.get_absolute_url())
+    return redirect(batch)
+
+
+@login_required
+@require_POST
+def batch_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    comment = request.POST.get("comment", "")
+    return _batch_action(
+        request,
+        pk,
+        CAN_APPROVE,
+        lambda b: (
+            f"Approved {batches.approve(request.user, b, comment)} transfers; workers take them "
+            "at the account's API rate."
+        ),
+    )
+
+
+@login_required
+@require_POST
+def batch_decline(request: HttpRequest, pk: int) -> HttpResponse:
+    comment = request.POST.get("comment", "")
+
+    def act(batch):
+        if not comment.strip():
+            raise TransferError("comment_required", "Say why you decline the batch.")
+        return f"Declined {batches.decline(request.user, batch, comment)} transfers."
+
+    return _batch_action(request, pk, CAN_APPROVE, act)
+
+
+@login_required
+@require_POST
+def batch_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
+    return _batch_action(
+        request,
+        pk,
+        CAN_REQUEST | CAN_OPERATE,
+        lambda b: f"Withdrew {batches.withdraw(request.user, b)} requests.",
+    )
+
+
+@login_required
+@require_POST
+def batch_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    return _batch_action(
+        request,
+        pk,
+        CAN_OPERATE | CAN_APPROVE,
+        lambda b: f"Retrying {batches.retry_failed(request.user, b)} failed transfers.",
+    )
+
+
+@login_required
+@require_POST
+def batch_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    def act(b):
+        done, errors = batches.cancel_pending(request.user, b)
+        return f"Cancelled {done} pending transfers." + (
+            f" Not cancelled: {'; '.join(errors[:5])}" if errors else ""
+        )
+
+    return _batch_action(request, pk, CAN_OPERATE, act)
