@@ -31,6 +31,7 @@ TOTP_SECRET = b"transfer-portal-demo"
 TOTP_USERS = ["bob", "carol", "admin"]
 SOURCE, TARGET, KNOWN = "111111111111", "222222222222", "333333333333"
 REGIONS = ["us-east-1", "eu-west-1"]
+BULK_REGION = "us-west-2"
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ ACCOUNTS = [
         "account_id": SOURCE,
         "name": "Fleet production",
         "managed": True,
-        "regions": REGIONS,
+        "regions": [*REGIONS, BULK_REGION],
         "role_arn": f"arn:aws:iam::{SOURCE}:role/TransferPortal",
         "external_id": "demo-external-id",
         "contact_emails": "iot-platform@fleet.example",
@@ -82,6 +83,8 @@ FLEETS = [
     (SOURCE, "eu-west-1", 14, "gateway"),
     (TARGET, "us-east-1", 12, "acme-meter"),
     (TARGET, "eu-west-1", 6, "acme-hub"),
+    # A fleet of a thousand, for bulk transfers; its first sync runs in the worker.
+    (SOURCE, BULK_REGION, 1000, "meter"),
 ]
 POLICIES = ["DevicePublish", "DeviceSubscribe", "FleetTelemetry"]
 POLICY_DOCUMENT = (
@@ -118,20 +121,29 @@ def _plan(index: int) -> tuple[str, int, int, bool]:
 
 
 def seed_aws(stdout=None) -> int:
-    """Create policies, things and certificates in the managed demo accounts. Returns new."""
+    """Create policies, things and certificates in the managed demo accounts. Returns new.
+
+    This fills the stand-in as an administrator would, with plain boto3 clients: it is not
+    the portal's own work, so it does not wait for the portal's rate limits."""
+    from django.conf import settings
+
+    from standin.control import client_for_account
+
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     created = 0
     for account_id, region, count, prefix in FLEETS:
-        account = AwsAccount.objects.get(account_id=account_id)
-        iot = aws.client(account, region)
+        iot = client_for_account(account_id, region, settings.AWS_ENDPOINT_URL)
+        if _count(iot) >= count:
+            continue  # seeded before: nothing to add
         for policy in POLICIES:
             try:
                 aws.call(iot, "create_policy", policyName=policy, policyDocument=POLICY_DOCUMENT)
             except aws.AwsError as exc:
                 if exc.code != "ResourceAlreadyExistsException":
                     raise
+        bulk = region == BULK_REGION  # kept simple: ACTIVE, one policy, no thing
         for i in range(count):
-            status, start, end, has_thing = _plan(i)
+            status, start, end, has_thing = ("ACTIVE", -100, 700, False) if bulk else _plan(i)
             name = f"{prefix}-{i + 1:03d}"
             pem = certificate_pem(
                 f"{account_id}/{region}/{name}",
@@ -149,12 +161,16 @@ def seed_aws(stdout=None) -> int:
             arn = registered["certificateArn"]
             created += 1
             if status != "REVOKED":
-                for policy in POLICIES[: 1 + i % 3]:
+                for policy in POLICIES[: 1 if bulk else 1 + i % 3]:
                     aws.call(iot, "attach_policy", policyName=policy, target=arn)
             if has_thing:
                 aws.call(iot, "create_thing", thingName=name)
                 aws.call(iot, "attach_thing_principal", thingName=name, principal=arn)
     return created
+
+
+def _count(iot) -> int:
+    return sum(1 for _ in aws.pages(iot, "list_certificates", "certificates", pageSize=250))
 
 
 @transaction.atomic
