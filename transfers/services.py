@@ -680,6 +680,23 @@ def fail(pk: int, code: str, message: str) -> Transfer:
 # ----------------------------------------------------------------------------- after AWS
 
 
+def _act_in_aws(transfer: Transfer, user, account, operation: str, already: str, **params):
+    """A person's accept, reject or cancel in AWS, as ``account``. When AWS says the transfer
+    already ended, the portal catches up (reconcile) and says so."""
+    iot = aws.client(account, transfer.region)
+    try:
+        _aws(transfer, user, iot, operation, certificateId=transfer.certificate_id, **params)
+    except aws.AwsError as exc:
+        if exc.code == "TransferAlreadyCompletedException":
+            reconcile_one(transfer.pk)
+            raise TransferError(
+                "already_completed",
+                f"{already}; the portal has caught up with AWS.",
+                status=409,
+            ) from None
+        raise TransferError(exc.code, exc.user_message, status=502) from None
+
+
 def cancel(user, pk: int) -> Transfer:
     transfer = Transfer.objects.select_related("source").get(pk=pk)
     if not roles(user, transfer.source) & CAN_OPERATE:
@@ -687,25 +704,13 @@ def cancel(user, pk: int) -> Transfer:
             "forbidden", "You may not cancel transfers from this account.", status=403
         )
     if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
-        iot = aws.client(transfer.source, transfer.region)
-        try:
-            _aws(
-                transfer,
-                user,
-                iot,
-                "cancel_certificate_transfer",
-                certificateId=transfer.certificate_id,
-            )
-        except aws.AwsError as exc:
-            if exc.code == "TransferAlreadyCompletedException":
-                reconcile_one(pk)
-                raise TransferError(
-                    "already_completed",
-                    "The target account already accepted "
-                    "or rejected it; the portal has caught up with AWS.",
-                    status=409,
-                ) from None
-            raise TransferError(exc.code, exc.user_message, status=502) from None
+        _act_in_aws(
+            transfer,
+            user,
+            transfer.source,
+            "cancel_certificate_transfer",
+            "The target account already accepted or rejected it",
+        )
     elif transfer.status != Transfer.Status.FAILED:
         raise TransferError(
             "invalid_state",
@@ -755,25 +760,14 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
         )
     if transfer.status != Transfer.Status.PENDING_ACCEPTANCE:
         raise TransferError("invalid_state", "Only a pending transfer can be accepted.", 409)
-    iot = aws.client(transfer.target, transfer.region)
-    try:
-        _aws(
-            transfer,
-            user,
-            iot,
-            "accept_certificate_transfer",
-            certificateId=transfer.certificate_id,
-            setAsActive=set_as_active,
-        )
-    except aws.AwsError as exc:
-        if exc.code == "TransferAlreadyCompletedException":
-            reconcile_one(pk)
-            raise TransferError(
-                "already_completed",
-                "It was already cancelled or rejected; the portal has caught up with AWS.",
-                status=409,
-            ) from None
-        raise TransferError(exc.code, exc.user_message, status=502) from None
+    _act_in_aws(
+        transfer,
+        user,
+        transfer.target,
+        "accept_certificate_transfer",
+        "It was already cancelled or rejected",
+        setAsActive=set_as_active,
+    )
 
     def fill(row: Transfer) -> None:
         row.accept_date = timezone.now()
@@ -816,25 +810,14 @@ def reject(user, pk: int, reason: str) -> Transfer:
         raise TransferError("invalid_reason", "Say why you reject it; the source account sees it.")
     if transfer.status != Transfer.Status.PENDING_ACCEPTANCE:
         raise TransferError("invalid_state", "Only a pending transfer can be rejected.", 409)
-    iot = aws.client(transfer.target, transfer.region)
-    try:
-        _aws(
-            transfer,
-            user,
-            iot,
-            "reject_certificate_transfer",
-            certificateId=transfer.certificate_id,
-            rejectReason=reason,
-        )
-    except aws.AwsError as exc:
-        if exc.code == "TransferAlreadyCompletedException":
-            reconcile_one(pk)
-            raise TransferError(
-                "already_completed",
-                "It was already cancelled or accepted; the portal has caught up with AWS.",
-                status=409,
-            ) from None
-        raise TransferError(exc.code, exc.user_message, status=502) from None
+    _act_in_aws(
+        transfer,
+        user,
+        transfer.target,
+        "reject_certificate_transfer",
+        "It was already cancelled or accepted",
+        rejectReason=reason,
+    )
     return _end(pk, "mark_rejected", user, reject_reason=reason, reject_date=timezone.now())
 
 
