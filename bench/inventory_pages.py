@@ -280,7 +280,7 @@ def explain(plan) -> list[str]:
                 cursor.execute(prefix + sql, sql_params)
                 rows = cursor.fetchall()
             text = [r[-1] if connection.vendor == "sqlite" else r[0] for r in rows]
-            lines.append(f"{label} [{what}]: " + " | ".join(str(t).strip() for t in text[:6]))
+            lines.append(f"{label} [{what}]: " + " | ".join(str(t).strip() for t in text[:10]))
     return lines
 
 

@@ -2,6 +2,7 @@
 
 import os
 import re
+import runpy
 import secrets
 import subprocess
 import sys
@@ -358,14 +359,24 @@ class TestHeaders:
         ]
         assert not found
 
-    def test_production_settings_secure_cookies_and_hsts(self):
-        script = (
-            "from django.conf import settings as s;"
-            "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_SSL_REDIRECT,"
-            " s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_PROXY_SSL_HEADER)"
-        )
-        out = _manage(["shell", "-c", script]).stdout.strip().splitlines()[-1]
-        assert out == "True True True 31536000 True ('HTTP_X_FORWARDED_PROTO', 'https')"
+    def test_production_settings_secure_cookies_and_hsts(self, monkeypatch):
+        for name, value in PRODUCTION.items():
+            monkeypatch.setenv(name, value)
+        prod = runpy.run_path(str(REPO / "portal" / "settings.py"))
+        assert prod["SESSION_COOKIE_SECURE"] and prod["CSRF_COOKIE_SECURE"]
+        assert prod["SECURE_SSL_REDIRECT"] and prod["SECURE_HSTS_SECONDS"] == 31536000
+        assert prod["SECURE_HSTS_INCLUDE_SUBDOMAINS"] and prod["SECURE_HSTS_PRELOAD"]
+        assert prod["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+        assert prod["SESSION_COOKIE_HTTPONLY"] and not prod["DEBUG"]
+
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "HTTPS": "true",
+    "SECRET_KEY": secrets.token_urlsafe(64),
+    "ALLOWED_HOSTS": "portal.example.com",
+    "LOG_LEVEL": "WARNING",
+}
 
 
 def _manage(args: list[str]) -> subprocess.CompletedProcess:
@@ -374,13 +385,7 @@ def _manage(args: list[str]) -> subprocess.CompletedProcess:
         for k, v in os.environ.items()
         if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"))
     }
-    env |= {
-        "DEBUG": "false",
-        "HTTPS": "true",
-        "SECRET_KEY": secrets.token_urlsafe(64),
-        "ALLOWED_HOSTS": "portal.example.com",
-        "LOG_LEVEL": "WARNING",
-    }
+    env |= PRODUCTION
     return subprocess.run(  # noqa: S603
         [sys.executable, "manage.py", *args],
         cwd=REPO,

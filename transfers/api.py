@@ -7,6 +7,8 @@ Errors always have one shape: ``{"error": {"code": ..., "message": ..., "fields"
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
@@ -18,6 +20,8 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, generics, serializers, status
 from rest_framework.decorators import api_view
+from rest_framework.fields import empty
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -102,7 +106,9 @@ ERRORS = {
     400: OpenApiResponse(ErrorSerializer, "Invalid input or refused by a rule."),
     401: OpenApiResponse(ErrorSerializer, "Not authenticated."),
     403: OpenApiResponse(ErrorSerializer, "Visible, but your role does not allow it."),
-    404: OpenApiResponse(ErrorSerializer, "No such object, or one you may not see."),
+    404: OpenApiResponse(
+        ErrorSerializer, "No such object, or one you may not see (lists: no such page)."
+    ),
     409: OpenApiResponse(ErrorSerializer, "The state does not allow it (or a race was lost)."),
     502: OpenApiResponse(ErrorSerializer, "AWS refused or failed; the code is AWS's."),
 }
@@ -110,6 +116,12 @@ ERRORS = {
 
 def _errors(*codes: int) -> dict:
     return {code: ERRORS[code] for code in codes}
+
+
+def _query(request) -> dict:
+    """The query string as plain values: "since=" is an empty (so invalid) date, not an absent
+    one as HTML-form parsing would have it."""
+    return request.query_params.dict()
 
 
 def _valid(serializer_class, data) -> dict:
@@ -164,7 +176,10 @@ class PlanSerializer(serializers.Serializer):
 
 @extend_schema_field(PlanSerializer)
 class StoredPlanField(serializers.JSONField):
-    """The plan saved with the transfer, as the plan endpoint shows it."""
+    """The plan saved with the transfer, as the plan endpoint shows it; null if none."""
+
+    def to_representation(self, value):
+        return super().to_representation(value) if value else None
 
 
 class OptionsSerializer(serializers.Serializer):
@@ -198,7 +213,9 @@ class TransferSerializer(serializers.ModelSerializer):
     requester = serializers.CharField(source="requester.get_username")
     approver = serializers.CharField(source="approver.get_username", allow_null=True)
     options = OptionsSerializer(source="*")
-    plan = StoredPlanField(help_text="The preflight plan shown when it was requested.")
+    plan = StoredPlanField(
+        allow_null=True, help_text="The preflight plan shown when it was requested."
+    )
     expires_at = serializers.DateTimeField(
         allow_null=True, help_text="While pending acceptance: when it expires."
     )
@@ -285,17 +302,43 @@ def _detail(pk: int) -> dict:
 # ----------------------------------------------------------------------------- input
 
 
+def documented_string(**schema):
+    """A CharField whose OpenAPI entry states the rules the services apply to it (so clients
+    know them); the checks, and their error codes, stay in the services. A blank value is
+    passed on as it is: where the pattern requires text, the service refuses it with its own
+    code (comment_required, invalid_reason)."""
+
+    @extend_schema_field({"type": "string", **schema})
+    class Field(serializers.CharField):
+        def run_validation(self, data=empty):
+            if isinstance(data, str) and not data.strip():
+                return "" if self.trim_whitespace else data
+            return super().run_validation(data)
+
+    return Field
+
+
+# DRF refuses NUL characters (and lone surrogates) in every text field.
+NO_NUL = r"^[^\x00]*$"
+SOME_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # AWS's transferMessage and rejectReason
+SOME_PRINTABLE = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+AccountIdField = documented_string(pattern=r"^[0-9]{12}$")
+# "+": with allow_blank the schema says "either empty or this", and empty must not be both.
+QueryText = documented_string(pattern=r"^[^\x00]+$")
+
+
 class CertificateFilterSerializer(serializers.Serializer):
-    q = serializers.CharField(
+    q = QueryText(
         required=False,
         allow_blank=True,
         max_length=2048,
         help_text="Id or ARN prefix, or a policy or thing name prefix.",
     )
-    account = serializers.CharField(
+    account = QueryText(
         required=False, allow_blank=True, max_length=12, help_text="AWS account id."
     )
-    region = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    region = QueryText(required=False, allow_blank=True, max_length=32)
     status = serializers.ChoiceField(
         choices=Certificate.Status.choices, required=False, allow_blank=True
     )
@@ -306,12 +349,10 @@ class TransferFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
         choices=Transfer.Status.choices, required=False, allow_blank=True
     )
-    account = serializers.CharField(
+    account = QueryText(
         required=False, allow_blank=True, max_length=12, help_text="Source AWS account id."
     )
-    requester = serializers.CharField(
-        required=False, allow_blank=True, max_length=150, help_text="User name."
-    )
+    requester = QueryText(required=False, allow_blank=True, max_length=150, help_text="User name.")
     since = serializers.DateField(required=False, help_text="Created on or after (YYYY-MM-DD).")
     until = serializers.DateField(required=False, help_text="Created on or before (YYYY-MM-DD).")
 
@@ -322,8 +363,10 @@ class TransferFilterSerializer(serializers.Serializer):
 
 
 class PlanRequestSerializer(serializers.Serializer):
-    target_account_id = serializers.CharField(
-        max_length=64, help_text="The 12-digit AWS account id that receives it."
+    target_account_id = AccountIdField(
+        max_length=64,
+        trim_whitespace=False,
+        help_text="The 12-digit AWS account id that receives it (not the source's).",
     )
     deactivate = serializers.BooleanField(default=True)
     detach_policies = serializers.BooleanField(default=True)
@@ -331,8 +374,9 @@ class PlanRequestSerializer(serializers.Serializer):
     restore = serializers.BooleanField(default=True)
 
     def validate_target_account_id(self, value: str) -> str:
-        # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣"); AWS's are 0-9.
-        if not value.isascii():
+        # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣") and its $ a
+        # final line break; AWS's ids are 12 digits 0-9, nothing else.
+        if not re.fullmatch(r"[0-9]{12}", value):
             raise TransferError("invalid_target", "The target must be a 12-digit AWS account id.")
         return value
 
@@ -344,19 +388,17 @@ class PlanRequestSerializer(serializers.Serializer):
 class TransferCreateSerializer(PlanRequestSerializer):
     certificate = serializers.IntegerField(help_text="The portal's certificate id.")
     # The services check the texts (AWS's limits, control characters): keep them verbatim.
-    message = serializers.CharField(
+    message = documented_string(pattern=PRINTABLE, maxLength=128)(
         required=False,
-        allow_blank=True,
         default="",
         trim_whitespace=False,
         help_text="AWS transferMessage, seen by the target: 128 printable characters at most.",
     )
-    reason = serializers.CharField(
-        required=False, allow_blank=True, default="", help_text="Why, for the approver."
+    reason = documented_string(pattern=SOME_TEXT, maxLength=2000)(
+        help_text="Why, for the approver."
     )
-    plan_fingerprint = serializers.CharField(
+    plan_fingerprint = documented_string(pattern=NO_NUL, maxLength=64)(
         required=False,
-        allow_blank=True,
         default="",
         max_length=64,
         help_text="The fingerprint of the plan you reviewed.",
@@ -364,7 +406,15 @@ class TransferCreateSerializer(PlanRequestSerializer):
 
 
 class CommentSerializer(serializers.Serializer):
-    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    comment = documented_string(pattern=NO_NUL, maxLength=2000)(
+        required=False, default="", max_length=2000
+    )
+
+
+class DeclineSerializer(serializers.Serializer):
+    comment = documented_string(pattern=SOME_TEXT, maxLength=2000)(
+        max_length=2000, help_text="Why: the requester sees it."
+    )
 
 
 class AcceptSerializer(serializers.Serializer):
@@ -372,13 +422,33 @@ class AcceptSerializer(serializers.Serializer):
 
 
 class RejectSerializer(serializers.Serializer):
-    reason = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
+    reason = documented_string(pattern=SOME_PRINTABLE, maxLength=128)(
         trim_whitespace=False,
         help_text="Sent to AWS, seen by the source account: 128 printable characters at most.",
     )
+
+
+class Pages(PageNumberPagination):
+    """Pages 1, 2, 3…: anything else is a 400 (not silently page 1); past the end, a 404."""
+
+    MAX = 10**18 - 1
+
+    def get_page_number(self, request, paginator):
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        if raw in self.last_page_strings:
+            return paginator.num_pages
+        if not re.fullmatch(r"[1-9][0-9]{0,17}", raw):
+            raise exceptions.ValidationError({"page": ["A page number: 1, 2, 3…"]})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.MAX)
+        return parameters
 
 
 # ----------------------------------------------------------------------------- certificates
@@ -386,15 +456,16 @@ class RejectSerializer(serializers.Serializer):
 
 @extend_schema(
     parameters=[CertificateFilterSerializer],
-    responses={200: CertificateSerializer(many=True), **_errors(400, 401)},
+    responses={200: CertificateSerializer(many=True), **_errors(400, 401, 404)},
 )
 class CertificateList(generics.ListAPIView):
     """Certificates of the managed accounts you can see."""
 
     serializer_class = CertificateSerializer
+    pagination_class = Pages
 
     def get_queryset(self):
-        data = _valid(CertificateFilterSerializer, self.request.query_params)
+        data = _valid(CertificateFilterSerializer, _query(self.request))
         accounts = AwsAccount.objects.visible_to(self.request.user).filter(managed=True)
         certs = search(Certificate.objects.filter(account__in=accounts), data.get("q", ""))
         if data.get("account"):
@@ -444,9 +515,10 @@ class TransferList(generics.ListAPIView):
     """Transfers out of or into an account you can see, newest first."""
 
     serializer_class = TransferSerializer
+    pagination_class = Pages
 
     def get_queryset(self):
-        data = _valid(TransferFilterSerializer, self.request.query_params)
+        data = _valid(TransferFilterSerializer, _query(self.request))
         transfers = Transfer.objects.visible_to(self.request.user)
         if data.get("status"):
             transfers = transfers.filter(status=data["status"])
@@ -462,7 +534,7 @@ class TransferList(generics.ListAPIView):
 
     @extend_schema(
         parameters=[TransferFilterSerializer],
-        responses={200: TransferSerializer(many=True), **_errors(400, 401)},
+        responses={200: TransferSerializer(many=True), **_errors(400, 401, 404)},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -503,6 +575,7 @@ class IncomingList(generics.ListAPIView):
     """Transfers waiting for acceptance into a managed account you may operate."""
 
     serializer_class = TransferSerializer
+    pagination_class = Pages
 
     def get_queryset(self):
         user = self.request.user
@@ -520,7 +593,7 @@ class IncomingList(generics.ListAPIView):
             .order_by("pending_since", "pk")
         )
 
-    @extend_schema(responses={200: TransferSerializer(many=True), **_errors(401)})
+    @extend_schema(responses={200: TransferSerializer(many=True), **_errors(400, 401, 404)})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -550,13 +623,13 @@ def approve(request, pk: int) -> Response:
 
 
 @extend_schema(
-    request=CommentSerializer,
+    request=DeclineSerializer,
     responses=ACTION_RESPONSES,
     summary="Decline a requested transfer (a comment is required)",
 )
 @api_view(["POST"])
 def decline(request, pk: int) -> Response:
-    return _act(request, pk, services.decline, CommentSerializer, "comment")
+    return _act(request, pk, services.decline, DeclineSerializer, "comment")
 
 
 @extend_schema(

@@ -157,7 +157,7 @@ def services_env(settings, standin_url, monkeypatch, tmp_path) -> dict:
 def start_worker(services_env, tmp_path) -> Iterator[Callable[..., Process]]:
     started: list[Process] = []
 
-    def start(name: str = "w1", concurrency: int = 2) -> Process:
+    def start(name: str = "w1", concurrency: int = 2, env: dict | None = None) -> Process:
         process = Process(
             name,
             [
@@ -179,8 +179,28 @@ def start_worker(services_env, tmp_path) -> Iterator[Callable[..., Process]]:
                 "--without-gossip",
                 "--without-mingle",
             ],
-            services_env,
+            {**services_env, **(env or {})},
             tmp_path / f"{name}.log",
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_beat(services_env, tmp_path) -> Iterator[Callable[..., Process]]:
+    """``celery beat`` as production runs it (exactly one), the reconciler every 5 s."""
+    started: list[Process] = []
+
+    def start(env: dict | None = None) -> Process:
+        process = Process(
+            "beat",
+            [sys.executable, "-m", "celery", "-A", "portal", "beat", "--loglevel", "INFO"],
+            {**services_env, "RECONCILE_SECONDS": "5", **(env or {})},
+            tmp_path / "beat.log",
         )
         started.append(process)
         return process

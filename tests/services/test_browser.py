@@ -69,7 +69,7 @@ def test_request_approve_watch_and_accept(browser, live_server, demo_world, stan
             page.wait_for_url(f"{live_server.url}/login/verify/?next=%2F")
             page.fill("input[name=code]", demo.totp_code(user))
             page.screenshot(path=SHOTS / f"0-second-factor-{user}.png")
-            page.click("button[type=submit]")
+            page.click("button:has-text('Verify')")  # not the header's "Log out"
         page.wait_for_url(f"{live_server.url}/")  # the overview
         page.goto(f"{live_server.url}/certificates/")
         return page

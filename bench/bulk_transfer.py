@@ -1,0 +1,515 @@
+"""Bulk transfer: one batch of N certificates against a stand-in that throttles above R
+TransferCertificate calls per second per account; achieved rate / R, throttling answers,
+transfers lost and duplicated, all from one run.
+
+    .venv/bin/python bench/bulk_transfer.py                 # 1,000 certificates, R = 10/s
+    .venv/bin/python bench/bulk_transfer.py --quick         # 200 certificates
+    .venv/bin/python bench/bulk_transfer.py --certificates 1000 --rate 10 --workers 2
+
+What runs, as in production:
+* the stand-in server in a subprocess (real HTTP) with ``set_faults(rps_per_account=R,
+  operations=["TransferCertificate"])``: above R calls per second it answers
+  ThrottlingException;
+* N ACTIVE certificates in the source account, each with a policy and a thing (so
+  preparation deactivates and detaches: 7 AWS calls per certificate), made through boto3;
+* the portal on a throwaway database (SQLite in a temporary directory; PostgreSQL when
+  DATABASE_URL is set, in a dedicated database dropped afterwards), with the broker from
+  REDIS_URL when set (a Redis database of its own, please), else kombu's filesystem
+  transport in the temporary directory;
+* the source account configured with ``api_rate = R``, its inventory synced, one batch of N
+  requested through ``transfers.batches`` and approved by another user;
+* ``--workers`` Celery worker processes (``celery -A portal worker --pool threads
+  --concurrency 4``); the batch's feeder hands them work at the account's rate.
+
+It waits until no transfer of the batch is approved or preparing (or ``--timeout``), then
+prints: the achieved TransferCertificate rate (successful calls / seconds between the first
+and the last, from the audit trail), that rate / R, p50 and p95 of the time from approval
+to pending acceptance (and from a worker's start to pending), the throttling answers the
+stand-in gave (its ``throttled`` counter for TransferCertificate), the transfers lost (not
+pending acceptance at the end) and duplicated (certificates with more than one successful
+TransferCertificate, from the stand-in's per-certificate counter).
+
+The inventory sync before the batch is set-up, not measured: it runs with the account's rate
+raised (the stand-in ceiling applies to TransferCertificate only); the rate is set back to R
+and the limiter's buckets are emptied before the batch is requested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _support import (  # noqa: E402 - after the path
+    ROOT,
+    STANDIN_ENV,
+    Database,
+    load,
+    machine,
+    percentile,
+    standin_process,
+    table,
+)
+
+SOURCE, TARGET, REGION = "210000000001", "210000000002", "us-east-1"
+POLICY = "BulkDevicePublish"
+SYNC_RATE = 1000.0  # the account's rate during the (unmeasured) inventory sync
+GOAL = 0.9
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--certificates", type=int, default=1000)
+    parser.add_argument(
+        "--rate", type=float, default=10.0, help="R: the stand-in's TransferCertificate ceiling"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait (default 3 N/R + 120)"
+    )
+    parser.add_argument("--quick", action="store_true", help="200 certificates")
+    args = parser.parse_args()
+    if args.quick:
+        args.certificates = 200
+    if args.certificates < 1 or args.rate <= 0 or args.workers < 1 or args.concurrency < 1:
+        parser.error("--certificates, --rate, --workers and --concurrency must be positive")
+    if args.timeout is None:
+        args.timeout = 3 * args.certificates / args.rate + 120
+    return args
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Workers:
+    """Celery worker processes, each in its own session (Ctrl-C reaches only us; we stop
+    them). Logs go to the temporary directory and are shown when something goes wrong."""
+
+    def __init__(self, env: dict, logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, count: int, concurrency: int) -> None:
+        for i in range(count):
+            log = self.logs / f"worker{i + 1}.log"
+            proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    str(concurrency),
+                    "--loglevel",
+                    "INFO",
+                    "--hostname",
+                    f"bench{i + 1}@%h",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.procs.append((proc, log))
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for proc, log in self.procs:
+            while "ready." not in log.read_text(errors="replace"):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {proc.returncode}:\n{tail(log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"a worker did not start in time:\n{tail(log)}")
+                time.sleep(0.2)
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc, _ in self.procs)
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {log.name}\n{tail(log)}" for _, log in self.procs)
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc, _ in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def seed(url: str, count: int) -> list[str]:
+    """N ACTIVE certificates in the source account, each with the policy and its own thing:
+    what an administrator's tooling would have made (plain boto3, several threads)."""
+    from standin.control import client_for_account
+    from transfers.demo import certificate_pem
+
+    stamp = f"{time.time():.0f}"
+    now = datetime.now(UTC)
+    local = threading.local()
+
+    def iot():
+        if not hasattr(local, "client"):
+            local.client = client_for_account(SOURCE, REGION, url)
+        return local.client
+
+    iot().create_policy(policyName=POLICY, policyDocument='{"Version":"2012-10-17","Statement":[]}')
+
+    def one(i: int) -> str:
+        client = iot()
+        pem = certificate_pem(
+            f"bulk-{stamp}-{i}", now - timedelta(days=1), now + timedelta(days=365)
+        )
+        made = client.register_certificate_without_ca(certificatePem=pem, status="ACTIVE")
+        client.attach_policy(policyName=POLICY, target=made["certificateArn"])
+        thing = f"bulk-device-{i:05d}"
+        client.create_thing(thingName=thing)
+        client.attach_thing_principal(thingName=thing, principal=made["certificateArn"])
+        return made["certificateId"]
+
+    pool = concurrent.futures.ThreadPoolExecutor(8)
+    try:
+        return list(pool.map(one, range(count)))
+    finally:
+        pool.shutdown(cancel_futures=True)  # Ctrl-C: drop what has not started
+
+
+def setup_django(db: Database, standin_url: str) -> None:
+    """Point Django (and, through the environment, the workers) at the throwaway database,
+    the broker and the stand-in; migrate."""
+    if db.pg_name:
+        db._pg_admin(f'CREATE DATABASE "{db.pg_name}"')  # noqa: SLF001 - our own helper
+    os.environ.update(STANDIN_ENV)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ["AWS_ENDPOINT_URL"] = standin_url
+    os.environ["DATABASE_URL"] = db.url
+    os.environ["PORTAL_VAR_DIR"] = str(db.tmp / "var")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def make_batch(rate: float, ids: list[str]):
+    from django.contrib.auth.models import User
+
+    from transfers import batches, inventory
+    from transfers.models import AccountGrant, AwsAccount, RateBucket, Role, SyncRun
+    from transfers.services import Options
+
+    source = AwsAccount.objects.create(
+        account_id=SOURCE,
+        name="Bench fleet",
+        regions=[REGION],
+        role_arn=f"arn:aws:iam::{SOURCE}:role/TransferPortal",
+        contact_emails="iot@fleet.example",
+        api_rate=rate,
+    )
+    AwsAccount.objects.create(
+        account_id=TARGET,
+        name="Bench buyer",
+        regions=[REGION],
+        role_arn=f"arn:aws:iam::{TARGET}:role/TransferPortal",
+        contact_emails="iot@buyer.example",
+        api_rate=rate,
+    )
+    requester = User.objects.create_user("bench-requester", "req@fleet.example")
+    approver = User.objects.create_user("bench-approver", "app@fleet.example")
+    AccountGrant.objects.create(account=source, user=requester, role=Role.REQUESTER)
+    AccountGrant.objects.create(account=source, user=approver, role=Role.APPROVER)
+
+    # The sync is set-up: run it fast, then give the account its rate R back.
+    AwsAccount.objects.filter(pk=source.pk).update(api_rate=SYNC_RATE)
+    source.refresh_from_db()
+    started = time.perf_counter()
+    run = inventory.sync_region(SyncRun.objects.create(account=source, region=REGION).pk)
+    if run.status != SyncRun.Status.DONE:
+        raise SystemExit(f"the inventory sync failed: {run.error}")
+    AwsAccount.objects.filter(pk=source.pk).update(api_rate=rate)
+    RateBucket.objects.all().delete()
+    print(f"Inventory synced in {time.perf_counter() - started:.1f} s (set-up)", flush=True)
+
+    certs, missing = batches.select(requester, ids)
+    batch = batches.request_batch(
+        requester,
+        certs,
+        missing,
+        target_account_id=TARGET,
+        message="Fleet sold to Bench buyer",
+        reason="bench/bulk_transfer.py",
+        options=Options(),
+    )
+    return batch, approver
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def wait(batch, workers: Workers, timeout: float, approved_at: float) -> bool:
+    from django.db.models import Count
+
+    from transfers.models import Transfer
+
+    deadline = time.monotonic() + timeout
+    last_print = 0.0
+    while True:
+        counts = dict(
+            batch.transfers.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+        )
+        waiting = counts.get("approved", 0) + counts.get("preparing", 0)
+        now = time.monotonic()
+        if now - last_print >= 10 or not waiting:
+            elapsed = now - approved_at
+            pending = counts.get(Transfer.Status.PENDING_ACCEPTANCE, 0)
+            print(
+                f"  {elapsed:6.0f} s  pending {pending:5d}  waiting {waiting:5d}  "
+                f"failed {counts.get('failed', 0):4d}  ({pending / max(elapsed, 1e-9):.2f}/s)",
+                flush=True,
+            )
+            last_print = now
+        if not waiting:
+            return True
+        if not workers.alive():
+            print("A worker died:\n" + workers.tails(), file=sys.stderr)
+            return False
+        if now > deadline:
+            print(f"Timed out after {timeout:.0f} s", file=sys.stderr)
+            return False
+        time.sleep(1)
+
+
+def measure(batch, control, rate: float, workers: int, concurrency: int) -> dict:
+    from transfers.models import RateBucket, Transfer, TransferEvent
+
+    transfers = list(batch.transfers.all())
+    ids = {t.certificate_id for t in transfers}
+    ok_times = sorted(
+        TransferEvent.objects.filter(
+            transfer__batch=batch, action="TransferCertificate", ok=True
+        ).values_list("created", flat=True)
+    )
+    span = (ok_times[-1] - ok_times[0]).total_seconds() if len(ok_times) > 1 else 0.0
+    achieved = len(ok_times) / span if span else float("nan")
+    starts = dict(
+        TransferEvent.objects.filter(transfer__batch=batch, action="start").values_list(
+            "transfer_id", "created"
+        )
+    )
+    to_pending = [
+        (t.pending_since - t.decided_at).total_seconds()
+        for t in transfers
+        if t.pending_since and t.decided_at
+    ]
+    service = [
+        (t.pending_since - starts[t.pk]).total_seconds()
+        for t in transfers
+        if t.pending_since and t.pk in starts
+    ]
+    threads = workers * concurrency
+    busy = sum(service) / (threads * span) if span else float("nan")
+    snapshot = control.calls()
+    per_cert = snapshot["certificates"].get("TransferCertificate", {})
+    ok_per_cert = {cid: per_cert.get(cid, {}).get("ok", 0) for cid in ids}
+    portal_throttled = TransferEvent.objects.filter(
+        transfer__batch=batch, ok=False, details__error_code="ThrottlingException"
+    ).count()
+    bucket = RateBucket.objects.filter(key__endswith=":TransferCertificate").first()
+    aws_calls = sum(e["calls"] for e in snapshot["operations"].values()) + sum(
+        snapshot["throttled"].values()
+    )
+    return {
+        "n": len(transfers),
+        "ok_calls": snapshot["operations"].get("TransferCertificate", {}).get("ok", 0),
+        "ok_events": len(ok_times),
+        "span": span,
+        "achieved": achieved,
+        "ratio": achieved / rate,
+        "steady": (len(ok_times) - 1 - rate) / span if span else float("nan"),
+        "p50": percentile(to_pending, 50),
+        "p95": percentile(to_pending, 95),
+        "service_p50": percentile(service, 50),
+        "service_p95": percentile(service, 95),
+        "busy": busy,
+        "throttled": snapshot["throttled"].get("TransferCertificate", 0),
+        "throttled_other": sum(
+            n for op, n in snapshot["throttled"].items() if op != "TransferCertificate"
+        ),
+        "portal_throttled": portal_throttled,
+        "aimd_decreases": bucket.throttled if bucket else 0,
+        "lost": sum(t.status != Transfer.Status.PENDING_ACCEPTANCE for t in transfers),
+        "lost_detail": sorted({t.status for t in transfers} - {"pending_acceptance"}),
+        "duplicated": sum(n > 1 for n in ok_per_cert.values()),
+        "never": sum(n == 0 for n in ok_per_cert.values()),
+        "aws_calls": aws_calls,
+    }
+
+
+def report(args, m: dict, db: Database, broker: str, load_before: str, total: float) -> None:
+    r = args.rate
+    print()
+    print(
+        f"Bulk transfer: {m['n']:,} certificates, R = {r:g} TransferCertificate/s per account, "
+        f"{args.workers} worker(s) x {args.concurrency} threads"
+    )
+    print(f"Machine: {machine()}; load {load_before} before, {load()} after")
+    print(f"Database: {db.describe()}; broker: {broker}; wall time {total:.0f} s")
+    print()
+    rows = [
+        ("successful TransferCertificate calls", f"{m['ok_calls']:,}", ""),
+        (
+            "first to last successful call",
+            f"{m['span']:.1f} s",
+            "",
+        ),
+        ("achieved rate (calls / span)", f"{m['achieved']:.2f}/s", ""),
+        ("achieved / R", f"{m['ratio']:.3f}", f"goal >= {GOAL}"),
+        (
+            "  excluding the first second's burst",
+            f"{m['steady'] / r:.3f}",
+            "(calls - 1 - R) / span / R",
+        ),
+        ("approval to pending, p50", f"{m['p50']:.1f} s", ""),
+        ("approval to pending, p95", f"{m['p95']:.1f} s", ""),
+        ("worker start to pending, p50", f"{m['service_p50']:.2f} s", "one transfer's work"),
+        ("worker start to pending, p95", f"{m['service_p95']:.2f} s", ""),
+        (
+            "worker threads busy",
+            f"{100 * m['busy']:.0f}%",
+            "sum of start-to-pending / (threads x span)",
+        ),
+        (
+            "throttling answers (stand-in)",
+            f"{m['throttled']:,}",
+            f"TransferCertificate; {m['throttled_other']} on other APIs",
+        ),
+        (
+            "  seen by the portal",
+            f"{m['portal_throttled']:,}",
+            f"after botocore retries; {m['aimd_decreases']} rate decreases",
+        ),
+        (
+            "transfers lost",
+            f"{m['lost']:,}",
+            "goal 0" + (f"; states {', '.join(m['lost_detail'])}" if m["lost"] else ""),
+        ),
+        ("transfers duplicated", f"{m['duplicated']:,}", "goal 0"),
+        (
+            "AWS calls in all",
+            f"{m['aws_calls']:,}",
+            f"{m['aws_calls'] / max(m['n'], 1):.1f} per certificate",
+        ),
+    ]
+    print(table(["measure", "value", "note"], rows))
+    verdict = m["ratio"] >= GOAL and m["lost"] == 0 and m["duplicated"] == 0 and m["never"] == 0
+    print()
+    print("Goal (>= 0.9 R, none lost, none duplicated): " + ("met" if verdict else "NOT met"))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    args = parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)  # even when started with SIGINT ignored
+    redis_url = os.environ.get("REDIS_URL", "")
+    db = Database("bulk")
+    workers: Workers | None = None
+    load_before = load()
+    begun = time.perf_counter()
+    try:
+        with standin_process() as url:
+            from standin.control import RemoteControl
+
+            control = RemoteControl(url, timeout=60)
+            setup_django(db, url)
+            started = time.perf_counter()
+            ids = seed(url, args.certificates)
+            print(
+                f"Stand-in at {url}: {len(ids):,} certificates with a policy and a thing "
+                f"seeded in {time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
+            broker = "Redis " + redis_url if redis_url else "kombu filesystem (temporary)"
+            if redis_url:
+                import redis
+
+                if redis.Redis.from_url(redis_url).dbsize():
+                    print(
+                        "warning: the Redis database at REDIS_URL is not empty; old tasks "
+                        "in it would skew the run",
+                        file=sys.stderr,
+                    )
+            batch, approver = make_batch(args.rate, ids)
+            print(f"Batch #{batch.pk}: {batch.transfers.count():,} transfers requested", flush=True)
+
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            workers = Workers(env, db.tmp)
+            workers.start(args.workers, args.concurrency)
+            workers.wait_ready()
+            control.reset_counters()
+            control.set_faults(rps_per_account=args.rate, operations=["TransferCertificate"])
+
+            from transfers import batches
+
+            approved_at = time.monotonic()
+            approved = batches.approve(approver, batch, "bench")
+            print(f"Approved {approved:,} at once; workers running", flush=True)
+            finished = wait(batch, workers, args.timeout, approved_at)
+            m = measure(batch, control, args.rate, args.workers, args.concurrency)
+            workers.stop()
+            report(args, m, db, broker, load_before, time.perf_counter() - begun)
+            if not finished:
+                print("The batch did not finish.", file=sys.stderr)
+                return 1
+            return 0
+    except KeyboardInterrupt:
+        print("\nInterrupted; cleaning up.", file=sys.stderr)
+        return 130
+    finally:
+        if workers is not None:
+            workers.stop()
+        db.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
