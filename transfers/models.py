@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
-ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+ACCOUNT_ID_RE = re.compile(r"^[0-9]{12}\Z")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]\Z")
 EXPIRING_SOON = timedelta(days=30)
 
 
