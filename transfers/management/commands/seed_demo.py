@@ -35,8 +35,13 @@ class Command(BaseCommand):
                     # while the portal starts; the account page shows its progress.
                     self.stdout.write(f"Inventory sync of {account} {region} runs in the worker.")
                     continue
-                # Run it here so the first page is full; the worker does the later ones.
+                # Run it here so the first page is full; the worker does the later ones. The
+                # worker may already have taken this one: then wait for it.
                 run = inventory.sync_region(run.pk)
+                deadline = time.monotonic() + 300
+                while run.is_open and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    run.refresh_from_db()
                 if run.status != SyncRun.Status.DONE:
                     raise CommandError(f"Sync of {account} {region} failed: {run.error}")
         self._banner()
