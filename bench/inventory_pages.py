@@ -358,7 +358,7 @@ def main() -> None:
             from django.db import connection
 
             with connection.cursor() as cursor:
-                cursor.execute("ANALYZE")  # what autovacuum does after a bulk load
+                cursor.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk load
         else:
             from transfers.inventory import refresh_statistics
 
