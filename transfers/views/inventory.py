@@ -64,9 +64,12 @@ def search(queryset, q: str):
 
 
 def can_request_anywhere(user) -> bool:
-    return user.is_superuser or AccountGrant.objects.filter(
-        Q(user=user) | Q(group__in=user.groups.all()), role__in=CAN_REQUEST
-    ).exists()
+    return (
+        user.is_superuser
+        or AccountGrant.objects.filter(
+            Q(user=user) | Q(group__in=user.groups.all()), role__in=CAN_REQUEST
+        ).exists()
+    )
 
 
 def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
