@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint services-test clean
 
-$(STAMP): pyproject.toml
+# The venv's own pip and setuptools are pinned too: Python 3.11's bundled setuptools 65.5
+# has a known vulnerability (CVE-2022-40897).
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==26.3 setuptools==80.9.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

@@ -242,6 +242,9 @@ if AWS_RETRY_MODE not in {"standard", "adaptive", "legacy"}:
 TRANSFER_EXPIRY_DAYS = env.integer("TRANSFER_EXPIRY_DAYS", 14, minimum=1)
 TRANSFER_REMINDER_HOURS = env.integer("TRANSFER_REMINDER_HOURS", 48, minimum=1)
 TRANSFER_STALL_MINUTES = env.integer("TRANSFER_STALL_MINUTES", 3, minimum=1)
+# How long a worker holds a transfer it is executing; no other worker takes it meanwhile.
+# A killed worker's transfers wait this long before the reconciler hands them out again.
+TRANSFER_LEASE_SECONDS = env.integer("TRANSFER_LEASE_SECONDS", 300, minimum=30)
 
 # Email. The demo writes messages to ./var/mail; production sets EMAIL_HOST and friends.
 EMAIL_BACKEND = env.string("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")

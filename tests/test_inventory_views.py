@@ -145,6 +145,44 @@ def test_pages_link_to_each_other(client, viewer, source):
     assert "Previous" in response.content.decode()
 
 
+@pytest.mark.parametrize("sort", ["newest", "oldest", "id", "status", "expiry"])
+def test_pages_read_from_the_end_match_pages_read_from_the_start(source, sort):
+    """TailPaginator reads the back half in reverse; every page must be what an OFFSET gives,
+    ties included (equal dates and statuses here), orphans included."""
+    from django.core.paginator import Paginator
+
+    from transfers.forms import SORTS
+    from transfers.views.inventory import TailPaginator
+
+    for n in range(23):
+        cert(source, n, status=["ACTIVE", "INACTIVE"][n % 2])
+    Certificate.objects.filter(pk__in=Certificate.objects.values("pk")[:10]).update(
+        creation_date="2026-01-01T00:00:00Z", not_after=None
+    )
+    rows = Certificate.objects.order_by(*SORTS[sort])
+    for per_page, orphans in [(5, 0), (4, 2), (23, 0), (50, 0)]:
+        plain = Paginator(rows, per_page, orphans=orphans)
+        tail = TailPaginator(rows, per_page, orphans=orphans)
+        assert tail.num_pages == plain.num_pages
+        for number in plain.page_range:
+            expected = [c.pk for c in plain.page(number)]
+            assert [c.pk for c in tail.page(number)] == expected, (per_page, number)
+    assert len({c.pk for n in plain.page_range for c in plain.page(n)}) == 23
+
+
+def test_the_last_page_of_the_list_reads_in_reverse(client, viewer, source):
+    for n in range(120):
+        cert(source, n)
+    client.force_login(viewer)
+    first = client.get(reverse("certificate_list"), {"sort": "id"})
+    last = client.get(reverse("certificate_list"), {"sort": "id", "page": 3})
+    listed = [c.certificate_id for c in last.context["page"].object_list]
+    assert len(listed) == 20 and listed == sorted(listed)
+    everything = sorted(cid(n) for n in range(120))
+    assert listed == everything[100:]
+    assert [c.certificate_id for c in first.context["page"].object_list] == everything[:50]
+
+
 def test_detail_shows_policies_things_and_an_expiry_warning(client, viewer, inventory):
     from datetime import timedelta
 

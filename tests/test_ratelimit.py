@@ -96,3 +96,23 @@ def test_a_throttling_answer_slows_the_bucket(standin, source):
     assert failed.value.code == "ThrottlingException" and failed.value.retryable
     bucket = RateBucket.objects.get(key="111111111111:us-east-1:ListCertificates")
     assert bucket.throttled == 1 and bucket.rate == source.api_rate * ratelimit.DECREASE
+
+
+def test_botocore_retries_take_tokens_and_slow_the_bucket(standin, source, settings):
+    """botocore retries inside one call: each attempt is a request AWS counts, so each takes
+    a token, and each throttling answer halves the rate."""
+    from transfers import aws
+
+    settings.AWS_MAX_ATTEMPTS = 3
+    aws.clear_cache()
+    standin.set_faults(throttle_rate=1.0, operations=["ListCertificates"])
+    with pytest.raises(aws.AwsError) as failed:
+        aws.call(aws.client(source, "us-east-1"), "list_certificates", pageSize=1)
+    assert failed.value.code == "ThrottlingException"
+    assert standin.call_count("ListCertificates", outcome="throttled") == 3
+    bucket = RateBucket.objects.get(key="111111111111:us-east-1:ListCertificates")
+    assert bucket.throttled == 3
+    expected = source.api_rate
+    for _ in range(3):  # each attempt took a token (rate up a little), then was throttled
+        expected = (min(expected + source.api_rate * ratelimit.INCREASE, source.api_rate)) * 0.5
+    assert ratelimit.DECREASE == 0.5 and bucket.rate == pytest.approx(expected)

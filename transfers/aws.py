@@ -97,7 +97,7 @@ _CAUGHT = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, C
 
 def _config() -> Config:
     return Config(
-        retries={"mode": settings.AWS_RETRY_MODE, "max_attempts": settings.AWS_MAX_ATTEMPTS},
+        retries={"mode": settings.AWS_RETRY_MODE, "total_max_attempts": settings.AWS_MAX_ATTEMPTS},
         connect_timeout=settings.AWS_CONNECT_TIMEOUT,
         read_timeout=settings.AWS_READ_TIMEOUT,
     )
@@ -161,27 +161,53 @@ def client(account, region: str, service: str = "iot"):
                 endpoint_url=settings.AWS_ENDPOINT_URL,
                 config=_config(),
             )
+            _share_rate(made)
             cached.clients[(service, region)] = made
     # Every call through this client shares the account's rate with all workers.
     made.portal_limit = (f"{account.account_id}:{region}", account.api_rate)
     return made
 
 
+def _share_rate(made) -> None:
+    """Make every HTTP attempt of ``made`` take a token from the shared bucket, botocore's
+    own retries included, and every throttling answer slow the bucket down.
+
+    Hooked on botocore's events rather than wrapped around :func:`call`, because botocore
+    retries inside one method call: a wrapper would see one call and one final error where
+    AWS saw up to AWS_MAX_ATTEMPTS requests and as many throttling answers."""
+
+    def limit_of(event_name: str) -> tuple[str, float] | None:
+        limit = getattr(made, "portal_limit", None)
+        if limit is None:
+            return None
+        return f"{limit[0]}:{event_name.rsplit('.', 1)[-1]}", limit[1]
+
+    def before_send(event_name: str, **_: Any) -> None:
+        limit = limit_of(event_name)
+        if limit is not None:
+            ratelimit.acquire(*limit)
+        return None  # anything else would stand in for AWS's answer
+
+    def needs_retry(event_name: str, response=None, **_: Any) -> None:
+        code = response[1].get("Error", {}).get("Code") if response else None
+        limit = limit_of(event_name)
+        if code in THROTTLED and limit is not None:
+            ratelimit.throttled(*limit)
+        return None  # botocore's retry handler decides
+
+    made.meta.events.register_first("before-send", before_send)
+    made.meta.events.register_first("needs-retry", needs_retry)
+
+
 def call(aws_client, operation: str, **kwargs: Any) -> dict:
     """Call ``operation`` (the boto3 method name) and map every failure to AwsError.
 
-    Clients made by :func:`client` wait for the account's shared rate limit first."""
+    Clients made by :func:`client` take every attempt from the account's shared rate."""
     api = _operation_name(aws_client, operation)
-    limit = getattr(aws_client, "portal_limit", None)
-    if limit is not None:
-        ratelimit.acquire(f"{limit[0]}:{api}", limit[1])
     try:
         return getattr(aws_client, operation)(**kwargs)
     except _CAUGHT as exc:
-        error = _error_from(exc, api)
-        if limit is not None and error.code in THROTTLED:
-            ratelimit.throttled(f"{limit[0]}:{api}", limit[1])
-        raise error from exc
+        raise _error_from(exc, api) from exc
 
 
 def _operation_name(aws_client, method: str) -> str:

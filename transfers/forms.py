@@ -77,12 +77,14 @@ class AccountForm(forms.ModelForm):
         return rate
 
 
+# Each ordering is total (ends with the primary key), so pages never overlap or skip and
+# can be read from either end; each has an index that serves it (models.Certificate).
 SORTS = {
-    "newest": ("-creation_date", "certificate_id"),
-    "oldest": ("creation_date", "certificate_id"),
-    "id": ("certificate_id",),
-    "status": ("status", "certificate_id"),
-    "expiry": ("not_after", "certificate_id"),
+    "newest": ("-creation_date", "certificate_id", "pk"),
+    "oldest": ("creation_date", "certificate_id", "pk"),
+    "id": ("certificate_id", "pk"),
+    "status": ("status", "certificate_id", "pk"),
+    "expiry": ("not_after", "certificate_id", "pk"),
 }
 
 

@@ -196,8 +196,10 @@ class Certificate(models.Model):
             # Search by id prefix (the list page's most common query).
             models.Index(fields=["certificate_id"], name="certificate_id_idx"),
             models.Index(fields=["arn"], name="certificate_arn_idx"),
-            models.Index(fields=["status"], name="certificate_status_idx"),
+            # The list's sorts (forms.SORTS); the status one also serves the status filter.
+            models.Index(fields=["status", "certificate_id"], name="certificate_status_idx"),
             models.Index(fields=["-creation_date", "certificate_id"], name="certificate_order_idx"),
+            models.Index(fields=["not_after", "certificate_id"], name="certificate_expiry_idx"),
         ]
 
     def __str__(self) -> str:

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 WORKER = "worker"
 RECONCILER = "reconciler"
 EXPIRY = "expiry"
-LEASE = timedelta(minutes=5)
 EXPIRING_DAYS = 30
 
 
@@ -513,7 +512,7 @@ def execute(pk: int) -> str:
             return f"skipped: {transfer.status}"
         elif transfer.lease_until and transfer.lease_until > now:
             return "skipped: another worker holds it"
-        transfer.lease_until = now + LEASE
+        transfer.lease_until = now + timedelta(seconds=settings.TRANSFER_LEASE_SECONDS)
         transfer.attempts += 1
         transfer.updated = now
         transfer.save()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -20,6 +20,25 @@ from transfers.models import (
 )
 
 PAGE_SIZE = 50
+
+
+class TailPaginator(Paginator):
+    """Pages past the middle are read from the other end of the ordering.
+
+    An OFFSET makes the database step over every row before it (about 0.3 s for the last of
+    2,000 pages on SQLite); reading the last pages in reverse makes them as cheap as the
+    first. The ordering must be total (every sort ends with the primary key)."""
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        if bottom <= self.count // 2:
+            return super().page(number)
+        rows = list(self.object_list.reverse()[self.count - top : self.count - bottom])
+        return self._get_page(rows[::-1], number, self)
 
 
 def _prefix(field: str, value: str, using: str) -> Q:
@@ -97,9 +116,16 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
     certs = filtered_certificates(request.user, form, accounts)
     data = form.cleaned_data
     sort = data.get("sort") or "newest"
-    certs = certs.order_by(*SORTS[sort]).select_related("account")
-    certs = certs.prefetch_related("policies", "things")
-    page = Paginator(certs, PAGE_SIZE).get_page(request.GET.get("page"))
+    # Names into plain lists (to_attr): a prefetch into the related managers builds a
+    # queryset per certificate, which cost more than the queries themselves.
+    certs = certs.order_by(*SORTS[sort]).prefetch_related(
+        Prefetch("policies", to_attr="policy_list"), Prefetch("things", to_attr="thing_list")
+    )
+    page = TailPaginator(certs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page.object_list = list(page.object_list)
+    by_pk = {a.pk: a for a in accounts}
+    for cert in page.object_list:
+        cert.account = by_pk[cert.account_id]  # already loaded: no join, no JSON to decode
     regions = sorted({r for a in accounts for r in a.regions})
     query = request.GET.copy()
     query.pop("page", None)
