@@ -217,3 +217,28 @@ class TestPages:
         client.force_login(both)
         assert client.post(reverse("batch_approve", args=[batch.pk])).status_code == 403
         assert batch.transfers.filter(status="requested").count() == 4
+
+    def test_the_batch_page_lists_its_transfers_by_state_a_page_at_a_time(
+        self, client, fleet, requester, approver, monkeypatch
+    ):
+        from transfers.views import batches as batch_views
+
+        monkeypatch.setattr(batch_views, "TRANSFERS_PER_PAGE", 3)
+        batch = request(requester, fleet)
+        first = batch.transfers.order_by("pk").first()
+        fleet["iot"].update_certificate(certificateId=first.certificate_id, newStatus="REVOKED")
+        committed(batches.approve, approver, batch)
+        client.force_login(requester)
+
+        def listed(**params):
+            response = client.get(batch.get_absolute_url(), params)
+            return [t.pk for t in response.context["transfers"]]
+
+        all_pks = list(batch.transfers.order_by("pk").values_list("pk", flat=True))
+        assert listed() + listed(page=2) == all_pks
+        assert listed(state="failed") == [first.pk]
+        assert listed(state="pending_acceptance") == all_pks[1:4]  # the first page of three
+        page = client.get(batch.get_absolute_url(), {"state": "failed"}).content.decode()
+        assert "Transfers 1–1 of 1" not in page  # one page: no pager
+        assert listed(state="<script>") == listed()  # unknown state: all, not an error
+        assert listed(state="accepted") == []

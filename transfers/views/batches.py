@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -11,11 +12,19 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from transfers import batches
 from transfers.forms import CertificateFilterForm, TransferRequestForm
-from transfers.models import CAN_APPROVE, CAN_OPERATE, CAN_REQUEST, AwsAccount, TransferBatch
+from transfers.models import (
+    CAN_APPROVE,
+    CAN_OPERATE,
+    CAN_REQUEST,
+    AwsAccount,
+    Transfer,
+    TransferBatch,
+)
 from transfers.services import TransferError
 from transfers.views.inventory import filtered_certificates
 
 MAX_UPLOAD = 1_000_000  # bytes of CSV
+TRANSFERS_PER_PAGE = 100
 
 
 class BatchForm(TransferRequestForm):
@@ -127,10 +136,18 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_approve": bool(roles & CAN_APPROVE) and batch.requester_id != request.user.pk,
         "can_operate": bool(roles & CAN_OPERATE),
         "is_requester": batch.requester_id == request.user.pk,
-        "transfers": batch.transfers.select_related("target").order_by("pk")[:200],
     }
     if request.htmx and request.htmx.target == "progress":
         return render(request, "transfers/batch_detail.html#progress", context)
+    # The batch's transfers, a page at a time, narrowed to one state if asked (the failed).
+    state = request.GET.get("state", "")
+    rows = batch.transfers.order_by("pk")
+    if state in Transfer.Status.values:
+        rows = rows.filter(status=state)
+    else:
+        state = ""
+    page = Paginator(rows, TRANSFERS_PER_PAGE).get_page(request.GET.get("page"))
+    context |= {"transfers": page, "state": state, "states": Transfer.Status.choices}
     return render(request, "transfers/batch_detail.html", context)
 
 
