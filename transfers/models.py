@@ -200,6 +200,15 @@ class Certificate(models.Model):
             models.Index(fields=["status", "certificate_id"], name="certificate_status_idx"),
             models.Index(fields=["-creation_date", "certificate_id"], name="certificate_order_idx"),
             models.Index(fields=["not_after", "certificate_id"], name="certificate_expiry_idx"),
+            # A list page is chosen by primary key from what this narrow index holds, then
+            # only its 50 rows are read (views.inventory.certificate_list): a search that
+            # matches thousands of certificates sorts index entries, not whole rows.
+            models.Index(
+                fields=["id", "account", "creation_date", "certificate_id", "not_after", "status"],
+                name="certificate_page_idx",
+            ),
+            # PostgreSQL: LIKE 'prefix%' under a non-C collation needs varchar_pattern_ops
+            # indexes; migration 0006 creates them there (SQLite uses the ones above).
         ]
 
     def __str__(self) -> str:
@@ -234,7 +243,8 @@ class CertificatePolicy(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["certificate", "name"], name="policy_unique_per_cert")
         ]
-        indexes = [models.Index(fields=["name"], name="policy_name_idx")]
+        # Search by name finds certificate ids in the index alone (views.inventory.search).
+        indexes = [models.Index(fields=["name", "certificate"], name="policy_name_idx")]
 
     def __str__(self) -> str:
         return self.name
@@ -249,7 +259,8 @@ class CertificateThing(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["certificate", "name"], name="thing_unique_per_cert")
         ]
-        indexes = [models.Index(fields=["name"], name="thing_name_idx")]
+        # Search by name finds certificate ids in the index alone (views.inventory.search).
+        indexes = [models.Index(fields=["name", "certificate"], name="thing_name_idx")]
 
     def __str__(self) -> str:
         return self.name
