@@ -221,17 +221,22 @@ class Certificate(models.Model):
     def short_id(self) -> str:
         return self.certificate_id[:12]
 
+    def validity(self, now=None) -> str:
+        """ "expired", "expiring" (within EXPIRING_SOON) or "" (fine, or unknown)."""
+        now = now or timezone.now()
+        if self.not_after is None:
+            return ""
+        if self.not_after <= now:
+            return "expired"
+        return "expiring" if self.not_after <= now + EXPIRING_SOON else ""
+
     @property
     def is_expired(self) -> bool:
-        return self.not_after is not None and self.not_after <= timezone.now()
+        return self.validity() == "expired"
 
     @property
     def expires_soon(self) -> bool:
-        return (
-            self.not_after is not None
-            and not self.is_expired
-            and self.not_after <= timezone.now() + EXPIRING_SOON
-        )
+        return self.validity() == "expiring"
 
 
 class CertificatePolicy(models.Model):
