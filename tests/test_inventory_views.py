@@ -318,3 +318,15 @@ class TestAccountForm:
     def test_a_non_admin_gets_404_for_an_unseen_account(self, client, requester, other):
         client.force_login(requester)
         assert client.get(reverse("account_edit", args=[other.pk])).status_code == 404
+
+
+def test_policy_and_thing_names_are_escaped_in_the_list(client, viewer, source):
+    """Names come from AWS, which allows characters HTML does not: they are shown as text."""
+    cert(source, 0xE1, policies=['<script>alert("p")</script>'], things=["<b>thing</b>"])
+    cert(source, 0xE2)
+    client.force_login(viewer)
+    body = client.get(reverse("certificate_list")).content.decode()
+    assert "<script>alert" not in body and "<b>thing</b>" not in body
+    assert "&lt;script&gt;alert(&quot;p&quot;)&lt;/script&gt;" in body
+    assert '<span class="tag">&lt;b&gt;thing&lt;/b&gt;</span>' in body
+    assert '<span class="muted">none</span>' in body  # the certificate without any
