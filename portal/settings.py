@@ -98,10 +98,19 @@ TEMPLATES = [
     }
 ]
 
+_database_url = env.string("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")
 DATABASES = {
     "default": dj_database_url.parse(
-        env.string("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
-        conn_max_age=env.integer("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+        _database_url,
+        # A PostgreSQL connection costs more to open than most pages take to serve
+        # (docs/benchmarks.md): keep it for a minute, checked before reuse. SQLite opens a
+        # file: per request is fine.
+        conn_max_age=env.integer(
+            "DATABASE_CONN_MAX_AGE",
+            60 if _database_url.startswith(("postgres://", "postgresql://")) else 0,
+            minimum=0,
+        ),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
