@@ -242,3 +242,24 @@ class TestPages:
         assert "Transfers 1–1 of 1" not in page  # one page: no pager
         assert listed(state="<script>") == listed()  # unknown state: all, not an error
         assert listed(state="accepted") == []
+
+
+def test_the_rate_counts_only_the_time_since_approval_in_the_first_minute(
+    fleet, requester, approver, time_machine
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = request(requester, fleet)
+    committed(batches.approve, approver, batch)  # all four reach pending at once here
+    now = timezone.now()
+    TransferBatch.objects.filter(pk=batch.pk).update(decided_at=now)
+    batch.transfers.update(pending_since=now)
+    batch.refresh_from_db()
+    time_machine.move_to(now + timedelta(seconds=10))
+    assert batches.progress(batch)["rate"] == pytest.approx(4 / 10, rel=0.01)  # not 4 / 60
+    time_machine.move_to(now + timedelta(seconds=50))
+    assert batches.progress(batch)["rate"] == pytest.approx(4 / 50, rel=0.01)
+    time_machine.move_to(now + timedelta(seconds=90))
+    assert batches.progress(batch)["rate"] == 0  # none in the last minute

@@ -307,14 +307,18 @@ def progress(batch: TransferBatch) -> dict:
     )
     total = sum(counts.values())
     waiting = counts.get("approved", 0) + counts.get("preparing", 0)
-    minute_ago = timezone.now() - timedelta(minutes=1)
-    recent = batch.transfers.filter(pending_since__gte=minute_ago).count()
-    rate = recent / 60.0
+    now = timezone.now()
+    # The rate over the last minute, or since the approval when that was less than a minute
+    # ago (dividing the first seconds' work by 60 made the first estimates ten times long).
+    since = max(now - timedelta(minutes=1), batch.decided_at or now - timedelta(minutes=1))
+    recent = batch.transfers.filter(pending_since__gte=since).count()
+    window = max((now - since).total_seconds(), 1.0)
+    rate = recent / window
     started = batch.transfers.exclude(pending_since=None).order_by("pending_since")
     first = started.values_list("pending_since", flat=True).first()
     overall = None
     if first:
-        elapsed = (timezone.now() - first).total_seconds()
+        elapsed = (now - first).total_seconds()
         reached = started.count()
         overall = reached / elapsed if elapsed > 1 else None
     eta = waiting / rate if rate and waiting else None
