@@ -206,6 +206,7 @@ class TestPages:
             client.post(reverse("batch_approve", args=[batch.pk]), {"comment": "go"})
         page = client.get(batch.get_absolute_url()).content.decode()
         assert 'hx-trigger="every 2s"' in page and "waiting for a worker" in page
+        assert 'hx-trigger="every 5s" hx-select="#batch-transfers"' in page  # the table too
         fragment = client.get(
             batch.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "progress"}
         )
