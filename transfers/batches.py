@@ -18,7 +18,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from transfers import services
-from transfers.models import Certificate, Transfer, TransferBatch, TransferEvent
+from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.services import Options, TransferError
 
 CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
@@ -159,33 +159,18 @@ def request_batch(
                 "warnings": [],
             }
             try:
-                with transaction.atomic():
-                    transfer = Transfer.objects.create(
-                        source=source,
-                        region=region,
-                        cert=cert,
-                        certificate_id=cert.certificate_id,
-                        certificate_arn=cert.arn,
-                        target_account_id=target_account_id,
-                        target=target,
-                        batch=batch,
-                        requester=user,
-                        reason=reason,
-                        message=message,
-                        deactivate=options.deactivate,
-                        detach_policies=options.detach_policies,
-                        detach_things=options.detach_things,
-                        restore=options.restore,
-                        plan=plan,
-                    )
-                    services.record(
-                        transfer,
-                        "requested",
-                        user,
-                        kind=TransferEvent.Kind.TRANSITION,
-                        to_status=transfer.status,
-                        batch=batch.pk,
-                    )
+                services.open_transfer(
+                    user,
+                    cert,
+                    target=target,
+                    target_account_id=target_account_id,
+                    message=message,
+                    reason=reason,
+                    options=options,
+                    plan=plan,
+                    batch=batch,
+                    event={"batch": batch.pk},
+                )
             except IntegrityError:  # opened by someone else a moment ago
                 batch.skipped.append(
                     {

@@ -358,37 +358,67 @@ def request_transfer(
     if plan.blockers:
         raise TransferError("blocked", " ".join(plan.blockers), status=409)
     try:
-        with transaction.atomic():
-            transfer = Transfer.objects.create(
-                source=cert.account,
-                region=cert.region,
-                cert=cert,
-                certificate_id=cert.certificate_id,
-                certificate_arn=cert.arn,
-                target_account_id=target_account_id,
-                target=target,
-                batch=batch,
-                requester=user,
-                reason=reason.strip(),
-                message=message,
-                deactivate=options.deactivate,
-                detach_policies=options.detach_policies,
-                detach_things=options.detach_things,
-                restore=options.restore,
-                plan=plan.as_dict(),
-            )
-            record(
-                transfer,
-                "requested",
-                user,
-                kind=TransferEvent.Kind.TRANSITION,
-                to_status=transfer.status,
-                plan=plan.as_dict(),
-            )
+        transfer = open_transfer(
+            user,
+            cert,
+            target=target,
+            target_account_id=target_account_id,
+            message=message,
+            reason=reason.strip(),
+            options=options,
+            plan=plan.as_dict(),
+            batch=batch,
+            event={"plan": plan.as_dict()},
+        )
     except IntegrityError:
         raise TransferError(
             "already_open", "This certificate already has an open transfer.", status=409
         ) from None
+    return transfer
+
+
+def open_transfer(
+    user,
+    cert: Certificate,
+    *,
+    target,
+    target_account_id,
+    message,
+    reason,
+    options,
+    plan,
+    batch=None,
+    event: dict,
+) -> Transfer:
+    """The Transfer row and its "requested" event, together. Raises IntegrityError when the
+    certificate already has an open transfer (the partial unique index)."""
+    with transaction.atomic():
+        transfer = Transfer.objects.create(
+            source=cert.account,
+            region=cert.region,
+            cert=cert,
+            certificate_id=cert.certificate_id,
+            certificate_arn=cert.arn,
+            target_account_id=target_account_id,
+            target=target,
+            batch=batch,
+            requester=user,
+            reason=reason,
+            message=message,
+            deactivate=options.deactivate,
+            detach_policies=options.detach_policies,
+            detach_things=options.detach_things,
+            restore=options.restore,
+            plan=plan,
+        )
+        record(
+            transfer,
+            "requested",
+            user,
+            kind=TransferEvent.Kind.TRANSITION,
+            to_status=transfer.status,
+            **event,
+        )
     return transfer
 
 
