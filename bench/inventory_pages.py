@@ -150,7 +150,7 @@ def populate(n: int, rng: random.Random):
             made = Certificate.objects.bulk_create(rows, batch_size=1_000)
             CertificatePolicy.objects.bulk_create(
                 [
-                    CertificatePolicy(certificate_id=row.pk, name=name)
+                    CertificatePolicy(account=row.account, certificate_id=row.pk, name=name)
                     for row, (policies, _) in zip(made, plans, strict=True)
                     for name in policies
                 ],
@@ -158,7 +158,7 @@ def populate(n: int, rng: random.Random):
             )
             CertificateThing.objects.bulk_create(
                 [
-                    CertificateThing(certificate_id=row.pk, name=thing)
+                    CertificateThing(account=row.account, certificate_id=row.pk, name=thing)
                     for row, (_, thing) in zip(made, plans, strict=True)
                     if thing
                 ],
@@ -200,9 +200,21 @@ def scenarios(rng: random.Random, n: int, requests: int):
             [p["certificate_id"] for p in cycle(picks)],
         ),
         (
+            "search: id's first character (as typed)",
+            "search",
+            [{"q": c} for c in cycle(list("0123456789abcdef"))],
+            None,
+        ),
+        (
             "search: policy name",
             "search",
             [{"q": name} for name in cycle(policy_names)],
+            None,
+        ),
+        (
+            "search: policy name + status ACTIVE",
+            "search",
+            [{"q": name, "status": "ACTIVE"} for name in cycle(policy_names)],
             None,
         ),
         (
@@ -263,34 +275,33 @@ def measure_portal(viewer, plan, warmup: int = 5):
     return results
 
 
-def explain(plan) -> list[str]:
-    """The database's plan for the list page's main queries (count and page)."""
+def explain(viewer, plan) -> list[str]:
+    """The database's plan for the certificate queries (counts, the page's keys) that the
+    first request of each row runs, recorded as the view sends them."""
     from django.db import connection
+    from django.test import Client
+    from django.urls import reverse
 
-    from transfers.forms import SORTS
-    from transfers.models import AwsAccount, Certificate
-    from transfers.views.inventory import search
-
-    accounts = list(AwsAccount.objects.values_list("pk", flat=True))
+    client = Client(HTTP_HOST="127.0.0.1")
+    client.force_login(viewer, backend="django.contrib.auth.backends.ModelBackend")
+    prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
     lines = []
     for label, _, queries, _ in plan:
-        params = queries[0]
-        qs = search(Certificate.objects.filter(account__in=accounts), params.get("q", ""))
-        qs = qs.order_by()
-        ordered = qs.order_by(*SORTS[params.get("sort", "newest")])[:50]
-        for what, query in (("count", qs), ("page", ordered)):
-            sql, sql_params = (
-                query.values("pk").query.sql_with_params()
-                if what == "page"
-                else query.query.sql_with_params()
-            )
-            if what == "count":
-                sql = f"SELECT COUNT(*) FROM ({sql}) AS c"
-            prefix = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+        sent = []
+
+        def record(execute, sql, params, many, context, sent=sent):
+            if '"transfers_certificate"' in sql and ("COUNT(" in sql or " LIMIT " in sql):
+                sent.append((sql, params))
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(record):
+            client.get(reverse("certificate_list"), queries[0])
+        for sql, params in sent:
             with connection.cursor() as cursor:
-                cursor.execute(prefix + sql, sql_params)
+                cursor.execute(prefix + sql, params)
                 rows = cursor.fetchall()
             text = [r[-1] if connection.vendor == "sqlite" else r[0] for r in rows]
+            what = "count" if "COUNT(" in sql else "page"
             lines.append(f"{label} [{what}]: " + " | ".join(str(t).strip() for t in text[:10]))
     return lines
 
@@ -385,7 +396,7 @@ def main() -> None:
         )
         plan = scenarios(rng, args.certificates, args.requests)
         portal = measure_portal(viewer, plan)
-        plans = explain(plan)
+        plans = explain(viewer, plan)
         print("Stand-in:", flush=True)
         standin_times, standin_pages = measure_standin(args.standin_certificates, args.finds, rng)
     finally:

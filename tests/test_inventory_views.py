@@ -1,8 +1,10 @@
 """Certificate list and detail, account pages and Sync now, for every persona."""
 
 import hashlib
+import re
 
 import pytest
+from django.db.models import Q
 from django.urls import reverse
 
 from tests.conftest import make_user
@@ -168,6 +170,99 @@ def test_pages_read_from_the_end_match_pages_read_from_the_start(source, sort):
             expected = [c.pk for c in plain.page(number)]
             assert [c.pk for c in tail.page(number)] == expected, (per_page, number)
     assert len({c.pk for n in plain.page_range for c in plain.page(n)}) == 23
+
+
+@pytest.fixture
+def fleet(source, other):
+    """50 of 60 visible certificates match "Fleet-Con" (some by two policies and a thing:
+    each counted once); the other account's matches are not visible."""
+    for n in range(60):
+        names = ["Fleet-Connect"] if n % 4 else ["Fleet-Other"]
+        if n % 5 == 0:
+            names.append("Fleet-Config")
+        cert(
+            source,
+            n,
+            status=["ACTIVE", "INACTIVE"][n % 2],
+            policies=names,
+            things=["Fleet-Con-thing"] if n % 7 == 0 else [],
+        )
+    for n in range(100, 110):
+        cert(other, n, policies=["Fleet-Connect"])
+    # Ties on every sort key but the id, which the sorts end with.
+    Certificate.objects.filter(pk__in=Certificate.objects.values("pk")[:20]).update(
+        creation_date="2026-01-01T00:00:00Z", not_after=None
+    )
+    visible = Certificate.objects.filter(account=source)
+    matches = visible.filter(
+        Q(policies__name__startswith="Fleet-Con") | Q(things__name__startswith="Fleet-Con")
+    ).distinct()
+    assert matches.count() == 50
+    return matches
+
+
+def walks(queries) -> bool:
+    """Whether a query tested certificates one by one for a policy (search_walk)."""
+    return any(
+        re.search(r'EXISTS\(SELECT .* FROM "transfers_certificatepolicy"', q["sql"])
+        for q in queries.captured_queries
+    )
+
+
+@pytest.mark.parametrize("sort", ["newest", "oldest", "id", "status", "expiry"])
+def test_a_broad_search_walks_the_sort_and_lists_the_same_pages(
+    client, viewer, fleet, monkeypatch, sort
+):
+    """Past SORT_ALL_BELOW matches the page is found by walking the sort's index and the
+    count read from the name indexes: every page must be what sorting all matches gives."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from transfers.forms import SORTS
+    from transfers.views import inventory
+
+    monkeypatch.setattr(inventory, "SORT_ALL_BELOW", 0)
+    monkeypatch.setattr(inventory, "PAGE_SIZE", 7)
+    expected = [c.certificate_id for c in fleet.order_by(*SORTS[sort])]
+    client.force_login(viewer)
+    listed, walked = [], 0
+    for number in range(1, 9):  # 8 pages: 7 x 7 and 1
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(
+                reverse("certificate_list"), {"q": "Fleet-Con", "sort": sort, "page": number}
+            )
+        page = response.context["page"]
+        assert page.paginator.count == 50 and page.number == number
+        listed += [c.certificate_id for c in page.object_list]
+        walked += walks(queries)
+    assert listed == expected
+    assert walked == 8  # depth x universe (at most 28 x 60) < 50 x 50 on every page
+
+
+def test_a_search_counts_each_visible_match_once_with_every_filter(client, viewer, fleet):
+    client.force_login(viewer)
+    url = reverse("certificate_list")
+
+    def count(**params):
+        return client.get(url, {"q": "Fleet-Con", **params}).context["page"].paginator.count
+
+    assert count() == 50
+    assert count(account=fleet.first().account.account_id) == 50
+    assert count(account="210000000099") == 0
+    assert count(status="ACTIVE") == fleet.filter(status="ACTIVE").count() == 20
+    assert count(region="eu-west-1") == 0
+    assert count(q="Fleet-Config") == 12
+
+
+def test_a_narrow_search_sorts_its_matches_without_walking(client, viewer, fleet):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(viewer)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
+    assert response.context["page"].paginator.count == 50
+    assert not walks(queries)
 
 
 def test_the_last_page_of_the_list_reads_in_reverse(client, viewer, source):

@@ -244,12 +244,12 @@ def _save(run, listed, existing, described, policies, things) -> int:
             "certificate_id", "pk"
         )
     }
-    _replace_links(CertificatePolicy, pks, policies)
-    _replace_links(CertificateThing, pks, things)
+    _replace_links(CertificatePolicy, account, pks, policies)
+    _replace_links(CertificateThing, account, pks, things)
     return len(gone)
 
 
-def _replace_links(model, pks: dict[str, int], wanted_by_cid: dict[str, set[str]]) -> None:
+def _replace_links(model, account, pks: dict[str, int], wanted_by_cid: dict[str, set[str]]) -> None:
     wanted = {(pks[cid], name) for cid, names in wanted_by_cid.items() for name in names}
     have = {
         (cert, name): pk
@@ -262,7 +262,7 @@ def _replace_links(model, pks: dict[str, int], wanted_by_cid: dict[str, set[str]
         model.objects.filter(pk__in=stale[start : start + 500]).delete()
     model.objects.bulk_create(
         [
-            model(certificate_id=cert, name=name)
+            model(account=account, certificate_id=cert, name=name)
             for cert, name in wanted
             if (cert, name) not in have
         ],

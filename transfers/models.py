@@ -193,8 +193,9 @@ class Certificate(models.Model):
             )
         ]
         indexes = [
-            # Search by id prefix (the list page's most common query).
-            models.Index(fields=["certificate_id"], name="certificate_id_idx"),
+            # Search by id prefix (the list page's most common query); with the account, a
+            # search counts what it matches from the index alone (views.inventory).
+            models.Index(fields=["certificate_id", "account"], name="certificate_id_idx"),
             models.Index(fields=["arn"], name="certificate_arn_idx"),
             # The list's sorts (forms.SORTS); the status one also serves the status filter.
             models.Index(fields=["status", "certificate_id"], name="certificate_status_idx"),
@@ -239,36 +240,47 @@ class Certificate(models.Model):
         return self.validity() == "expiring"
 
 
-class CertificatePolicy(models.Model):
-    certificate = models.ForeignKey(Certificate, models.CASCADE, related_name="policies")
+class CertificateLink(models.Model):
+    """A name attached to a certificate: a policy or a thing.
+
+    ``account`` repeats the certificate's, which never changes: a search by name then counts
+    the visible certificates it matches from this table's name index alone, without reading
+    a certificate row per match (views.inventory.CertificatePaginator)."""
+
+    account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="+", db_index=False)
     name = models.CharField(max_length=128)
 
     class Meta:
+        abstract = True
         ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if self.account_id is None:
+            self.account_id = self.certificate.account_id
+        super().save(*args, **kwargs)
+
+
+class CertificatePolicy(CertificateLink):
+    certificate = models.ForeignKey(Certificate, models.CASCADE, related_name="policies")
+
+    class Meta(CertificateLink.Meta):
         constraints = [
             models.UniqueConstraint(fields=["certificate", "name"], name="policy_unique_per_cert")
         ]
-        # Search by name finds certificate ids in the index alone (views.inventory.search).
-        indexes = [models.Index(fields=["name", "certificate"], name="policy_name_idx")]
-
-    def __str__(self) -> str:
-        return self.name
+        indexes = [models.Index(fields=["name", "account", "certificate"], name="policy_name_idx")]
 
 
-class CertificateThing(models.Model):
+class CertificateThing(CertificateLink):
     certificate = models.ForeignKey(Certificate, models.CASCADE, related_name="things")
-    name = models.CharField(max_length=128)
 
-    class Meta:
-        ordering = ["name"]
+    class Meta(CertificateLink.Meta):
         constraints = [
             models.UniqueConstraint(fields=["certificate", "name"], name="thing_unique_per_cert")
         ]
-        # Search by name finds certificate ids in the index alone (views.inventory.search).
-        indexes = [models.Index(fields=["name", "certificate"], name="thing_name_idx")]
-
-    def __str__(self) -> str:
-        return self.name
+        indexes = [models.Index(fields=["name", "account", "certificate"], name="thing_name_idx")]
 
 
 class SyncRun(models.Model):

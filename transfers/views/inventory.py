@@ -5,10 +5,11 @@ from collections import defaultdict
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from transfers.access import get_certificate_for_user
@@ -24,6 +25,8 @@ from transfers.models import (
 )
 
 PAGE_SIZE = 50
+# Below this many matches a search sorts them all (CertificatePaginator).
+SORT_ALL_BELOW = 1_000
 # What a row of the list shows (templates/transfers/certificate_list.html).
 LISTED_FIELDS = ("account", "region", "certificate_id", "status", "not_after")
 
@@ -41,10 +44,43 @@ class TailPaginator(Paginator):
         top = bottom + self.per_page
         if top + self.orphans >= self.count:
             top = self.count
+        return self._get_page(self.rows(self.object_list, bottom, top), number, self)
+
+    def rows(self, ordered, bottom: int, top: int) -> list:
         if bottom <= self.count // 2:
-            return super().page(number)
-        rows = list(self.object_list.reverse()[self.count - top : self.count - bottom])
-        return self._get_page(rows[::-1], number, self)
+            return list(ordered[bottom:top])
+        return list(ordered.reverse()[self.count - top : self.count - bottom])[::-1]
+
+
+class CertificatePaginator(TailPaginator):
+    """A list page of certificate keys, with two shortcuts for a search that matches many.
+
+    ``object_list`` finds the matches through the name and id indexes and sorts all of
+    them: cheap for a few, but each match costs an index probe, twice (count, page), which
+    at 8,000 matches is most of a request. So, given the same search in other forms:
+
+    - ``keys``: the matches' primary keys from the indexes alone (links carry the account),
+      whose count is the page count without reading a certificate per match;
+    - ``walk``: the same rows written as a test on each certificate, which the database
+      answers by walking the sort's index until the page is full. It walks about
+      ``depth x universe / count`` rows, so it is used only when that is fewer than the
+      matches a sort would probe (``universe``: what the search narrows, counted then).
+    """
+
+    def __init__(self, ordered, per_page, *, keys=None, walk=None, universe=None):
+        super().__init__(ordered, per_page)
+        self.keys, self.walk, self.universe = keys, walk, universe
+
+    @cached_property
+    def count(self) -> int:
+        return (self.object_list if self.keys is None else self.keys).count()
+
+    def rows(self, ordered, bottom: int, top: int) -> list:
+        if self.walk is not None and self.count > SORT_ALL_BELOW:
+            depth = min(top, self.count - bottom)  # rows to find, from the nearer end
+            if depth * self.universe.count() < self.count * self.count:
+                ordered = self.walk
+        return super().rows(ordered, bottom, top)
 
 
 def _prefix(field: str, value: str, using: str) -> Q:
@@ -70,22 +106,41 @@ def search(queryset, q: str):
         return queryset.filter(_prefix("arn", q, using))
     # Each branch is found through its own index and the certificates then by primary key.
     # An OR of EXISTS (or of IN) makes the database test every certificate row instead
-    # (0.1-0.5 s at 100,000 certificates, docs/benchmarks.md).
-    ids = (
-        Certificate.objects.filter(_prefix("certificate_id", q.lower(), using))
-        .order_by()
-        .values("pk")
-        .union(
-            CertificatePolicy.objects.filter(_prefix("name", q, using))
-            .order_by()
-            .values("certificate_id"),
-            CertificateThing.objects.filter(_prefix("name", q, using))
-            .order_by()
-            .values("certificate_id"),
-            all=True,
-        )
-    )
-    return queryset.filter(pk__in=ids)
+    # (0.1-0.5 s at 100,000 certificates, docs/benchmarks.md); search_walk is that form,
+    # for when most rows pass.
+    first, *rest = _branches(q, using)
+    return queryset.filter(pk__in=first.union(*rest, all=True))
+
+
+def _branches(q: str, using: str, account_pks=None) -> list:
+    """The primary keys of the certificates an id prefix, a policy name and a thing name
+    find, each from its own index (in ``account_pks`` when given)."""
+    branches = [
+        Certificate.objects.filter(_prefix("certificate_id", q.lower(), using)).values("pk"),
+        CertificatePolicy.objects.filter(_prefix("name", q, using)).values("certificate_id"),
+        CertificateThing.objects.filter(_prefix("name", q, using)).values("certificate_id"),
+    ]
+    if account_pks is not None:
+        branches = [b.filter(account__in=account_pks) for b in branches]
+    return [b.order_by() for b in branches]
+
+
+def search_walk(queryset, q: str):
+    """What ``search`` finds (not for an ARN), as a test on each certificate: ordered and
+    sliced, the database walks the sort's index and stops when the page is full."""
+    using = queryset.db
+    found = _prefix("certificate_id", q.lower(), using)
+    for related in (CertificatePolicy, CertificateThing):
+        linked = related.objects.filter(_prefix("name", q, using), certificate=OuterRef("pk"))
+        found |= Exists(linked)
+    return queryset.filter(found)
+
+
+def search_keys(q: str, account_pks: list[int], using: str):
+    """The primary keys ``search`` finds for ``q`` (not an ARN) in those accounts, each
+    once, read from the indexes alone (no certificate row per match)."""
+    first, *rest = _branches(q, using, account_pks)
+    return first.union(*rest)
 
 
 def can_request_anywhere(user) -> bool:
@@ -97,22 +152,28 @@ def can_request_anywhere(user) -> bool:
     )
 
 
-def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
-    """The certificates a user may see, narrowed by the list's filters. Invalid fields are
-    dropped from cleaned_data (the page shows them as errors)."""
+def narrowed_certificates(user, form: CertificateFilterForm, accounts=None):
+    """The certificates a user may see, narrowed by the list's filters but not its search,
+    and the primary keys of the accounts they are in. Invalid fields are dropped from
+    cleaned_data (the page shows them as errors)."""
     form.is_valid()
     data = form.cleaned_data
     if accounts is None:
         accounts = AwsAccount.objects.visible_to(user).filter(managed=True)
-    certs = Certificate.objects.filter(account__in=[a.pk for a in accounts])
-    certs = search(certs, data.get("q", ""))
-    if data.get("account"):
-        certs = certs.filter(account__account_id=data["account"])
+    wanted = data.get("account")
+    account_pks = [a.pk for a in accounts if not wanted or a.account_id == wanted]
+    certs = Certificate.objects.filter(account__in=account_pks)
     if data.get("region"):
         certs = certs.filter(region=data["region"])
     if data.get("status"):
         certs = certs.filter(status=data["status"])
-    return certs
+    return certs, account_pks
+
+
+def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
+    """The certificates a user may see, narrowed by the list's filters and search."""
+    certs, _ = narrowed_certificates(user, form, accounts)
+    return search(certs, form.cleaned_data.get("q", ""))
 
 
 def _tags(names: list[str]) -> str:
@@ -149,13 +210,21 @@ def page_rows(pks: list[int], accounts) -> list[Certificate]:
 def certificate_list(request: HttpRequest) -> HttpResponse:
     form = CertificateFilterForm(request.GET)
     accounts = list(AwsAccount.objects.visible_to(request.user).filter(managed=True))
-    certs = filtered_certificates(request.user, form, accounts)
+    narrowed, account_pks = narrowed_certificates(request.user, form, accounts)
     data = form.cleaned_data
-    sort = data.get("sort") or "newest"
+    q, sort = data.get("q", ""), data.get("sort") or "newest"
     # The page's primary keys first, sorted from a narrow index (a search may match
     # thousands of certificates), then only those rows.
-    pks = certs.order_by(*SORTS[sort]).values_list("pk", flat=True)
-    page = TailPaginator(pks, PAGE_SIZE).get_page(request.GET.get("page"))
+    order = SORTS[sort]
+    pks = search(narrowed, q).order_by(*order).values_list("pk", flat=True)
+    shortcuts = {}
+    if q and not q.startswith("arn:"):
+        walk = search_walk(narrowed, q).order_by(*order).values_list("pk", flat=True)
+        shortcuts = {"walk": walk, "universe": narrowed}
+        if not (data.get("region") or data.get("status")):  # the links know only the account
+            shortcuts["keys"] = search_keys(q, account_pks, narrowed.db)
+    paginator = CertificatePaginator(pks, PAGE_SIZE, **shortcuts)
+    page = paginator.get_page(request.GET.get("page"))
     page.object_list = page_rows(list(page.object_list), accounts)
     regions = sorted({r for a in accounts for r in a.regions})
     query = request.GET.copy()
