@@ -302,7 +302,10 @@ def explain(viewer, plan) -> list[str]:
                 rows = cursor.fetchall()
             text = [r[-1] if connection.vendor == "sqlite" else r[0] for r in rows]
             what = "count" if "COUNT(" in sql else "page"
-            lines.append(f"{label} [{what}]: " + " | ".join(str(t).strip() for t in text[:10]))
+            jit = " | JIT" if any(str(t).startswith("JIT:") for t in text) else ""
+            lines.append(
+                f"{label} [{what}]: " + " | ".join(str(t).strip() for t in text[:10]) + jit
+            )
     return lines
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.core.cache import cache
 from django.test import Client
 
 from portal.celery import app as celery_app
@@ -47,6 +48,7 @@ def _fast_and_isolated(settings, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     aws.clear_cache()
+    cache.clear()
     yield
     aws.clear_cache()
 

@@ -254,15 +254,32 @@ def test_a_search_counts_each_visible_match_once_with_every_filter(client, viewe
     assert count(q="Fleet-Config") == 12
 
 
-def test_a_narrow_search_sorts_its_matches_without_walking(client, viewer, fleet):
+def test_a_narrow_search_sorts_its_matches_without_walking(
+    client, viewer, fleet, monkeypatch
+):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
+
+    from transfers.views import inventory
 
     client.force_login(viewer)
     with CaptureQueriesContext(connection) as queries:
         response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
-    assert response.context["page"].paginator.count == 50
+    assert response.context["page"].paginator.count == 50  # fewer than SORT_ALL_BELOW
     assert not walks(queries)
+    # Past the threshold, still sorted when walking would cost more: finding 12 matches
+    # spread over 60 certificates means walking about 60 rows, more than 12 probes.
+    monkeypatch.setattr(inventory, "SORT_ALL_BELOW", 0)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(reverse("certificate_list"), {"q": "Fleet-Config"})
+    assert response.context["page"].paginator.count == 12
+    assert not walks(queries)
+    # The certificates of the accounts were counted once, and are then remembered.
+    universe = [q for q in queries.captured_queries if "COUNT(*) AS" in q["sql"]]
+    assert len(universe) == 1
+    with CaptureQueriesContext(connection) as again:
+        client.get(reverse("certificate_list"), {"q": "Fleet-Config", "page": 2})
+    assert not [q for q in again.captured_queries if "COUNT(*) AS" in q["sql"]]
 
 
 def test_the_last_page_of_the_list_reads_in_reverse(client, viewer, source):

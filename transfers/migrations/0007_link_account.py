@@ -16,7 +16,7 @@ PATTERN_INDEXES = {
     "certificate_id_pattern_idx": (
         "transfers_certificate",
         "certificate_id varchar_pattern_ops",
-        "certificate_id varchar_pattern_ops, account_id",
+        "certificate_id varchar_pattern_ops, account_id, id",
     ),
     "policy_name_pattern_idx": (
         "transfers_certificatepolicy",
