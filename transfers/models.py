@@ -17,6 +17,15 @@ REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]\Z")
 EXPIRING_SOON = timedelta(days=30)
 
 
+def validity(not_after, now) -> str:
+    """ "expired", "expiring" (within EXPIRING_SOON) or "" (fine, or unknown)."""
+    if not_after is None:
+        return ""
+    if not_after <= now:
+        return "expired"
+    return "expiring" if not_after <= now + EXPIRING_SOON else ""
+
+
 def validate_account_id(value: str) -> None:
     if not ACCOUNT_ID_RE.match(value or ""):
         raise ValidationError(
@@ -205,7 +214,10 @@ class Certificate(models.Model):
             # only its 50 rows are read (views.inventory.certificate_list): a search that
             # matches thousands of certificates sorts index entries, not whole rows.
             models.Index(
-                fields=["id", "account", "creation_date", "certificate_id", "not_after", "status"],
+                fields=[
+                    *("id", "account", "creation_date", "certificate_id", "not_after", "status"),
+                    "region",
+                ],
                 name="certificate_page_idx",
             ),
             # PostgreSQL: LIKE 'prefix%' under a non-C collation needs varchar_pattern_ops
@@ -223,13 +235,7 @@ class Certificate(models.Model):
         return self.certificate_id[:12]
 
     def validity(self, now=None) -> str:
-        """ "expired", "expiring" (within EXPIRING_SOON) or "" (fine, or unknown)."""
-        now = now or timezone.now()
-        if self.not_after is None:
-            return ""
-        if self.not_after <= now:
-            return "expired"
-        return "expiring" if self.not_after <= now + EXPIRING_SOON else ""
+        return validity(self.not_after, now or timezone.now())
 
     @property
     def is_expired(self) -> bool:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, Value
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -23,14 +24,16 @@ from transfers.models import (
     CertificatePolicy,
     CertificateThing,
     Transfer,
+    validity,
 )
 
 PAGE_SIZE = 50
 # Below this many matches a search sorts them all (CertificatePaginator).
 SORT_ALL_BELOW = 1_000
 UNIVERSE_SECONDS = 300
-# What a row of the list shows (templates/transfers/certificate_list.html).
-LISTED_FIELDS = ("account", "region", "certificate_id", "status", "not_after")
+# What a row of the list shows (templates/transfers/certificate_list.html), all held by
+# certificate_page_idx: the page query returns the rows themselves.
+ROW_FIELDS = ("pk", "account", "region", "certificate_id", "status", "not_after")
 
 
 class TailPaginator(Paginator):
@@ -189,7 +192,7 @@ def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
     return search(certs, form.cleaned_data.get("q", ""))
 
 
-def _tags(names: list[str]) -> str:
+def _tags(names: tuple[str, ...]) -> str:
     # Built here, escaped by format_html: a template loop per certificate and column cost
     # a fifth of the page's rendering.
     if not names:
@@ -197,25 +200,66 @@ def _tags(names: list[str]) -> str:
     return format_html_join(" ", '<span class="tag">{}</span>', ((name,) for name in names))
 
 
-def page_rows(pks: list[int], accounts) -> list[Certificate]:
-    """The certificates ``pks`` in that order, with their accounts (already loaded: no join,
-    no JSON decoded per row) and their policy and thing names from one query each (Django's
-    prefetch builds a queryset per certificate, which costs more than the queries)."""
-    rows = Certificate.objects.only(*LISTED_FIELDS).in_bulk(pks)
+@dataclass(slots=True)
+class ListedCertificate:
+    """A row of the certificate list: what it shows, without a model instance per row."""
+
+    pk: int
+    account: AwsAccount
+    region: str
+    certificate_id: str
+    status: str
+    not_after: datetime | None
+    policy_tags: str = ""
+    thing_tags: str = ""
+    expiry_class: str = ""
+
+    @property
+    def short_id(self) -> str:
+        return self.certificate_id[:12]
+
+
+def page_rows(rows: list[tuple], accounts) -> list[ListedCertificate]:
+    """List rows from the page query's ``ROW_FIELDS`` tuples, with their accounts (already
+    loaded) and their policy and thing names, both from one query (Django's prefetch
+    builds a queryset per certificate, which costs more than the queries)."""
+    pks = [row[0] for row in rows]
+    names = {pk: ([], []) for pk in pks}
+    linked = (
+        CertificatePolicy.objects.filter(certificate_id__in=pks)
+        .order_by()
+        .values_list("certificate_id", "name", Value(0))
+        .union(
+            CertificateThing.objects.filter(certificate_id__in=pks)
+            .order_by()
+            .values_list("certificate_id", "name", Value(1)),
+            all=True,
+        )
+    )
+    for certificate_id, name, kind in linked:
+        names[certificate_id][kind].append(name)
     by_account = {a.pk: a for a in accounts}
+    tags: dict[tuple, str] = {}  # certificates share their policies
     now = timezone.now()
-    policies, things = defaultdict(list), defaultdict(list)
-    for related, names in ((CertificatePolicy, policies), (CertificateThing, things)):
-        found = related.objects.filter(certificate_id__in=pks).order_by("certificate_id", "name")
-        for certificate_id, name in found.values_list("certificate_id", "name"):
-            names[certificate_id].append(name)
     listed = []
-    for pk in pks:
-        cert = rows[pk]
-        cert.account = by_account[cert.account_id]
-        cert.policy_tags, cert.thing_tags = _tags(policies[pk]), _tags(things[pk])
-        cert.expiry_class = {"expired": "bad", "expiring": "warn"}.get(cert.validity(now), "")
-        listed.append(cert)
+    for pk, account_id, region, certificate_id, status, not_after in rows:
+        policies, things = (tuple(sorted(n)) for n in names[pk])
+        for key in (policies, things):
+            if key not in tags:
+                tags[key] = _tags(key)
+        listed.append(
+            ListedCertificate(
+                pk,
+                by_account[account_id],
+                region,
+                certificate_id,
+                status,
+                not_after,
+                tags[policies],
+                tags[things],
+                {"expired": "bad", "expiring": "warn"}.get(validity(not_after, now), ""),
+            )
+        )
     return listed
 
 
@@ -226,19 +270,19 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
     narrowed, account_pks = narrowed_certificates(request.user, form, accounts)
     data = form.cleaned_data
     q, sort = data.get("q", ""), data.get("sort") or "newest"
-    # The page's primary keys first, sorted from a narrow index (a search may match
-    # thousands of certificates), then only those rows.
+    # The page's rows straight from a narrow index that holds what a row shows (a search
+    # may match and sort thousands of certificates), then their names.
     order = SORTS[sort]
-    pks = search(narrowed, q).order_by(*order).values_list("pk", flat=True)
+    rows = search(narrowed, q).order_by(*order).values_list(*ROW_FIELDS)
     shortcuts = {}
     if q and not q.startswith("arn:"):
-        walk = search_walk(narrowed, q).order_by(*order).values_list("pk", flat=True)
+        walk = search_walk(narrowed, q).order_by(*order).values_list(*ROW_FIELDS)
         shortcuts = {"walk": walk, "account_pks": account_pks}
         if not (data.get("region") or data.get("status")):  # the links know only the account
             shortcuts["keys"] = search_keys(q, account_pks, narrowed.db)
-    paginator = CertificatePaginator(pks, PAGE_SIZE, **shortcuts)
+    paginator = CertificatePaginator(rows, PAGE_SIZE, **shortcuts)
     page = paginator.get_page(request.GET.get("page"))
-    page.object_list = page_rows(list(page.object_list), accounts)
+    page.object_list = page_rows(page.object_list, accounts)
     regions = sorted({r for a in accounts for r in a.regions})
     query = request.GET.copy()
     query.pop("page", None)
