@@ -31,7 +31,7 @@ from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import SORTS
 from transfers.models import CAN_OPERATE, CAN_REQUEST, AwsAccount, Certificate, Transfer
 from transfers.services import Options, TransferError
-from transfers.views.inventory import search
+from transfers.views.inventory import narrow, search
 
 # ----------------------------------------------------------------------------- errors
 
@@ -467,16 +467,11 @@ class CertificateList(generics.ListAPIView):
     def get_queryset(self):
         data = _valid(CertificateFilterSerializer, _query(self.request))
         accounts = AwsAccount.objects.visible_to(self.request.user).filter(managed=True)
-        certs = search(Certificate.objects.filter(account__in=accounts), data.get("q", ""))
-        if data.get("account"):
-            certs = certs.filter(account__account_id=data["account"])
-        if data.get("region"):
-            certs = certs.filter(region=data["region"])
-        if data.get("status"):
-            certs = certs.filter(status=data["status"])
+        certs, _ = narrow(accounts, data)
         order = SORTS[data.get("sort") or "newest"]
         return (
-            certs.order_by(*order, "pk")
+            search(certs, data.get("q", ""))
+            .order_by(*order)
             .select_related("account")
             .prefetch_related("policies", "things")
         )

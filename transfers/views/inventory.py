@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -173,11 +173,20 @@ def narrowed_certificates(user, form: CertificateFilterForm, accounts=None):
     and the primary keys of the accounts they are in. Invalid fields are dropped from
     cleaned_data (the page shows them as errors)."""
     form.is_valid()
-    data = form.cleaned_data
     if accounts is None:
         accounts = AwsAccount.objects.visible_to(user).filter(managed=True)
+    return narrow(accounts, form.cleaned_data)
+
+
+def narrow(accounts, data: dict):
+    """The certificates of ``accounts`` narrowed by valid filter values (account id,
+    region, status), and the primary keys of the accounts they are in: a list, or a
+    subquery when ``accounts`` is a queryset (which this does not evaluate)."""
     wanted = data.get("account")
-    account_pks = [a.pk for a in accounts if not wanted or a.account_id == wanted]
+    if isinstance(accounts, QuerySet):
+        account_pks = (accounts.filter(account_id=wanted) if wanted else accounts).values("pk")
+    else:
+        account_pks = [a.pk for a in accounts if not wanted or a.account_id == wanted]
     certs = Certificate.objects.filter(account__in=account_pks)
     if data.get("region"):
         certs = certs.filter(region=data["region"])
