@@ -4,7 +4,7 @@ import pytest
 
 from tests.conftest import add_certificate, iot_for
 from transfers import inventory
-from transfers.models import Certificate, SyncRun
+from transfers.models import Certificate, CertificatePolicy, CertificateThing, SyncRun
 
 
 def sync(account, region="us-east-1") -> SyncRun:
@@ -37,6 +37,10 @@ def test_sync_stores_certificates_with_their_policies_and_things(fleet, source):
     second = Certificate.objects.get(certificate_id=made[1]["certificateId"])
     assert second.status == "INACTIVE"
     assert list(second.things.all()) == []
+    # Links carry their certificate's account: the search counts matches from them.
+    links = [*CertificatePolicy.objects.all(), *CertificateThing.objects.all()]
+    assert len(links) == 5
+    assert {link.account_id for link in links} == {source.pk}
 
 
 def test_sync_twice_changes_nothing_and_describes_nothing_new(fleet, source):

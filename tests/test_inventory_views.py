@@ -255,9 +255,7 @@ def test_a_search_counts_each_visible_match_once_with_every_filter(client, viewe
     assert count(q="Fleet-Config") == 12
 
 
-def test_a_narrow_search_sorts_its_matches_without_walking(
-    client, viewer, fleet, monkeypatch
-):
+def test_a_narrow_search_sorts_its_matches_without_walking(client, viewer, fleet, monkeypatch):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
