@@ -117,6 +117,11 @@ def pending(batch: TransferBatch) -> int:
     return batch.transfers.filter(status=Transfer.Status.PENDING_ACCEPTANCE).count()
 
 
+def working(batch: TransferBatch):
+    """Transfers a worker is in the middle of: it holds their lease."""
+    return batch.transfers.filter(status=Transfer.Status.PREPARING, lease_until__gt=timezone.now())
+
+
 def assert_all_pending_each_transferred_once(batch: TransferBatch, remote, ids: list[str]):
     assert counts(batch) == {Transfer.Status.PENDING_ACCEPTANCE: len(ids)}, [
         (t.pk, t.status, t.error_code, t.error_message)
@@ -151,14 +156,9 @@ def test_a_worker_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(
     first = start_worker("w1", concurrency=4)
     beat = start_beat()
 
-    def working():  # transfers a worker is in the middle of: it holds their lease
-        return batch.transfers.filter(
-            status=Transfer.Status.PREPARING, lease_until__gt=timezone.now()
-        )
-
     batches.approve(approver, batch)
     wait_until(
-        lambda: pending(batch) >= 40 and working().count() >= 2,
+        lambda: pending(batch) >= 40 and working(batch).count() >= 2,
         90,
         f"40 pending and the worker busy; logs:\n{logs(first, beat)}",
     )
@@ -169,7 +169,7 @@ def test_a_worker_killed_mid_batch_then_restarted_loses_and_duplicates_nothing(
     # What the dead worker was in the middle of keeps its lease for TRANSFER_LEASE_SECONDS
     # (five minutes: no second worker takes a transfer a live one is working on). The worker
     # is dead: let those five minutes pass at once instead of waiting them out.
-    held = working().update(lease_until=timezone.now())
+    held = working(batch).update(lease_until=timezone.now())
     assert 1 <= held <= 4, before  # killed mid-transfer, at most one per thread
 
     second = start_worker("w2", concurrency=4)
@@ -196,15 +196,21 @@ def test_redis_flushed_mid_batch_loses_nothing(
 
     batches.approve(approver, batch)
     wait_until(lambda: pending(batch) >= 15, 60, f"15 pending; logs:\n{logs(worker, beat)}")
+    # The worker stops first (warm: what it had reserved goes back to Redis). A live worker
+    # keeps the messages it has already taken in memory, so a flush under it may lose
+    # nothing, and the reconciler would have nothing to prove.
+    worker.stop()
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()  # every queued message is gone
     before = counts(batch)
     assert waiting(batch) >= 50, f"flushed too late to be mid-batch: {before}"
+    working(batch).update(lease_until=timezone.now())  # had stop() to kill it mid-transfer
 
+    second = start_worker("w2", concurrency=4)
     wait_until(
-        lambda: waiting(batch) == 0, 150, f"the batch to finish; logs:\n{logs(worker, beat)}"
+        lambda: waiting(batch) == 0, 150, f"the batch to finish; logs:\n{logs(second, beat)}"
     )
     assert_all_pending_each_transferred_once(batch, remote, ids)
-    assert requeued(worker) > 0, "the reconciler was expected to re-send lost work"
+    assert requeued(second) > 0, "the reconciler was expected to re-send lost work"
 
 
 def test_throttling_and_outages_on_every_operation_delay_but_do_not_break_a_batch(
