@@ -58,7 +58,7 @@ class TailPaginator(Paginator):
 
 
 class CertificatePaginator(TailPaginator):
-    """A list page of certificate keys, with two shortcuts for a search that matches many.
+    """A list page of certificates, with two shortcuts for a search that matches many.
 
     ``object_list`` finds the matches through the name and id indexes and sorts all of
     them: cheap for a few, but each match costs an index probe, twice (count, page), which
