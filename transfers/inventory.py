@@ -274,7 +274,7 @@ def queue_sync(account, region: str, user=None) -> tuple[SyncRun, bool]:
     """Queue a sync unless one is already queued or running. Returns (run, created)."""
     from django.db import IntegrityError
 
-    from transfers import tasks
+    from transfers import queue
 
     open_run = SyncRun.objects.filter(
         account=account, region=region, status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING]
@@ -290,5 +290,5 @@ def queue_sync(account, region: str, user=None) -> tuple[SyncRun, bool]:
             region=region,
             status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING],
         ), False
-    transaction.on_commit(lambda: tasks.sync_inventory.delay(run.pk))
+    queue.enqueue("sync_inventory", run.pk)
     return run, True

@@ -18,12 +18,12 @@ from datetime import timedelta
 import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
 from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from transfers import queue
 from transfers.models import Notice, Transfer
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,8 @@ def create(transfer: Transfer, kind: str) -> list[int]:
 
 
 def _enqueue(pks: list[int]) -> None:
-    from transfers import tasks
-
     for pk in pks:
-        transaction.on_commit(lambda pk=pk: tasks.send_notice.delay(pk))
+        queue.enqueue("send_notice", pk)
 
 
 def resend(notice: Notice) -> None:
