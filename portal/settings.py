@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "axes",
     "csp",
     "transfers",
+    "sso",
 ]
 
 MIDDLEWARE = [
@@ -133,11 +134,49 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 # django-axes first: it refuses a locked-out username and address before the password is
-# checked (it needs the request, which LoginView passes to authenticate()).
+# checked (it needs the request, which LoginView passes to authenticate()). Then local
+# passwords (Django's check, refused where PASSWORD_LOGIN turns them off) and the identity
+# provider (single sign-on, off unless OIDC_ISSUER is set).
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "sso.backends.PasswordBackend",
+    "sso.backends.ProviderBackend",
 ]
+
+# Single sign-on through any OpenID Connect provider (sso/, mozilla-django-oidc; settings for
+# Okta, Entra ID, Keycloak and IAM Identity Center in docs/deploy.md). The provider's endpoints
+# come from OIDC_DISCOVERY_URL (default: the issuer's /.well-known/openid-configuration).
+OIDC_ISSUER = env.string("OIDC_ISSUER", "").rstrip("/")
+OIDC_DISCOVERY_URL = env.string(
+    "OIDC_DISCOVERY_URL",
+    f"{OIDC_ISSUER}/.well-known/openid-configuration" if OIDC_ISSUER else "",
+)
+OIDC_RP_CLIENT_ID = env.string("OIDC_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env.string("OIDC_CLIENT_SECRET", "")  # or OIDC_CLIENT_SECRET_FILE
+OIDC_RP_SCOPES = env.string("OIDC_SCOPES", "openid email profile")
+OIDC_RP_SIGN_ALGO = env.string("OIDC_SIGN_ALGO", "RS256")
+OIDC_GROUPS_CLAIM = env.string("OIDC_GROUPS_CLAIM", "groups")
+OIDC_USERNAME_CLAIM = env.string("OIDC_USERNAME_CLAIM", "preferred_username")
+# The provider's second factor counts when the ID token's amr holds one of OIDC_MFA_AMR, or
+# its acr is one of OIDC_MFA_ACR; then the portal's own TOTP is not asked again.
+OIDC_MFA_AMR = env.strings("OIDC_MFA_AMR", ["mfa"])
+OIDC_MFA_ACR = env.strings("OIDC_MFA_ACR", [])
+OIDC_PROVIDER_NAME = env.string("OIDC_PROVIDER_NAME", "your organisation's sign-in")
+OIDC_LEEWAY_SECONDS = env.integer("OIDC_LEEWAY_SECONDS", 30, minimum=0)
+OIDC_TIMEOUT = env.number("OIDC_TIMEOUT", 10, minimum=0.1)
+OIDC_USE_PKCE = True
+OIDC_STORE_ID_TOKEN = False
+if OIDC_ISSUER and not (OIDC_RP_CLIENT_ID and OIDC_RP_CLIENT_SECRET):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("OIDC_ISSUER needs OIDC_CLIENT_ID and OIDC_CLIENT_SECRET(_FILE)")
+if OIDC_RP_SIGN_ALGO not in {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("OIDC_SIGN_ALGO must be an asymmetric JWS algorithm (RS256, ...)")
+# PASSWORD_LOGIN=false: local passwords work only for the PASSWORD_LOGIN_USERS (break-glass).
+PASSWORD_LOGIN = env.boolean("PASSWORD_LOGIN", True)
+PASSWORD_LOGIN_USERS = env.strings("PASSWORD_LOGIN_USERS", [])
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -2,10 +2,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from sso.views import LoginView
 from transfers.views import second_factor
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", LoginView.as_view(), name="login"),
+    path("", include("sso.urls")),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("login/verify/", second_factor.second_factor, name="second_factor"),
     path("login/enrol/", second_factor.second_factor_enrol, name="second_factor_enrol"),
