@@ -90,6 +90,16 @@ class AwsAccount(models.Model):
     )
     webhook_url = models.URLField(blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
+    webhook_per_transfer = models.BooleanField(
+        "webhook event per transfer",
+        default=False,
+        help_text="Send the webhook one event per transfer of a batch instead of one per batch.",
+    )
+    slack_webhook_url = models.URLField(
+        "Slack incoming webhook URL",
+        blank=True,
+        help_text="Notices are also posted to this Slack channel (an incoming webhook).",
+    )
     expiry_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Pending transfers expire after this. Empty: default."
     )
@@ -632,6 +642,7 @@ class Notice(models.Model):
     class Channel(models.TextChoices):
         EMAIL = "email"
         WEBHOOK = "webhook"
+        SLACK = "slack"
 
     class Kind(models.TextChoices):
         NEW = "new", "New transfer waiting"
@@ -647,8 +658,26 @@ class Notice(models.Model):
         SENDING = "sending"
         SENT = "sent"
         FAILED = "failed"
+        # A transfer of a batch: held until the batch's notice carries it (then "batched").
+        HELD = "held"
+        BATCHED = "batched"
 
-    transfer = models.ForeignKey(Transfer, models.CASCADE, related_name="notices")
+    # A transfer's notice has a transfer (and its batch, if any); a batch's notice has only
+    # the batch, and carries the transfers' held notices (``items``).
+    transfer = models.ForeignKey(
+        Transfer, models.CASCADE, null=True, blank=True, related_name="notices"
+    )
+    batch = models.ForeignKey(
+        TransferBatch, models.CASCADE, null=True, blank=True, related_name="notices"
+    )
+    digest = models.ForeignKey(
+        "self",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="items",
+        help_text="The batch notice that carried this transfer's notice.",
+    )
     channel = models.CharField(max_length=8, choices=Channel.choices)
     recipient = models.CharField(max_length=2048, help_text="Email address or webhook URL.")
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -664,9 +693,19 @@ class Notice(models.Model):
             # A transition or a beat run that happens twice still notifies once.
             models.UniqueConstraint(
                 fields=["transfer", "channel", "recipient", "kind"], name="notice_once"
-            )
+            ),
+            models.CheckConstraint(
+                name="notice_transfer_or_batch",
+                condition=Q(transfer__isnull=False) | Q(batch__isnull=False),
+            ),
         ]
         indexes = [
+            # notices.flush_batches: a batch's held notices, per kind.
+            models.Index(
+                fields=["batch", "kind", "created"],
+                name="notice_held_idx",
+                condition=Q(status="held"),
+            ),
             # The retry sweep: notices not yet sent, oldest first.
             models.Index(
                 fields=["status", "created"],

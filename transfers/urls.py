@@ -1,6 +1,7 @@
 from django.urls import path
 
-from transfers.views import accounts, audit, batches, inventory, ops, overview, transfers
+from profiles.views import profile
+from transfers.views import accounts, audit, batches, inventory, notices, ops, overview, transfers
 
 urlpatterns = [
     path("", overview.home, name="home"),
@@ -27,6 +28,9 @@ urlpatterns = [
     path("batches/<int:pk>/", batches.batch_detail, name="batch_detail"),
     path("approvals/", transfers.approvals, name="approvals"),
     path("incoming/", transfers.incoming, name="incoming"),
+    path("notices/", notices.notice_list, name="notice_list"),
+    path("notices/<int:pk>/", notices.notice_detail, name="notice_detail"),
+    path("profile/", profile, name="profile"),
     path("transfers/<int:pk>/", transfers.transfer_detail, name="transfer_detail"),
     path(
         "transfers/<int:pk>/notices/<int:notice_pk>/resend/",

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class ProfilesConfig(AppConfig):
+    name = "profiles"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from profiles import signals  # noqa: F401  (connects the login handler)

@@ -1,0 +1,338 @@
+"""Notices at batch scale: each recipient hears once per batch (email with the ids as a CSV,
+one webhook event with the ids, one Slack message), reminders and outcomes too; outcome
+texts say "put back" only when something was. Real receivers on loopback."""
+
+import csv
+import io
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import time_machine
+from django.core import mail
+from django.utils import timezone
+
+from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
+from tests.services.conftest import free_port
+from tests.test_notices import Inbox, Receiver
+from transfers import batches, inventory, notices, services
+from transfers.models import Certificate, Notice, Role, Transfer
+from transfers.services import Options
+
+N = 5
+
+
+class SlackReceiver:
+    """Stands in for hooks.slack.com on loopback: takes JSON, answers "ok" like Slack."""
+
+    def __init__(self):
+        self.posts, self.headers = [], []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.headers.append(dict(self.headers))
+                receiver.posts.append(json.loads(body))
+                self.send_response(200)
+                self.send_header("content-type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0/B0/x"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def slack(target):
+    hook = SlackReceiver()
+    target.slack_webhook_url = hook.url
+    target.save()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def smtp_inbox(settings):
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    yield inbox
+    controller.stop()
+
+
+@pytest.fixture
+def webhook(target):
+    target.webhook_secret = notices.new_webhook_secret()
+    hook = Receiver(target.webhook_secret)
+    target.webhook_url = hook.url
+    target.save()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def fleet(standin, source, target, requester, approver):
+    requester.email, approver.email = "req@fleet.example", "app@fleet.example"
+    requester.save()
+    approver.save()
+    target.contact_emails = "iot@acme.example\nsec@acme.example"
+    target.save()
+    iot = iot_for(source)
+    made = [add_certificate(iot, "ACTIVE", ["DevicePublish"], thing=f"s-{i}") for i in range(N)]
+    inventory.sync_region(inventory.queue_sync(source, "us-east-1")[0].pk)
+    return {
+        "iot": iot,
+        "ids": sorted(m["certificateId"] for m in made),
+        "carol": make_user("carol", (target, Role.ADMIN)),
+    }
+
+
+def pending_batch(fleet, requester, approver, message="Fleet <b>A</b> & co"):
+    certs, missing = batches.select(requester, fleet["ids"])
+    batch = batches.request_batch(
+        requester,
+        certs,
+        missing,
+        target_account_id=TARGET,
+        message=message,
+        reason="Sale",
+        options=Options(),
+    )
+    assert committed(batches.approve, approver, batch, "ok") == N
+    assert batches.progress(batch)["pending"] == N
+    return batch
+
+
+def ids_in_csv(text: str) -> list[str]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    return sorted(r["certificate_id"] for r in rows)
+
+
+def test_each_recipient_gets_one_email_for_the_batch_with_the_ids_as_csv(
+    fleet, requester, approver
+):
+    batch = pending_batch(fleet, requester, approver)
+    assert sorted(m.to[0] for m in mail.outbox) == ["iot@acme.example", "sec@acme.example"]
+    message = mail.outbox[0]
+    assert message.subject == (
+        f"{N} certificate transfers to account {TARGET} are waiting for you (batch #{batch.pk})"
+    )
+    body = message.body
+    first = batch.transfers.order_by("pending_since").first()
+    for needed in (
+        f"{N} AWS IoT certificates are being transferred",
+        "111111111111 (Fleet production), region us-east-1",
+        "Fleet <b>A</b> & co",
+        "requester",
+        "approver",
+        f"{timezone.localtime(first.expires_at):%Y-%m-%d %H:%M} UTC",
+        f"/batches/{batch.pk}/",  # the target is managed: its admins open the batch
+        f"tail -n +2 batch-{batch.pk}-certificates.csv | cut -d, -f1 | while read -r id; do",
+        'aws iot accept-certificate-transfer --certificate-id "$id" --set-as-active',
+        'aws iot reject-certificate-transfer --certificate-id "$id" --reject-reason',
+    ):
+        assert needed in body, needed
+    html = message.alternatives[0][0]
+    assert "Fleet &lt;b&gt;A&lt;/b&gt; &amp; co" in html and "<b>A</b>" not in html
+    [(name, content, mimetype)] = message.attachments
+    assert name == f"batch-{batch.pk}-certificates.csv" and mimetype == "text/csv"
+    assert ids_in_csv(content) == fleet["ids"]
+    # Every transfer's own notices were held and carried by the batch's two.
+    carried = Notice.objects.filter(batch=batch, transfer__isnull=False)
+    assert carried.count() == 2 * N
+    assert set(carried.values_list("status", flat=True)) == {"batched"}
+    sent = Notice.objects.filter(batch=batch, transfer__isnull=True)
+    assert sorted(sent.values_list("status", flat=True)) == ["sent", "sent"]
+    assert all(n.items.count() == N for n in sent)
+
+
+def test_a_real_smtp_server_receives_the_csv_attachment(fleet, requester, approver, smtp_inbox):
+    batch = pending_batch(fleet, requester, approver)
+    assert len(smtp_inbox.messages) == 2
+    received = smtp_inbox.messages[0]
+    [attachment] = list(received.iter_attachments())
+    assert attachment.get_filename() == f"batch-{batch.pk}-certificates.csv"
+    assert ids_in_csv(attachment.get_content()) == fleet["ids"]
+    assert f"/batches/{batch.pk}/" in received.get_body(("plain",)).get_content()
+
+
+def test_the_webhook_gets_one_signed_event_with_the_ids(fleet, requester, approver, webhook):
+    hook = webhook
+    batch = pending_batch(fleet, requester, approver)
+    assert len(hook.accepted) == 1 and hook.refused == []
+    event = hook.accepted[0]
+    assert event["type"] == "certificate_transfer_batch.new"
+    assert event["batch"]["id"] == batch.pk and event["batch"]["count"] == N
+    assert sorted(t["certificate_id"] for t in event["batch"]["transfers"]) == fleet["ids"]
+    assert {t["id"] for t in event["batch"]["transfers"]} == set(
+        batch.transfers.values_list("pk", flat=True)
+    )
+
+
+def test_a_receiver_may_ask_for_an_event_per_transfer(fleet, requester, approver, webhook, target):
+    hook = webhook
+    target.webhook_per_transfer = True
+    target.save()
+    pending_batch(fleet, requester, approver)
+    assert len(hook.accepted) == N
+    assert {e["type"] for e in hook.accepted} == {"certificate_transfer.new"}
+    assert sorted(e["transfer"]["certificate_id"] for e in hook.accepted) == fleet["ids"]
+    assert len(mail.outbox) == 2  # email still speaks per batch
+
+
+def test_slack_gets_one_message_in_its_format(fleet, requester, approver, slack):
+    batch = pending_batch(fleet, requester, approver)
+    assert len(slack.posts) == 1
+    post = slack.posts[0]
+    assert post["text"].startswith(f"{N} certificate transfers to account {TARGET}")
+    section, fields, link = post["blocks"]
+    assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
+    shown = {f["text"].split("\n")[0]: f["text"].split("\n")[1] for f in fields["fields"]}
+    assert shown["*Certificates*"] == str(N)
+    assert shown["*Message*"] == "Fleet &lt;b&gt;A&lt;/b&gt; &amp; co"  # Slack's escaping
+    assert link["text"]["text"].endswith(f"/batches/{batch.pk}/|Open in the portal>")
+    assert slack.headers[0]["content-type"] == "application/json"
+    assert slack.headers[0]["webhook-id"].startswith("notice_")
+
+
+def test_a_single_transfer_notice_stays_as_it_was(fleet, requester, approver, slack):
+    cert = Certificate.objects.get(certificate_id=fleet["ids"][0])
+    transfer = services.request_transfer(
+        requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
+    )
+    committed(services.approve, approver, transfer.pk)
+    assert len(mail.outbox) == 2 and mail.outbox[0].attachments == []
+    assert mail.outbox[0].subject == (
+        f"A certificate transfer to account {TARGET} is waiting for you"
+    )
+    assert len(slack.posts) == 1 and cert.certificate_id in json.dumps(slack.posts[0])
+
+
+def test_outcomes_are_one_per_batch_and_say_what_was_put_back(fleet, requester, approver):
+    batch = pending_batch(fleet, requester, approver)
+    mail.outbox.clear()
+    done, errors = committed(batches.cancel_pending, requester, batch)
+    assert done == N and errors == []
+    told = sorted(m.to[0] for m in mail.outbox)
+    assert told == sorted(
+        ["iot@acme.example", "sec@acme.example", "req@fleet.example", "app@fleet.example"]
+    )
+    body = mail.outbox[0].body
+    assert f"{N} transfers of batch #{batch.pk}" in mail.outbox[0].subject
+    assert f"For {N} of them, what preparation removed is put back" in body
+    assert ids_in_csv(mail.outbox[0].attachments[0][1]) == fleet["ids"]
+
+
+def test_accepted_transfers_do_not_claim_anything_was_put_back(fleet, requester, approver):
+    batch = pending_batch(fleet, requester, approver)
+    mail.outbox.clear()
+    for pk in batch.transfers.values_list("pk", flat=True):
+        committed(services.accept, fleet["carol"], pk)
+    assert sorted(m.to[0] for m in mail.outbox) == ["app@fleet.example", "req@fleet.example"]
+    body = mail.outbox[0].body
+    assert f"{N} transfers of batch #{batch.pk}" in body and "were accepted" in body
+    assert "put back" not in body
+
+
+def test_a_single_accepted_or_failed_transfer_says_nothing_was_put_back(fleet, requester, approver):
+    cert = Certificate.objects.get(certificate_id=fleet["ids"][0])
+    transfer = services.request_transfer(
+        requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
+    )
+    committed(services.approve, approver, transfer.pk)
+    mail.outbox.clear()
+    committed(services.accept, fleet["carol"], transfer.pk)
+    assert {m.to[0] for m in mail.outbox} == {"req@fleet.example", "app@fleet.example"}
+    assert all("put back" not in m.body for m in mail.outbox)
+    # A failure before preparation removed anything: nothing to put back, and none claimed.
+    other = Certificate.objects.get(certificate_id=fleet["ids"][1])
+    failed = services.request_transfer(
+        requester, other, target_account_id=TARGET, message="m", reason="r", options=Options()
+    )
+    fleet["iot"].update_certificate(certificateId=other.certificate_id, newStatus="REVOKED")
+    mail.outbox.clear()
+    committed(services.approve, approver, failed.pk)
+    failed.refresh_from_db()
+    assert failed.status == Transfer.Status.FAILED
+    assert mail.outbox and all("put back" not in m.body for m in mail.outbox)
+
+
+def test_a_rejected_transfer_says_it_was_put_back(fleet, requester, approver):
+    cert = Certificate.objects.get(certificate_id=fleet["ids"][0])
+    transfer = services.request_transfer(
+        requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
+    )
+    committed(services.approve, approver, transfer.pk)
+    mail.outbox.clear()
+    committed(services.reject, fleet["carol"], transfer.pk, "not ours")
+    transfer.refresh_from_db()
+    assert transfer.restore_state == Transfer.Restore.DONE
+    bodies = [m.body for m in mail.outbox]
+    # The notice goes out as the restore starts (both after the same commit).
+    assert bodies and all(
+        "What preparation removed is being put back" in b
+        or "What preparation removed was put back" in b
+        for b in bodies
+    )
+
+
+def test_reminders_wait_for_the_quiet_period_then_go_once_per_batch(
+    fleet, requester, approver, settings
+):
+    settings.TRANSFER_REMINDER_HOURS = 48
+    batch = pending_batch(fleet, requester, approver)
+    expires = batch.transfers.order_by("pending_since").first().expires_at
+    mail.outbox.clear()
+    with time_machine.travel(expires - timedelta(hours=47)):
+        committed(services.send_reminders)
+        assert mail.outbox == []  # held: the batch's other reminders may still come
+        held = Notice.objects.filter(batch=batch, kind="reminder", status="held")
+        assert held.count() == 2 * N
+        assert committed(notices.flush_batches) == 0  # not quiet yet
+    with time_machine.travel(expires - timedelta(hours=47) + notices.QUIET + timedelta(seconds=5)):
+        assert committed(notices.flush_batches) == 2
+        assert committed(notices.flush_batches) == 0  # nothing left held
+        committed(services.send_reminders)  # beat again: each transfer was reminded once
+        assert committed(notices.flush_batches) == 0
+    assert sorted(m.to[0] for m in mail.outbox) == ["iot@acme.example", "sec@acme.example"]
+    assert mail.outbox[0].subject.startswith(f"Reminder: {N} certificate transfers")
+    assert ids_in_csv(mail.outbox[0].attachments[0][1]) == fleet["ids"]
+
+
+def test_the_beat_sends_held_notices_through_resend_stale(fleet, requester, approver, settings):
+    settings.TRANSFER_REMINDER_HOURS = 48
+    batch = pending_batch(fleet, requester, approver)
+    expires = batch.transfers.first().expires_at
+    mail.outbox.clear()
+    with time_machine.travel(expires - timedelta(hours=47)):
+        committed(services.send_reminders)
+    with time_machine.travel(expires - timedelta(hours=47) + notices.MAX_HOLD):
+        committed(notices.resend_stale)
+    assert len(mail.outbox) == 2
+
+
+def test_two_flushes_at_once_send_each_held_notice_once(fleet, requester, approver):
+    batch = pending_batch(fleet, requester, approver)
+    first = batch.transfers.order_by("pk").first()
+    Notice.objects.filter(batch=batch).delete()
+    with time_machine.travel(timezone.now() + timedelta(seconds=1)):
+        notices.create(first, Notice.Kind.REMINDER)
+    later = timezone.now() + notices.QUIET + timedelta(seconds=5)
+    a = notices.flush_batch(batch.pk, now=later)
+    b = notices.flush_batch(batch.pk, now=later)
+    assert len(a) == 2 and b == []
+    assert Notice.objects.filter(batch=batch, transfer__isnull=True).count() == 2
