@@ -92,29 +92,29 @@ def test_one_approval_runs_them_all_once(fleet, requester, approver):
 
 
 def test_the_feeder_hands_out_a_window_at_a_time(
-    fleet, requester, approver, source, django_capture_on_commit_callbacks
+    fleet, requester, approver, source, django_capture_on_commit_callbacks, monkeypatch
 ):
     source.api_rate = 1.0  # a window of two transfers
     source.save()
     batch = request(requester, fleet)
     with django_capture_on_commit_callbacks(execute=False):
         batches.approve(approver, batch)
-    from transfers import tasks
+    from transfers import queue
 
     sent = []
-    original = tasks.execute_transfer.delay
-    tasks.execute_transfer.delay = lambda pk: sent.append(pk)
-    try:
-        assert batches.feed(batch.pk) == 4  # all still approved: the messages are in flight
-        assert len(sent) == 2
-        assert batches.feed(batch.pk) == 4
-        assert len(sent) == 2  # the window is full until those two are done
-        for pk in sent:
-            services.execute(pk)
-        batches.feed(batch.pk)
-        assert len(sent) == 4 and len(set(sent)) == 4
-    finally:
-        tasks.execute_transfer.delay = original
+    monkeypatch.setattr(
+        queue,
+        "send_now",
+        lambda name, pk, **kw: sent.append(pk) if name == "execute_transfer" else None,
+    )
+    assert batches.feed(batch.pk) == 4  # all still approved: the messages are in flight
+    assert len(sent) == 2
+    assert batches.feed(batch.pk) == 4
+    assert len(sent) == 2  # the window is full until those two are done
+    for pk in sent:
+        services.execute(pk)
+    batches.feed(batch.pk)
+    assert len(sent) == 4 and len(set(sent)) == 4
 
 
 def test_retry_failed_and_cancel_pending(fleet, requester, approver):

@@ -23,7 +23,7 @@ TEMPLATE = ROOT / "deploy" / "cross-account-role.yaml"
 NOT_IN_MANAGED_ACCOUNTS = {"transfers/demo.py"}
 
 # The functions every AWS call goes through, and which argument names the operation.
-DISPATCHERS = {"call": 1, "pages": 1, "_aws": 3, "_act_in_aws": 3}
+DISPATCHERS = {"call": 1, "pages": 1, "aws_call": 3, "act_in_aws": 3}
 
 
 @cache
@@ -41,7 +41,7 @@ def _dispatcher(node: ast.Call, in_aws_module: bool) -> str | None:
     ):
         return func.attr
     if isinstance(func, ast.Name) and (
-        func.id in {"_aws", "_act_in_aws"} or (in_aws_module and func.id in {"call", "pages"})
+        func.id in {"aws_call", "act_in_aws"} or (in_aws_module and func.id in {"call", "pages"})
     ):
         return func.id
     return None

@@ -55,7 +55,7 @@ class SyncRunAdmin(admin.ModelAdmin):
 
 
 class ReadOnly:
-    """The audit trail and the workflow's rows change only through the portal's services."""
+    """The audit trail and the workflow's rows change only through the portal's workflow."""
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

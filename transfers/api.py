@@ -26,12 +26,12 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from transfers import services
+from transfers import workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import SORTS
 from transfers.models import CAN_OPERATE, CAN_REQUEST, AwsAccount, Certificate, Transfer
-from transfers.services import Options, TransferError
 from transfers.views.inventory import narrow, search
+from transfers.workflow import Options, TransferError
 
 # ----------------------------------------------------------------------------- errors
 
@@ -304,7 +304,7 @@ def _detail(pk: int) -> dict:
 
 def documented_string(**schema):
     """A CharField whose OpenAPI entry states the rules the services apply to it (so clients
-    know them); the checks, and their error codes, stay in the services. A blank value is
+    know them); the checks, and their error codes, stay in the workflow. A blank value is
     passed on as it is: where the pattern requires text, the service refuses it with its own
     code (comment_required, invalid_reason)."""
 
@@ -499,7 +499,7 @@ def certificate_plan(request, pk: int) -> Response:
     serializer = PlanRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     target = serializer.validated_data["target_account_id"].strip()
-    plan = services.make_plan(cert, target, serializer.options())
+    plan = workflow.make_plan(cert, target, serializer.options())
     return Response(plan.as_dict())
 
 
@@ -544,7 +544,7 @@ class TransferList(generics.ListAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         cert, _ = get_certificate_for_user(request.user, data["certificate"])
-        transfer = services.request_transfer(
+        transfer = workflow.request_transfer(
             request.user,
             cert,
             target_account_id=data["target_account_id"],
@@ -614,7 +614,7 @@ AWS_ACTION_RESPONSES = {**ACTION_RESPONSES, **_errors(502)}
 )
 @api_view(["POST"])
 def approve(request, pk: int) -> Response:
-    return _act(request, pk, services.approve, CommentSerializer, "comment")
+    return _act(request, pk, workflow.approve, CommentSerializer, "comment")
 
 
 @extend_schema(
@@ -624,7 +624,7 @@ def approve(request, pk: int) -> Response:
 )
 @api_view(["POST"])
 def decline(request, pk: int) -> Response:
-    return _act(request, pk, services.decline, DeclineSerializer, "comment")
+    return _act(request, pk, workflow.decline, DeclineSerializer, "comment")
 
 
 @extend_schema(
@@ -634,7 +634,7 @@ def decline(request, pk: int) -> Response:
 )
 @api_view(["POST"])
 def withdraw(request, pk: int) -> Response:
-    return _act(request, pk, services.withdraw)
+    return _act(request, pk, workflow.withdraw)
 
 
 @extend_schema(
@@ -644,13 +644,13 @@ def withdraw(request, pk: int) -> Response:
 )
 @api_view(["POST"])
 def cancel(request, pk: int) -> Response:
-    return _act(request, pk, services.cancel)
+    return _act(request, pk, workflow.cancel)
 
 
 @extend_schema(request=None, responses=ACTION_RESPONSES, summary="Retry a failed transfer")
 @api_view(["POST"])
 def retry(request, pk: int) -> Response:
-    return _act(request, pk, services.retry)
+    return _act(request, pk, workflow.retry)
 
 
 @extend_schema(
@@ -660,7 +660,7 @@ def retry(request, pk: int) -> Response:
 )
 @api_view(["POST"])
 def accept(request, pk: int) -> Response:
-    return _act(request, pk, services.accept, AcceptSerializer, "set_as_active")
+    return _act(request, pk, workflow.accept, AcceptSerializer, "set_as_active")
 
 
 @extend_schema(
@@ -670,7 +670,7 @@ def accept(request, pk: int) -> Response:
 )
 @api_view(["POST"])
 def reject(request, pk: int) -> Response:
-    return _act(request, pk, services.reject, RejectSerializer, "reason")
+    return _act(request, pk, workflow.reject, RejectSerializer, "reason")
 
 
 # ----------------------------------------------------------------------------- urls

@@ -17,9 +17,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from transfers import services
+from transfers import queue, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
-from transfers.services import Options, TransferError
+from transfers.workflow import Options, TransferError
 
 CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
 MAX_BATCH = 5000
@@ -135,7 +135,7 @@ def request_batch(
             "region; select them separately per account and region.",
         )
     source, region = certs[0].account, certs[0].region
-    target, target_account_id, message, reason = services.check_request(
+    target, target_account_id, message, reason = workflow.check_request(
         user, source, target_account_id, message, reason
     )
     check = preflight(certs, missing, target_account_id, options)
@@ -159,7 +159,7 @@ def request_batch(
                 "warnings": [],
             }
             try:
-                services.open_transfer(
+                workflow.open_transfer(
                     user,
                     cert,
                     target=target,
@@ -212,7 +212,7 @@ def approve(user, batch: TransferBatch, comment: str = "") -> int:
         done, _ = _each(
             batch,
             Transfer.Status.REQUESTED,
-            lambda pk: services.approve(user, pk, comment, enqueue=False),
+            lambda pk: workflow.approve(user, pk, comment, enqueue=False),
         )
         if done:
             TransferBatch.objects.filter(pk=batch.pk).update(
@@ -226,7 +226,7 @@ def approve(user, batch: TransferBatch, comment: str = "") -> int:
 def decline(user, batch: TransferBatch, comment: str) -> int:
     with transaction.atomic():
         done, _ = _each(
-            batch, Transfer.Status.REQUESTED, lambda pk: services.decline(user, pk, comment)
+            batch, Transfer.Status.REQUESTED, lambda pk: workflow.decline(user, pk, comment)
         )
         TransferBatch.objects.filter(pk=batch.pk).update(
             approver=user, decision_comment=comment.strip()[:2000], decided_at=timezone.now()
@@ -236,13 +236,13 @@ def decline(user, batch: TransferBatch, comment: str) -> int:
 
 def withdraw(user, batch: TransferBatch) -> int:
     with transaction.atomic():
-        return _each(batch, Transfer.Status.REQUESTED, lambda pk: services.withdraw(user, pk))[0]
+        return _each(batch, Transfer.Status.REQUESTED, lambda pk: workflow.withdraw(user, pk))[0]
 
 
 def retry_failed(user, batch: TransferBatch) -> int:
     with transaction.atomic():
         done, _ = _each(
-            batch, Transfer.Status.FAILED, lambda pk: services.retry(user, pk, enqueue=False)
+            batch, Transfer.Status.FAILED, lambda pk: workflow.retry(user, pk, enqueue=False)
         )
     if done:
         _feed_soon(batch.pk)
@@ -251,20 +251,16 @@ def retry_failed(user, batch: TransferBatch) -> int:
 
 def cancel_pending(user, batch: TransferBatch) -> tuple[int, list[str]]:
     """Cancel, in AWS, every transfer of the batch still pending acceptance."""
-    return _each(batch, Transfer.Status.PENDING_ACCEPTANCE, lambda pk: services.cancel(user, pk))
+    return _each(batch, Transfer.Status.PENDING_ACCEPTANCE, lambda pk: workflow.cancel(user, pk))
 
 
 def _feed_soon(batch_pk: int) -> None:
-    from transfers import tasks
-
-    transaction.on_commit(lambda: tasks.feed_batch.delay(batch_pk))
+    queue.enqueue("feed_batch", batch_pk)
 
 
 def feed(batch_pk: int) -> int:
     """Hand the next window of approved transfers to the workers. Returns how many are still
     waiting (the task calls again shortly while there are)."""
-    from transfers import tasks
-
     batch = TransferBatch.objects.select_related("source").get(pk=batch_pk)
     now = timezone.now()
     window = max(2, math.ceil(batch.source.api_rate * 2))
@@ -282,7 +278,7 @@ def feed(batch_pk: int) -> int:
     if ready:
         Transfer.objects.filter(pk__in=ready).update(queued_at=now)
         for pk in ready:
-            tasks.execute_transfer.delay(pk)
+            queue.send_now("execute_transfer", pk)
     return transfers.filter(status=Transfer.Status.APPROVED).count()
 
 

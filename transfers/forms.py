@@ -157,7 +157,7 @@ class TransferRequestForm(forms.Form):
         return data
 
     def options(self):
-        from transfers.services import Options
+        from transfers.workflow import Options
 
         d = self.cleaned_data
         return Options(d["deactivate"], d["detach_policies"], d["detach_things"], d["restore"])

@@ -12,7 +12,12 @@ from django.db import transaction
 
 
 def _task(name: str):
-    return current_app.tasks[f"transfers.tasks.{name}"]
+    key = f"transfers.tasks.{name}"
+    if key not in current_app.tasks:
+        # Outside a worker nothing has imported the task modules yet: the Celery app's own
+        # autodiscovery (portal/celery.py) does it, once.
+        current_app.loader.import_default_modules()
+    return current_app.tasks[key]
 
 
 def enqueue(name: str, *args, countdown: float | None = None) -> None:

@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.utils import timezone
 
-from transfers import batches, inventory, notices, services
+from transfers import batches, inventory, notices, workflow
 from transfers.models import AwsAccount, SyncRun
 
 STALE_SYNC = timedelta(minutes=30)
@@ -51,10 +51,10 @@ def _backoff(retries: int) -> int:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
 def execute_transfer(self, pk: int) -> str:
     try:
-        return services.execute(pk)
-    except services.RetryLater as exc:
+        return workflow.execute(pk)
+    except workflow.RetryLater as exc:
         if self.request.retries >= self.max_retries:
-            services.fail(
+            workflow.fail(
                 pk,
                 exc.error.code,
                 f"{exc.error.user_message} Gave up after "
@@ -67,10 +67,10 @@ def execute_transfer(self, pk: int) -> str:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
 def restore_transfer(self, pk: int) -> str:
     try:
-        return services.restore(pk)
-    except services.RetryLater as exc:
+        return workflow.restore(pk)
+    except workflow.RetryLater as exc:
         if self.request.retries >= self.max_retries:
-            services.give_up_restore(pk, exc.error.user_message)
+            workflow.give_up_restore(pk, exc.error.user_message)
             return "partial: retries exhausted"
         raise self.retry(countdown=_backoff(self.request.retries)) from exc
 
@@ -78,8 +78,8 @@ def restore_transfer(self, pk: int) -> str:
 @shared_task
 def reconcile() -> dict:
     """Beat: catch up with AWS for pending transfers; re-send work a lost message left."""
-    outcomes = services.reconcile_pending()
-    outcomes["requeued"] = services.requeue_stalled()
+    outcomes = workflow.reconcile_pending()
+    outcomes["requeued"] = workflow.requeue_stalled()
     return outcomes
 
 
@@ -97,11 +97,11 @@ def send_notice(self, pk: int) -> str:
 @shared_task
 def expire_and_remind() -> dict:
     """Beat: remind targets before expiry, then expire what nobody accepted in time."""
-    reminded = services.send_reminders()
+    reminded = workflow.send_reminders()
     outcomes: dict[str, int] = {"reminders": reminded}
-    for pk in services.due_for_expiry():
+    for pk in workflow.due_for_expiry():
         try:
-            outcome = services.expire(pk)
+            outcome = workflow.expire(pk)
         except Exception:  # one transfer's AWS trouble must not stop the others
             logger.exception("expiring transfer %s failed", pk)
             outcome = "error"

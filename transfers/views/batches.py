@@ -20,8 +20,8 @@ from transfers.models import (
     Transfer,
     TransferBatch,
 )
-from transfers.services import TransferError
 from transfers.views.inventory import filtered_certificates
+from transfers.workflow import TransferError
 
 MAX_UPLOAD = 1_000_000  # bytes of CSV
 TRANSFERS_PER_PAGE = 100

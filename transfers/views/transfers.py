@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import notices, services
+from transfers import notices, permissions, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
@@ -42,7 +42,7 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
         # Submitting needs a plan the person has seen: its fingerprint comes with the form.
         if request.POST.get("action") == "submit" and data["fingerprint"]:
             try:
-                transfer = services.request_transfer(
+                transfer = workflow.request_transfer(
                     request.user,
                     cert,
                     target_account_id=data["target_account_id"],
@@ -51,7 +51,7 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
                     options=form.options(),
                     fingerprint=data["fingerprint"],
                 )
-            except services.TransferError as exc:
+            except workflow.TransferError as exc:
                 form.add_error(None, exc.message)
             else:
                 messages.success(
@@ -60,7 +60,7 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
                     "must approve it before anything happens in AWS.",
                 )
                 return redirect(transfer)
-        plan = services.make_plan(cert, data["target_account_id"], form.options())
+        plan = workflow.make_plan(cert, data["target_account_id"], form.options())
         form.data = form.data.copy()
         form.data["fingerprint"] = plan.fingerprint
     return render(
@@ -163,7 +163,7 @@ def incoming(request: HttpRequest) -> HttpResponse:
 def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     transfer = get_transfer_for_user(request.user, pk)
     source_roles = transfer.source.role_for(request.user)
-    target_roles = services.target_roles(request.user, transfer)
+    target_roles = permissions.target_roles(request.user, transfer)
     context = {
         "t": transfer,
         "events": transfer.events.select_related("actor"),
@@ -187,7 +187,7 @@ def _act(request: HttpRequest, pk: int, done: str, action) -> HttpResponse:
     transfer = get_transfer_for_user(request.user, pk)  # 404 before anything else
     try:
         action(transfer)
-    except services.TransferError as exc:
+    except workflow.TransferError as exc:
         if exc.status == 403:
             raise PermissionDenied(exc.message) from None
         messages.error(request, exc.message)
@@ -202,7 +202,7 @@ def _form_or_error(request: HttpRequest, form_class):
     form = form_class(request.POST)
     if form.is_valid():
         return form.cleaned_data
-    raise services.TransferError(
+    raise workflow.TransferError(
         "invalid",
         " ".join(
             f"{'' if name == '__all__' else name.capitalize() + ': '}{' '.join(errs)}"
@@ -215,7 +215,7 @@ def _form_or_error(request: HttpRequest, form_class):
 @require_POST
 def transfer_approve(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
-        services.approve(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
+        workflow.approve(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
 
     return _act(request, pk, "Approved: a worker is preparing the certificate.", act)
 
@@ -224,7 +224,7 @@ def transfer_approve(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def transfer_decline(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
-        services.decline(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
+        workflow.decline(request.user, t.pk, _form_or_error(request, DecisionForm)["comment"])
 
     return _act(request, pk, "Declined.", act)
 
@@ -232,7 +232,7 @@ def transfer_decline(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def transfer_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(request, pk, "Withdrawn.", lambda t: services.withdraw(request.user, t.pk))
+    return _act(request, pk, "Withdrawn.", lambda t: workflow.withdraw(request.user, t.pk))
 
 
 @login_required
@@ -242,14 +242,14 @@ def transfer_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         pk,
         "Cancelled in AWS; what was removed is being put back.",
-        lambda t: services.cancel(request.user, t.pk),
+        lambda t: workflow.cancel(request.user, t.pk),
     )
 
 
 @login_required
 @require_POST
 def transfer_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(request, pk, "Queued again.", lambda t: services.retry(request.user, t.pk))
+    return _act(request, pk, "Queued again.", lambda t: workflow.retry(request.user, t.pk))
 
 
 @login_required
@@ -261,7 +261,7 @@ def transfer_accept(request: HttpRequest, pk: int) -> HttpResponse:
         pk,
         "Accepted: the certificate now belongs to your account"
         + (" and is ACTIVE." if active else " (INACTIVE)."),
-        lambda t: services.accept(request.user, t.pk, set_as_active=active),
+        lambda t: workflow.accept(request.user, t.pk, set_as_active=active),
     )
 
 
@@ -269,7 +269,7 @@ def transfer_accept(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def transfer_reject(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
-        services.reject(request.user, t.pk, _form_or_error(request, RejectForm)["reason"])
+        workflow.reject(request.user, t.pk, _form_or_error(request, RejectForm)["reason"])
 
     return _act(request, pk, "Rejected: the certificate went back to the source account.", act)
 
@@ -279,8 +279,8 @@ def transfer_reject(request: HttpRequest, pk: int) -> HttpResponse:
 def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
         if not t.source.role_for(request.user) & CAN_OPERATE:
-            raise services.TransferError("forbidden", "Not allowed.", status=403)
-        outcome = services.reconcile_one(t.pk)
+            raise workflow.TransferError("forbidden", "Not allowed.", status=403)
+        outcome = workflow.reconcile_one(t.pk)
         messages.info(request, f"Checked with AWS: {outcome}.")
 
     return _act(request, pk, "Up to date with AWS.", act)
@@ -291,7 +291,7 @@ def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
 def notice_resend(request: HttpRequest, pk: int, notice_pk: int) -> HttpResponse:
     def act(t):
         if not t.source.role_for(request.user) & (CAN_OPERATE | CAN_APPROVE):
-            raise services.TransferError("forbidden", "Not allowed.", status=403)
+            raise workflow.TransferError("forbidden", "Not allowed.", status=403)
         notice = t.notices.filter(pk=notice_pk).first()
         if notice is None:
             raise Http404("No such notice")

@@ -1,0 +1,56 @@
+"""The shape of the code: imports run one way (views → workflow → models/aws; tasks →
+workflow), so domain code never needs the tasks module."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOWED = {"transfers/tasks.py"}
+
+
+def _modules() -> list[Path]:
+    return sorted(
+        p
+        for p in (ROOT / "transfers").rglob("*.py")
+        if "migrations" not in p.parts and p.relative_to(ROOT).as_posix() not in ALLOWED
+    )
+
+
+def test_no_module_under_transfers_imports_the_tasks_module():
+    offenders = []
+    for path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            if any(n == "transfers.tasks" for n in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_importing_any_domain_module_does_not_load_the_tasks_module():
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in _modules()
+        if p.name != "urls.py"  # urls import views, which is checked through the views
+    ]
+    script = (
+        "import django, importlib, sys; django.setup()\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print('transfers.tasks' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SETTINGS_MODULE": "portal.settings", "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr

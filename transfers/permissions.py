@@ -1,0 +1,93 @@
+"""Every permission question, answered in one place.
+
+Views, the API and the workflow all ask here; no role sets are spelled out elsewhere.
+Roles come from grants (to a user or one of their groups) on an account; a superuser holds
+every role everywhere (AwsAccount.role_for).
+"""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from transfers.models import CAN_APPROVE, CAN_OPERATE, CAN_REQUEST, AwsAccount, Role, Transfer
+
+
+def roles(user, account: AwsAccount | None) -> set[str]:
+    return account.role_for(user) if account is not None else set()
+
+
+def can_request(user, account: AwsAccount | None) -> bool:
+    return bool(roles(user, account) & CAN_REQUEST)
+
+
+def can_approve(user, account: AwsAccount | None) -> bool:
+    return bool(roles(user, account) & CAN_APPROVE)
+
+
+def can_operate(user, account: AwsAccount | None) -> bool:
+    """Sync the inventory, cancel a pending transfer, act on a batch's transfers."""
+    return bool(roles(user, account) & CAN_OPERATE)
+
+
+def is_admin(user, account: AwsAccount | None) -> bool:
+    return Role.ADMIN in roles(user, account)
+
+
+def can_request_to_unknown(user, source: AwsAccount) -> bool:
+    """Only a source admin may send a certificate to an account the portal does not know."""
+    return is_admin(user, source)
+
+
+def can_withdraw(user, transfer: Transfer) -> bool:
+    return transfer.requester_id == user.pk or is_admin(user, transfer.source)
+
+
+def can_retry(user, transfer: Transfer) -> bool:
+    """Retrying a failed transfer re-runs destructive preparation: an approver's decision
+    (with their second factor), never the requester's alone."""
+    return can_approve(user, transfer.source) and transfer.requester_id != user.pk
+
+
+def can_resend_notice(user, transfer: Transfer) -> bool:
+    return bool(roles(user, transfer.source) & (CAN_OPERATE | CAN_APPROVE))
+
+
+def target_roles(user, transfer: Transfer) -> set[str]:
+    """The user's roles in the target account, when the portal manages it."""
+    target = transfer.target
+    if target is None or not target.managed:
+        return set()
+    return roles(user, target)
+
+
+def can_act_as_target(user, transfer: Transfer) -> bool:
+    """Accept or reject an incoming transfer: an operator of the managed target account."""
+    return bool(target_roles(user, transfer) & CAN_OPERATE)
+
+
+def operable_targets(user) -> QuerySet[AwsAccount]:
+    """Managed accounts the user may accept transfers into."""
+    accounts = AwsAccount.objects.filter(managed=True)
+    if not user.is_superuser:
+        accounts = accounts.filter(
+            Q(grants__user=user, grants__role__in=CAN_OPERATE)
+            | Q(grants__group__in=user.groups.all(), grants__role__in=CAN_OPERATE)
+        )
+    return accounts.distinct()
+
+
+def incoming(user) -> QuerySet[Transfer]:
+    """The inbox: pending transfers into an account the user may act for. The same rule as
+    can_act_as_target (the target relation), for the web inbox and the API alike."""
+    return Transfer.objects.filter(
+        status=Transfer.Status.PENDING_ACCEPTANCE,
+        target__in=operable_targets(user).values("pk"),
+    )
+
+
+def approvable_accounts(user) -> list[int]:
+    return [a.pk for a in AwsAccount.objects.visible_to(user) if can_approve(user, a)]
+
+
+def can_manage_accounts(user) -> bool:
+    return user.is_superuser or user.groups.filter(name="admin").exists()

@@ -1,0 +1,62 @@
+"""Transfer workflows, one module per part of a transfer's life.
+
+- plan: what a transfer will do, read fresh from AWS
+- request: asking for one (single or in a batch)
+- decide: the source's approve, decline, withdraw, retry
+- execute: the worker prepares the certificate and transfers it
+- target: the target accepts or rejects
+- cancel: the source cancels while it is pending
+- outcome: how a transfer ends (back at the source, or moved)
+- restore: putting back what preparation removed
+- expiry: reminders and expiry
+- reconcile: deciding a transfer's state from what AWS says now; re-sending lost work
+- events: the audit trail and the one way a transfer changes state
+
+Callers import from here: ``from transfers import workflow; workflow.approve(...)``.
+"""
+
+from transfers.workflow.cancel import cancel
+from transfers.workflow.decide import approve, decline, retry, withdraw
+from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, TransferError
+from transfers.workflow.events import record
+from transfers.workflow.execute import execute, fail
+from transfers.workflow.expiry import due_for_expiry, expire, send_reminders
+from transfers.workflow.plan import EXPIRING_DAYS, Options, Plan, make_plan, read_certificate
+from transfers.workflow.reconcile import reconcile_one, reconcile_pending, requeue_stalled
+from transfers.workflow.request import check_request, open_transfer, request_transfer
+from transfers.workflow.restore import give_up_restore, restore
+from transfers.workflow.target import accept, reject
+
+__all__ = [
+    "EXPIRING_DAYS",
+    "EXPIRY",
+    "RECONCILER",
+    "WORKER",
+    "Options",
+    "Plan",
+    "RetryLater",
+    "TransferError",
+    "accept",
+    "approve",
+    "cancel",
+    "check_request",
+    "decline",
+    "due_for_expiry",
+    "execute",
+    "expire",
+    "fail",
+    "give_up_restore",
+    "make_plan",
+    "open_transfer",
+    "read_certificate",
+    "reconcile_one",
+    "reconcile_pending",
+    "record",
+    "reject",
+    "request_transfer",
+    "requeue_stalled",
+    "restore",
+    "retry",
+    "send_reminders",
+    "withdraw",
+]

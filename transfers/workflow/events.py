@@ -1,0 +1,99 @@
+"""The audit trail and the one way a transfer changes state.
+
+Every state change happens on a locked row inside a transaction and writes a TransferEvent;
+AWS calls stay outside transactions and each one writes an event too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_fsm import can_proceed
+
+from transfers import aws, notices
+from transfers.models import Transfer, TransferEvent
+from transfers.workflow.errors import TransferError
+
+
+def _actor(user) -> tuple[Any, str]:
+    if isinstance(user, str):
+        return None, user
+    return user, user.get_username()
+
+
+def record(
+    transfer: Transfer,
+    action: str,
+    by,
+    *,
+    kind=TransferEvent.Kind.NOTE,
+    ok=True,
+    from_status="",
+    to_status="",
+    **details,
+) -> TransferEvent:
+    actor, name = _actor(by)
+    return TransferEvent.objects.create(
+        transfer=transfer,
+        kind=kind,
+        action=action,
+        actor=actor,
+        actor_name=name,
+        ok=ok,
+        from_status=from_status,
+        to_status=to_status,
+        details=details,
+    )
+
+
+def aws_call(transfer: Transfer, by, aws_client, operation: str, **params) -> dict:
+    """One AWS call on behalf of a transfer, written to its audit trail either way."""
+    api = aws_client.meta.method_to_api_mapping.get(operation, operation)
+    try:
+        answer = aws.call(aws_client, operation, **params)
+    except aws.AwsError as exc:
+        record(
+            transfer,
+            api,
+            by,
+            kind=TransferEvent.Kind.AWS,
+            ok=False,
+            params=params,
+            error_code=exc.code,
+            error=exc.aws_message,
+        )
+        raise
+    record(transfer, api, by, kind=TransferEvent.Kind.AWS, params=params)
+    return answer
+
+
+def transition(pk: int, method: str, by, *, refuse: str, before=None, **details) -> Transfer:
+    """Apply transition ``method`` on the locked row; TransferError if the state forbids it."""
+    with transaction.atomic():
+        transfer = Transfer.objects.select_for_update().get(pk=pk)
+        bound = getattr(transfer, method)
+        if not can_proceed(bound):
+            raise TransferError(
+                "invalid_state",
+                f"{refuse} The transfer is {transfer.get_status_display().lower()}.",
+                status=409,
+            )
+        if before is not None:
+            before(transfer)
+        old = transfer.status
+        bound()
+        transfer.updated = timezone.now()
+        transfer.save()
+        record(
+            transfer,
+            method,
+            by,
+            kind=TransferEvent.Kind.TRANSITION,
+            from_status=old,
+            to_status=transfer.status,
+            **details,
+        )
+        notices.on_transition(transfer)
+    return transfer

@@ -1,0 +1,150 @@
+"""What a transfer will do, read fresh from AWS before anyone asks for it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.utils import timezone
+
+from transfers import aws
+from transfers.models import ACCOUNT_ID_RE, AwsAccount, Certificate, Transfer
+
+EXPIRING_DAYS = 30
+
+
+@dataclass
+class Options:
+    deactivate: bool = True
+    detach_policies: bool = True
+    detach_things: bool = True
+    restore: bool = True
+
+
+@dataclass
+class Plan:
+    status: str
+    policies: list[str]
+    things: list[str]
+    not_after: str | None
+    steps: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    blockers: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever what AWS says about the certificate changes."""
+        state = json.dumps([self.status, sorted(self.policies), sorted(self.things)])
+        return hashlib.sha256(state.encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        return {
+            "status": self.status,
+            "policies": self.policies,
+            "things": self.things,
+            "not_after": self.not_after,
+            "steps": self.steps,
+            "warnings": self.warnings,
+            "blockers": self.blockers,
+            "fingerprint": self.fingerprint,
+        }
+
+
+def read_certificate(account: AwsAccount, region: str, certificate_id: str) -> dict:
+    """Fresh state of a certificate: status, validity, policies and things."""
+    iot = aws.client(account, region)
+    desc = aws.call(iot, "describe_certificate", certificateId=certificate_id)[
+        "certificateDescription"
+    ]
+    arn = desc["certificateArn"]
+    policies = [
+        p["policyName"]
+        for p in aws.pages(iot, "list_attached_policies", "policies", target=arn, pageSize=250)
+    ]
+    things = list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
+    return {"description": desc, "policies": policies, "things": things}
+
+
+def make_plan(cert: Certificate, target_account_id: str, options: Options) -> Plan:
+    try:
+        fresh = read_certificate(cert.account, cert.region, cert.certificate_id)
+    except aws.AwsError as exc:
+        plan = Plan(status="UNKNOWN", policies=[], things=[], not_after=None)
+        plan.blockers.append(f"Could not read the certificate from AWS: {exc.user_message}")
+        return plan
+    desc = fresh["description"]
+    not_after = desc.get("validity", {}).get("notAfter")
+    plan = Plan(
+        status=desc["status"],
+        policies=fresh["policies"],
+        things=fresh["things"],
+        not_after=not_after.isoformat() if not_after else None,
+    )
+    _plan_steps(plan, cert, target_account_id, options, not_after)
+    return plan
+
+
+def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options, not_after) -> None:
+    source_id = cert.account.account_id
+    if plan.status == "ACTIVE":
+        if options.deactivate:
+            plan.steps.append(
+                "Deactivate the certificate (it is ACTIVE): its devices stop connecting with it."
+            )
+        else:
+            plan.blockers.append(
+                "The certificate is ACTIVE and you chose not to deactivate it; "
+                "AWS only transfers inactive certificates."
+            )
+    elif plan.status == "PENDING_TRANSFER":
+        plan.blockers.append("The certificate is already pending a transfer in AWS.")
+    elif plan.status != "INACTIVE":
+        plan.blockers.append(f"A {plan.status} certificate cannot be transferred.")
+    for kind, names, allowed in (
+        ("policies", plan.policies, options.detach_policies),
+        ("things", plan.things, options.detach_things),
+    ):
+        if not names:
+            continue
+        if allowed:
+            plan.steps.append(f"Detach {kind} ({len(names)}): {', '.join(names)}.")
+        else:
+            plan.blockers.append(
+                f"The certificate has {kind} attachments ({', '.join(names)}) "
+                f"and you chose not to detach them; AWS refuses the transfer."
+            )
+    plan.steps.append(
+        f"Call TransferCertificate to account {target_id}; it stays pending until "
+        "the target accepts or rejects it."
+    )
+    if options.restore and plan.steps[:-1]:
+        plan.steps.append("If it is cancelled, rejected or expires, put back what was removed.")
+    if target_id == source_id:
+        plan.blockers.append("The target is the account that already owns the certificate.")
+    if not ACCOUNT_ID_RE.match(target_id):
+        plan.blockers.append("The target must be a 12-digit AWS account id.")
+    if (
+        Transfer.objects.open()
+        .filter(source=cert.account, region=cert.region, certificate_id=cert.certificate_id)
+        .exists()
+    ):
+        plan.blockers.append("This certificate already has an open transfer.")
+    if not_after is not None:
+        if not_after <= timezone.now():
+            plan.warnings.append(f"The certificate expired on {not_after:%Y-%m-%d}.")
+        elif not_after <= timezone.now() + timedelta(days=EXPIRING_DAYS):
+            plan.warnings.append(
+                f"The certificate expires on {not_after:%Y-%m-%d}, within {EXPIRING_DAYS} days."
+            )
+    target = AwsAccount.objects.filter(account_id=target_id).first()
+    if target is None:
+        plan.warnings.append(
+            f"Account {target_id} is not known to the portal: nobody will be "
+            "told the transfer is waiting unless you tell them."
+        )
+    elif not target.has_contacts:
+        plan.warnings.append(
+            f"{target.name} has no notice contacts: nobody will be told the transfer is waiting."
+        )

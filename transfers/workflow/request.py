@@ -1,0 +1,146 @@
+"""Asking for a transfer: the rules every request follows, single or bulk."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from transfers import permissions
+from transfers.models import (
+    ACCOUNT_ID_RE,
+    AwsAccount,
+    Certificate,
+    Transfer,
+    TransferEvent,
+    validate_transfer_text,
+)
+from transfers.workflow.errors import TransferError
+from transfers.workflow.events import record
+from transfers.workflow.plan import Options, make_plan
+
+
+def check_request(user, source: AwsAccount, target_account_id, message, reason):
+    """The rules every request follows, single or bulk. Returns the cleaned values."""
+    if not permissions.can_request(user, source):
+        raise TransferError(
+            "forbidden",
+            "Your role does not allow requesting transfers from this account.",
+            status=403,
+        )
+    target_account_id = (target_account_id or "").strip()
+    message, reason = message or "", reason or ""
+    if not ACCOUNT_ID_RE.match(target_account_id):
+        raise TransferError("invalid_target", "The target must be a 12-digit AWS account id.")
+    if target_account_id == source.account_id:
+        raise TransferError(
+            "invalid_target", "The target is the account that owns the certificate."
+        )
+    target = AwsAccount.objects.filter(account_id=target_account_id).first()
+    if target is None and not permissions.can_request_to_unknown(user, source):
+        raise TransferError(
+            "unknown_target",
+            "Only an admin of the source account may transfer "
+            "to an account the portal does not know.",
+            status=403,
+        )
+    try:
+        validate_transfer_text(message)
+    except ValidationError as exc:
+        raise TransferError(
+            "invalid_message", f"Transfer message: {' '.join(exc.messages)}"
+        ) from None
+    if not reason.strip():
+        raise TransferError("invalid_reason", "Say why the certificate is being transferred.")
+    if len(reason) > 2000:
+        raise TransferError("invalid_reason", "The reason is limited to 2000 characters.")
+    return target, target_account_id, message, reason.strip()
+
+
+def request_transfer(
+    user,
+    cert: Certificate,
+    *,
+    target_account_id: str,
+    message: str,
+    reason: str,
+    options: Options,
+    fingerprint: str = "",
+    batch=None,
+) -> Transfer:
+    target, target_account_id, message, reason = check_request(
+        user, cert.account, target_account_id, message, reason
+    )
+
+    plan = make_plan(cert, target_account_id, options)
+    if fingerprint and fingerprint != plan.fingerprint:
+        raise TransferError(
+            "stale_plan",
+            "The certificate changed in AWS since the plan was "
+            "shown. Review the new plan and submit again.",
+            status=409,
+        )
+    if plan.blockers:
+        raise TransferError("blocked", " ".join(plan.blockers), status=409)
+    try:
+        transfer = open_transfer(
+            user,
+            cert,
+            target=target,
+            target_account_id=target_account_id,
+            message=message,
+            reason=reason.strip(),
+            options=options,
+            plan=plan.as_dict(),
+            batch=batch,
+            event={"plan": plan.as_dict()},
+        )
+    except IntegrityError:
+        raise TransferError(
+            "already_open", "This certificate already has an open transfer.", status=409
+        ) from None
+    return transfer
+
+
+def open_transfer(
+    user,
+    cert: Certificate,
+    *,
+    target,
+    target_account_id,
+    message,
+    reason,
+    options,
+    plan,
+    batch=None,
+    event: dict,
+) -> Transfer:
+    """The Transfer row and its "requested" event, together. Raises IntegrityError when the
+    certificate already has an open transfer (the partial unique index)."""
+    with transaction.atomic():
+        transfer = Transfer.objects.create(
+            source=cert.account,
+            region=cert.region,
+            cert=cert,
+            certificate_id=cert.certificate_id,
+            certificate_arn=cert.arn,
+            target_account_id=target_account_id,
+            target=target,
+            batch=batch,
+            requester=user,
+            reason=reason,
+            message=message,
+            deactivate=options.deactivate,
+            detach_policies=options.detach_policies,
+            detach_things=options.detach_things,
+            restore=options.restore,
+            plan=plan,
+        )
+        record(
+            transfer,
+            "requested",
+            user,
+            kind=TransferEvent.Kind.TRANSITION,
+            to_status=transfer.status,
+            **event,
+        )
+    return transfer
