@@ -1,7 +1,17 @@
 from django.urls import path
 
 from profiles.views import profile
-from transfers.views import accounts, audit, batches, inventory, notices, ops, overview, transfers
+from transfers.views import (
+    accounts,
+    approvals,
+    audit,
+    batches,
+    inventory,
+    notices,
+    ops,
+    overview,
+    transfers,
+)
 
 urlpatterns = [
     path("", overview.home, name="home"),
@@ -26,7 +36,7 @@ urlpatterns = [
     path("batches/", batches.batch_list, name="batch_list"),
     path("batches/new/", batches.batch_new, name="batch_new"),
     path("batches/<int:pk>/", batches.batch_detail, name="batch_detail"),
-    path("approvals/", transfers.approvals, name="approvals"),
+    path("approvals/", approvals.approvals, name="approvals"),
     path("incoming/", transfers.incoming, name="incoming"),
     path("notices/", notices.notice_list, name="notice_list"),
     path("notices/<int:pk>/", notices.notice_detail, name="notice_detail"),

@@ -5,13 +5,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models import Count, Exists, OuterRef, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from transfers import batches
-from transfers.forms import CertificateFilterForm, TransferRequestForm
+from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
     CAN_APPROVE,
     CAN_OPERATE,
@@ -25,6 +27,7 @@ from transfers.workflow import TransferError
 
 MAX_UPLOAD = 1_000_000  # bytes of CSV
 TRANSFERS_PER_PAGE = 100
+BATCHES_PER_PAGE = 50
 
 
 class BatchForm(TransferRequestForm):
@@ -108,9 +111,19 @@ def batch_new(request: HttpRequest) -> HttpResponse:
     return render(request, "transfers/batch_new.html", {"form": form, "check": check, "bad": bad})
 
 
+def visible_batches(user):
+    """Batches out of, or into, an account the user can see (a target's admins open the
+    batch their notice links to)."""
+    visible = AwsAccount.objects.visible_to(user)
+    return TransferBatch.objects.filter(
+        Q(source__in=visible) | Q(target_account_id__in=visible.values("account_id"))
+    )
+
+
 def _get_batch_for_user(user, pk: int) -> tuple[TransferBatch, set]:
     batch = (
-        TransferBatch.objects.filter(source__in=AwsAccount.objects.visible_to(user), pk=pk)
+        visible_batches(user)
+        .filter(pk=pk)
         .select_related("source", "requester", "approver")
         .first()
     )
@@ -119,11 +132,69 @@ def _get_batch_for_user(user, pk: int) -> tuple[TransferBatch, set]:
     return batch, batch.source.role_for(user)
 
 
+def _filtered_batches(request: HttpRequest, qs):
+    """The transfer list's filters, for batches: a state matches a batch with a transfer in
+    that state; an account matches the source or the target."""
+    form = TransferFilterForm(request.GET)
+    form.is_valid()
+    data = form.cleaned_data
+    if data.get("status"):
+        qs = qs.filter(Exists(Transfer.objects.filter(batch=OuterRef("pk"), status=data["status"])))
+    if data.get("account"):
+        qs = qs.filter(Q(source__account_id=data["account"]) | Q(target_account_id=data["account"]))
+    if data.get("requester"):
+        qs = qs.filter(requester__username=data["requester"])
+    if data.get("since"):
+        qs = qs.filter(created__date__gte=data["since"])
+    if data.get("until"):
+        qs = qs.filter(created__date__lte=data["until"])
+    return form, qs
+
+
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
-    visible = TransferBatch.objects.filter(source__in=AwsAccount.objects.visible_to(request.user))
-    rows = [(b, batches.progress(b)) for b in visible.select_related("source", "requester")[:50]]
-    return render(request, "transfers/batch_list.html", {"rows": rows})
+    form, qs = _filtered_batches(request, visible_batches(request.user))
+    qs = qs.select_related("source", "requester").order_by("-created", "-pk")
+    page = Paginator(qs, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
+    shown = list(page.object_list)
+    # Every row's counts from one query, however many rows.
+    counts: dict[int, dict[str, int]] = {}
+    for batch_pk, status, n in (
+        Transfer.objects.filter(batch__in=[b.pk for b in shown])
+        .order_by()
+        .values_list("batch", "status")
+        .annotate(n=Count("pk"))
+    ):
+        counts.setdefault(batch_pk, {})[status] = n
+    rows = []
+    for b in shown:
+        c = counts.get(b.pk, {})
+        rows.append(
+            (
+                b,
+                {
+                    "total": sum(c.values()),
+                    "requested": c.get("requested", 0),
+                    "waiting": c.get("approved", 0) + c.get("preparing", 0),
+                    "pending": c.get("pending_acceptance", 0),
+                    "accepted": c.get("accepted", 0),
+                    "failed": c.get("failed", 0),
+                },
+            )
+        )
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "rows": rows,
+        "query": query.urlencode(),
+        "statuses": Transfer.Status.choices,
+        "nav": "batches",
+    }
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "transfers/batch_list.html#rows", context)
+    return render(request, "transfers/batch_list.html", context)
 
 
 @login_required
@@ -147,7 +218,12 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         state = ""
     page = Paginator(rows, TRANSFERS_PER_PAGE).get_page(request.GET.get("page"))
-    context |= {"transfers": page, "state": state, "states": Transfer.Status.choices}
+    context |= {
+        "transfers": page,
+        "state": state,
+        "states": Transfer.Status.choices,
+        "query": f"state={state}" if state else "",
+    }
     return render(request, "transfers/batch_detail.html", context)
 
 
@@ -161,9 +237,13 @@ def _batch_action(request: HttpRequest, pk: int, need: set, act) -> HttpResponse
         if exc.status == 403:
             raise PermissionDenied(exc.message) from None
         messages.error(request, exc.message)
+    # Back where the decision was taken (the approvals queue), if that is on this site.
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = batch.get_absolute_url()
     if request.htmx:
-        return HttpResponseClientRedirect(batch.get_absolute_url())
-    return redirect(batch)
+        return HttpResponseClientRedirect(back)
+    return redirect(back)
 
 
 @login_required

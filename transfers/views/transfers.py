@@ -115,26 +115,6 @@ def transfer_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@login_required
-def approvals(request: HttpRequest) -> HttpResponse:
-    mine = [
-        a.pk
-        for a in AwsAccount.objects.visible_to(request.user)
-        if a.role_for(request.user) & CAN_APPROVE
-    ]
-    qs = Transfer.objects.filter(source__in=mine, status=Transfer.Status.REQUESTED).order_by(
-        "created"
-    )
-    return _list(
-        request,
-        qs,
-        "transfers/transfer_list.html",
-        title="Approvals",
-        intro="Requests waiting for a decision on accounts you approve for. You cannot "
-        "approve your own.",
-    )
-
-
 def operable_targets(user) -> list[str]:
     return [
         a.account_id

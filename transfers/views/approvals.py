@@ -1,0 +1,71 @@
+"""Approvals: requests waiting for a decision on accounts the user approves for.
+
+A batch is one row (count, source, target, requester, age) with its own approve and decline;
+single requests are listed as before. Both run a fixed number of queries however many rows.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count, Min, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from transfers.models import CAN_APPROVE, AwsAccount, Transfer, TransferBatch
+from transfers.views.transfers import PAGE_SIZE, _filtered
+
+BATCHES_SHOWN = 50
+
+
+def approvable_accounts(user):
+    """Accounts the user may approve for, in one query (no per-account role lookups)."""
+    visible = AwsAccount.objects.visible_to(user)
+    if user.is_superuser:
+        return visible
+    return visible.filter(
+        Q(grants__user=user) | Q(grants__group__in=user.groups.all()),
+        grants__role__in=CAN_APPROVE,
+    ).distinct()
+
+
+@login_required
+def approvals(request: HttpRequest) -> HttpResponse:
+    waiting = Transfer.objects.filter(
+        source__in=approvable_accounts(request.user).values("pk"),
+        status=Transfer.Status.REQUESTED,
+    )
+    form, waiting = _filtered(request, waiting)
+    # Batches: one row each, oldest request first.
+    groups = list(
+        waiting.filter(batch__isnull=False)
+        .order_by()
+        .values("batch")
+        .annotate(n=Count("pk"), oldest=Min("created"))
+        .order_by("oldest")[:BATCHES_SHOWN]
+    )
+    found = TransferBatch.objects.select_related("source", "requester").in_bulk(
+        [g["batch"] for g in groups]
+    )
+    batch_rows = [(found[g["batch"]], g["n"], g["oldest"]) for g in groups if g["batch"] in found]
+    # Single requests, a page at a time.
+    singles = (
+        waiting.filter(batch__isnull=True)
+        .select_related("source", "target", "requester", "approver")
+        .order_by("created", "pk")
+    )
+    page = Paginator(singles, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "form": form,
+        "page": page,
+        "query": query.urlencode(),
+        "statuses": Transfer.Status.choices,
+        "batch_rows": batch_rows,
+        "more_batches": len(groups) == BATCHES_SHOWN,
+        "nav": "approvals",
+    }
+    if request.htmx and not request.htmx.boosted:
+        return render(request, "transfers/approvals.html#rows", context)
+    return render(request, "transfers/approvals.html", context)
