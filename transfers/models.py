@@ -401,6 +401,9 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
         PENDING = "pending", "Restoring"
         DONE = "done", "Restored"
         PARTIAL = "partial", "Restore incomplete"
+        ATTENTION = "attention", "Restore needs attention"
+
+    Restore.OPEN = ["pending", "partial"]  # type: ignore[attr-defined]  # the sweep retries these
 
     status = FSMField(
         max_length=24, choices=Status.choices, default=Status.REQUESTED, protected=True
@@ -448,6 +451,9 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True, help_text="Sent to a worker.")
+    # Set just before the first TransferCertificate call: a transfer to this target that AWS
+    # dates after it is this transfer's, even when the call's answer was lost.
+    first_transfer_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=100, blank=True)
     error_message = models.TextField(blank=True)
 
@@ -460,6 +466,12 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     restore_state = models.CharField(
         max_length=16, choices=Restore.choices, default=Restore.NONE, blank=True
     )
+    # Restore steps done ("attach_policy:Name", "attach_thing_principal:name",
+    # "update_certificate:ACTIVE"), tries so far and when the sweep tries again.
+    restored = models.JSONField(default=list, blank=True)
+    restore_attempts = models.PositiveIntegerField(default=0)
+    restore_next_at = models.DateTimeField(null=True, blank=True)
+    restore_error = models.TextField(blank=True)
 
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
@@ -484,6 +496,12 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
             # The reconciler's and the queues' scans: transfers in one state, oldest first.
             models.Index(fields=["status", "updated"], name="transfer_status_idx"),
             models.Index(fields=["target_account_id", "status"], name="transfer_target_idx"),
+            # The restore sweep (workflow.restore.due_restores): unfinished restores only.
+            models.Index(
+                fields=["restore_next_at"],
+                condition=Q(restore_state__in=["pending", "partial"]),
+                name="transfer_restore_due_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -578,6 +596,13 @@ class TransferBatch(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     # Items that could not be requested, with why: [{"certificate_id", "reason"}].
     skipped = models.JSONField(default=list, blank=True)
+    # One feeder at a time: the feeder task holds this lease while it hands out work.
+    feeder_until = models.DateTimeField(null=True, blank=True)
+    # Cancel-all runs in the background; the page shows it from here.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
