@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime, time
 
@@ -21,6 +22,7 @@ from django.views.decorators.http import require_GET
 from transfers.models import ACCOUNT_ID_RE, Transfer, TransferEvent
 
 PAGE_SIZE = 50
+CERT_PREFIX_RE = re.compile(r"^[0-9a-fA-F]{1,64}\Z")
 CHUNK = 2000  # rows a database round trip
 FLUSH = 64 * 1024  # characters a piece of the streamed CSV
 
@@ -28,6 +30,7 @@ COLUMNS = [
     ("id", "pk"),
     ("time", "created"),
     ("transfer", "transfer_id"),
+    ("batch", "transfer__batch_id"),
     ("source_account", "transfer__source__account_id"),
     ("region", "transfer__region"),
     ("target_account", "transfer__target_account_id"),
@@ -44,6 +47,14 @@ COLUMNS = [
 
 class AuditFilterForm(forms.Form):
     account = forms.RegexField(ACCOUNT_ID_RE, required=False, max_length=12)
+    certificate = forms.RegexField(
+        CERT_PREFIX_RE,
+        required=False,
+        max_length=64,
+        error_messages={"invalid": "A certificate id (or its start) is hexadecimal: 0-9, a-f."},
+    )
+    transfer = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    batch = forms.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     user = forms.CharField(required=False, max_length=150)
     action = forms.CharField(required=False, max_length=64)
     kind = forms.ChoiceField(
@@ -70,6 +81,13 @@ def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[TransferE
         qs = qs.filter(
             Q(transfer__source__account_id=account) | Q(transfer__target_account_id=account)
         )
+    if data.get("certificate"):
+        # Prefix of the id, as the certificate list searches: served by the id's index.
+        qs = qs.filter(transfer__certificate_id__startswith=data["certificate"].lower())
+    if data.get("transfer"):
+        qs = qs.filter(transfer_id=data["transfer"])
+    if data.get("batch"):
+        qs = qs.filter(transfer__batch_id=data["batch"])
     if data.get("user"):
         qs = qs.filter(actor_name__iexact=data["user"].strip())
     if data.get("action"):
