@@ -190,3 +190,42 @@ class TestBatchList:
         page = client.get(batch.get_absolute_url())
         assert page.status_code == 200 and "Approve all" not in page.content.decode()
         assert client.post(reverse("batch_approve", args=[batch.pk])).status_code == 403
+
+
+class TestOverview:
+    def test_a_batch_waiting_is_one_row_and_its_steps_are_one_row_each(
+        self, client, stock, requester, approver
+    ):
+        batch = a_batch(requester, stock, 3)
+        single = a_single(requester, stock)
+        committed(batches.approve, approver, batch)
+        committed(services.approve, approver, single.pk)
+        client.force_login(requester)
+        response = client.get(reverse("home"))
+        pending = response.context["pending"]
+        assert len(pending) == 2
+        grouped = next(r for r in pending if getattr(r, "is_batch", False))
+        assert grouped.batch == batch and grouped.n == 3
+        first = batch.transfers.order_by("pending_since").first()
+        assert grouped.pending_since == first.pending_since
+        assert grouped.expires_at == first.expires_at
+        assert single in pending
+        events = response.context["events"]
+        approvals = [e for e in events if e.action == "approve" and e.batch == batch.pk]
+        assert len(approvals) == 1 and approvals[0].n == 3
+        body = response.content.decode()
+        assert f"Batch #{batch.pk}</a><br><small>3 transfers</small>" in body
+        assert "3 certificates" in body
+        # Rows per transfer of the batch never appear; the single transfer's do.
+        for t in batch.transfers.all():
+            assert f'href="/transfers/{t.pk}/"' not in body
+        assert f'href="/transfers/{single.pk}/"' in body
+
+    def test_the_overview_runs_a_fixed_number_of_queries(self, client, stock, requester):
+        a_batch(requester, stock, 2)
+        client.force_login(requester)
+        few = queries(client, reverse("home"))
+        for _ in range(3):
+            a_batch(requester, stock, 2)
+        a_single(requester, stock)
+        assert queries(client, reverse("home")) == few

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
+from django.db.models import Count, Min
 from django.db.models.functions import Coalesce, TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -14,11 +16,111 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from transfers import charts
-from transfers.models import Certificate, Transfer, TransferEvent
+from transfers.models import AwsAccount, Certificate, Transfer, TransferBatch, TransferEvent
 
 DAYS = 30
 PENDING_SHOWN = 8
 EVENTS_SHOWN = 12
+EVENT_WINDOW = 2000  # the newest events grouped into the recent-activity rows
+
+
+@dataclass
+class WaitingBatch:
+    """A batch's transfers pending acceptance, as one row of the oldest waiting."""
+
+    batch: TransferBatch
+    n: int
+    pending_since: datetime
+    expires_at: datetime
+    is_batch: bool = True
+
+
+@dataclass
+class Activity:
+    """One row of recent activity: an event, or the same step of ``n`` transfers of a batch."""
+
+    pk: int
+    created: datetime
+    transfer_id: int
+    batch: int | None
+    actor_name: str
+    action: str
+    kind: str
+    ok: bool
+    from_status: str
+    to_status: str
+    n: int = 1
+    first: datetime | None = None
+
+
+def oldest_waiting(transfers) -> list:
+    """The PENDING_SHOWN oldest transfers waiting for the target (Transfer rows), a batch as
+    one row (WaitingBatch)."""
+    pending = transfers.filter(status=Transfer.Status.PENDING_ACCEPTANCE)
+    rows: list = list(
+        pending.filter(batch__isnull=True)
+        .select_related("source", "target")
+        .order_by("pending_since", "pk")[:PENDING_SHOWN]
+    )
+    groups = list(
+        pending.filter(batch__isnull=False)
+        .values("batch")
+        .annotate(n=Count("pk"), since=Min("pending_since"))
+        .order_by("since")[:PENDING_SHOWN]
+    )
+    found = TransferBatch.objects.select_related("source").in_bulk([g["batch"] for g in groups])
+    days = dict(
+        AwsAccount.objects.filter(
+            account_id__in={b.target_account_id for b in found.values()}
+        ).values_list("account_id", "expiry_days")
+    )
+    for g in groups:
+        batch = found.get(g["batch"])
+        if batch is None or g["since"] is None:
+            continue
+        expiry = days.get(batch.target_account_id) or settings.TRANSFER_EXPIRY_DAYS
+        rows.append(WaitingBatch(batch, g["n"], g["since"], g["since"] + timedelta(days=expiry)))
+    rows.sort(key=lambda r: r.pending_since)
+    return rows[:PENDING_SHOWN]
+
+
+def recent_activity(transfers) -> list[Activity]:
+    """The newest events, the same step of a batch's transfers as one row."""
+    fields = (
+        "pk",
+        "created",
+        "transfer_id",
+        "transfer__batch_id",
+        "actor_name",
+        "action",
+        "kind",
+        "ok",
+        "from_status",
+        "to_status",
+    )
+    rows: dict[tuple, Activity] = {}
+    for values in (
+        TransferEvent.objects.filter(transfer__in=transfers.values("pk"))
+        .order_by("-pk")
+        .values_list(*fields)[:EVENT_WINDOW]
+    ):
+        e = dict(zip(fields, values, strict=True))
+        batch = e["transfer__batch_id"]
+        key = (
+            (batch, e["action"], e["actor_name"], e["kind"], e["ok"], e["to_status"])
+            if batch
+            else ("event", e["pk"])
+        )
+        row = rows.get(key)
+        if row is None:
+            if len(rows) == EVENTS_SHOWN:
+                continue  # only adds to the rows already shown
+            e["batch"] = e.pop("transfer__batch_id")
+            rows[key] = Activity(**e, first=e["created"])
+        else:
+            row.n += 1
+            row.first = e["created"]
+    return list(rows.values())
 
 
 @login_required
@@ -50,12 +152,8 @@ def home(request: HttpRequest) -> HttpResponse:
         ).values_list("created", "done")
     ]
 
-    # 4. The oldest transfers still waiting for the target.
-    pending = list(
-        transfers.filter(status=Transfer.Status.PENDING_ACCEPTANCE)
-        .select_related("source", "target")
-        .order_by("pending_since", "pk")[:PENDING_SHOWN]
-    )
+    # 4. The oldest transfers still waiting for the target, a batch as one row.
+    pending = oldest_waiting(transfers)
 
     # 5. Certificates per status per account.
     per_account: dict[tuple[str, str], dict[str, int]] = {}
@@ -74,12 +172,9 @@ def home(request: HttpRequest) -> HttpResponse:
         for (name, account_id), counts in sorted(per_account.items())
     ]
 
-    # 6. Recent activity. Events are append-only, so the newest have the highest ids.
-    events = list(
-        TransferEvent.objects.filter(transfer__in=transfers.values("pk"))
-        .select_related("transfer")
-        .order_by("-pk")[:EVENTS_SHOWN]
-    )
+    # 6. Recent activity (events are append-only: the newest have the highest ids), the same
+    # step of many transfers of a batch as one row.
+    events = recent_activity(transfers)
 
     context = {
         "states": states,
