@@ -147,7 +147,7 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "t": transfer,
         "events": transfer.events.select_related("actor"),
-        "notices": transfer.notices.all(),
+        "notices": transfer.notices.select_related("digest"),
         "can_approve": bool(source_roles & CAN_APPROVE)
         and transfer.requester_id != request.user.pk,
         "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
