@@ -307,6 +307,11 @@ EMAIL_USE_TLS = env.boolean("EMAIL_USE_TLS", False)
 EMAIL_TIMEOUT = env.integer("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env.string("DEFAULT_FROM_EMAIL", "transfer-portal@localhost")
 
+# Webhooks go to public internet addresses only, checked when saved and when sent
+# (transfers/outbound.py). true: also loopback and private networks (a receiver inside the
+# company's network; the tests' receivers on 127.0.0.1).
+WEBHOOK_ALLOW_PRIVATE = env.boolean("WEBHOOK_ALLOW_PRIVATE", False)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",

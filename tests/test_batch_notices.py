@@ -53,7 +53,8 @@ class SlackReceiver:
 
 
 @pytest.fixture
-def slack(target):
+def slack(target, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True  # the receiver is on loopback
     hook = SlackReceiver()
     target.slack_webhook_url = hook.url
     target.save()
@@ -75,7 +76,8 @@ def smtp_inbox(settings):
 
 
 @pytest.fixture
-def webhook(target):
+def webhook(target, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE = True  # the receiver is on loopback
     target.webhook_secret = notices.new_webhook_secret()
     hook = Receiver(target.webhook_secret)
     target.webhook_url = hook.url

@@ -52,6 +52,7 @@ MESSAGES = {
     "ServiceUnavailableException": "AWS IoT is unavailable; the portal will retry",
     "InternalFailureException": "AWS IoT failed internally; the portal will retry",
     "EndpointConnectionError": "AWS could not be reached",
+    "WrongAccount": "The account's role belongs to another AWS account: fix the role ARN",
     "NoCredentials": "No AWS credentials are configured for the portal",
     "ExpiredToken": "The portal's AWS credentials have expired",
     "InvalidClientTokenId": "The portal's AWS credentials are not valid",
@@ -121,7 +122,7 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _session(role_arn: str, external_id: str) -> boto3.Session:
+def _session(role_arn: str, external_id: str, account_id: str = "") -> boto3.Session:
     if not role_arn:
         return boto3.Session()
     sts = boto3.client(
@@ -134,9 +135,20 @@ def _session(role_arn: str, external_id: str) -> boto3.Session:
     if external_id:
         kwargs["ExternalId"] = external_id
     try:
-        creds = sts.assume_role(**kwargs)["Credentials"]
+        assumed = sts.assume_role(**kwargs)
     except _CAUGHT as exc:
         raise _error_from(exc, "AssumeRole") from exc
+    # The role must be in the account it is filed under, or another account's certificates
+    # would come under this account's grants: STS names the account it really is.
+    arn = assumed.get("AssumedRoleUser", {}).get("Arn", "")
+    actual = arn.split(":")[4] if arn.count(":") >= 5 else "?"
+    if account_id and actual != account_id:
+        raise AwsError(
+            "WrongAccount",
+            f"the role {role_arn} is in account {actual}, not {account_id}",
+            "AssumeRole",
+        )
+    creds = assumed["Credentials"]
     return boto3.Session(
         aws_access_key_id=creds["AccessKeyId"],
         aws_secret_access_key=creds["SecretAccessKey"],
@@ -151,7 +163,7 @@ def client(account, region: str, service: str = "iot"):
     with _lock:
         cached = _cache.get(key)
         if cached is None or cached.expires <= now:
-            session = _session(account.role_arn, account.external_id)
+            session = _session(account.role_arn, account.external_id, account.account_id)
             cached = _cache[key] = _Cached(session=session, expires=now + CREDENTIALS_TTL)
         made = cached.clients.get((service, region))
         if made is None:

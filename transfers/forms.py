@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from transfers import outbound
 from transfers.models import (
     ACCOUNT_ID_RE,
     MESSAGE_MAX,
@@ -30,6 +31,16 @@ class RegionsField(forms.CharField):
         return list(dict.fromkeys(regions))
 
 
+def _public_url(url: str) -> str:
+    """A webhook URL the portal may call: public addresses only (transfers.outbound)."""
+    if url:
+        try:
+            outbound.check(url)
+        except outbound.UnsafeDestination as exc:
+            raise forms.ValidationError(str(exc)) from None
+    return url
+
+
 class AccountForm(forms.ModelForm):
     regions = RegionsField(
         required=False, help_text="Comma-separated, for example us-east-1, eu-west-1."
@@ -51,6 +62,19 @@ class AccountForm(forms.ModelForm):
             "expiry_days",
         ]
         widgets = {"contact_emails": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            # Fixed once saved (AwsAccount.clean): a posted value is ignored, not applied.
+            self.fields["account_id"].disabled = True
+            self.fields["account_id"].help_text = "Fixed once saved."
+
+    def clean_webhook_url(self) -> str:
+        return _public_url(self.cleaned_data["webhook_url"])
+
+    def clean_slack_webhook_url(self) -> str:
+        return _public_url(self.cleaned_data["slack_webhook_url"])
 
     def clean_account_id(self) -> str:
         # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣"); AWS's are 0-9.

@@ -122,6 +122,22 @@ class AwsAccount(models.Model):
             raise ValidationError({"regions": "A managed account needs at least one region."})
         if self.role_arn and not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:role/.+$", self.role_arn):
             raise ValidationError({"role_arn": "Expected arn:aws:iam::<12 digits>:role/<name>."})
+        # A role in another account would put that account's certificates under this one's
+        # grants; aws.client checks it again with the account id STS names.
+        role_account = self.role_arn.split(":")[4] if self.role_arn else self.account_id
+        if role_account != self.account_id:
+            raise ValidationError(
+                {
+                    "role_arn": f"This role is in account {role_account}, not "
+                    f"{self.account_id}: the portal assumes a role in the account itself."
+                }
+            )
+        # The id is fixed once saved: grants, inventory and transfers all hang on it.
+        saved = AwsAccount.objects.filter(pk=self.pk) if self.pk else AwsAccount.objects.none()
+        if saved.exclude(account_id=self.account_id).exists():
+            raise ValidationError(
+                {"account_id": "An account's id cannot change once saved: add a new account."}
+            )
         if self.external_id and not re.match(r"^[\w+=,.@:/-]{2,1224}$", self.external_id):
             raise ValidationError(
                 {"external_id": "2 to 1224 letters, digits or +=,.@:/- (AWS's rule)."}

@@ -40,7 +40,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from transfers import queue
+from transfers import outbound, queue
 from transfers.models import Notice, Transfer, TransferBatch
 
 log = logging.getLogger(__name__)
@@ -548,12 +548,16 @@ def deliver(notice: Notice, body: str, secret: str) -> None:
     }
     if secret:
         headers["webhook-signature"] = Webhook(secret).sign(msg_id, now, body)
-    response = requests.post(
-        notice.recipient,
-        data=body.encode(),
-        headers=headers,
-        timeout=(5, 10),
-        allow_redirects=False,
-    )
+    # Public addresses only, checked again now, no redirects (transfers.outbound). The page
+    # shows a generic error; what exactly failed goes to the log only, or the transfer page
+    # would tell whoever set the URL what answers where (a port scanner).
+    try:
+        response = outbound.post(notice.recipient, data=body.encode(), headers=headers)
+    except outbound.UnsafeDestination as exc:
+        log.warning("notice %s: refused destination: %s", notice.pk, exc.detail)
+        raise DeliveryError(f"refused destination: {exc}") from None
+    except requests.RequestException as exc:
+        log.warning("notice %s: delivery failed: %r", notice.pk, exc)
+        raise DeliveryError("the receiver could not be reached (details in the log)") from None
     if not 200 <= response.status_code < 300:
         raise DeliveryError(f"the receiver answered HTTP {response.status_code}")
