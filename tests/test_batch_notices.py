@@ -338,3 +338,34 @@ def test_two_flushes_at_once_send_each_held_notice_once(fleet, requester, approv
     b = notices.flush_batch(batch.pk, now=later)
     assert len(a) == 2 and b == []
     assert Notice.objects.filter(batch=batch, transfer__isnull=True).count() == 2
+
+
+def test_the_slack_url_is_set_like_the_other_contacts(db, monkeypatch):
+    import socket
+
+    from transfers.forms import AccountForm
+
+    # The form checks where the URL resolves to: a stubbed resolver, no DNS query.
+    def resolve(host, port, *args, **kwargs):
+        assert host == "hooks.slack.com"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("52.1.2.3", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+    data = {
+        "account_id": "555555555555",
+        "name": "Partner Ltd",
+        "managed": "",
+        "regions": "",
+        "api_rate": "10",
+        "contact_emails": "ops@partner.example",
+        "slack_webhook_url": "https://hooks.slack.com/services/T0/B0/secret",
+        "webhook_per_transfer": "on",
+    }
+    form = AccountForm(data)
+    assert form.is_valid(), form.errors
+    account = form.save()
+    assert account.slack_webhook_url.startswith("https://hooks.slack.com/")
+    assert account.webhook_per_transfer
+    bad = AccountForm({**data, "account_id": "666666666666", "slack_webhook_url": "not a url"})
+    assert not bad.is_valid() and "slack_webhook_url" in bad.errors

@@ -46,6 +46,13 @@ class AccountForm(forms.ModelForm):
         required=False, help_text="Comma-separated, for example us-east-1, eu-west-1."
     )
     webhook_url = forms.URLField(required=False, assume_scheme="https", max_length=200)
+    slack_webhook_url = forms.URLField(
+        label="Slack incoming webhook URL",
+        required=False,
+        assume_scheme="https",
+        max_length=200,
+        help_text="Notices are also posted to this Slack channel (Slack: Incoming Webhooks).",
+    )
 
     class Meta:
         model = AwsAccount
@@ -59,6 +66,8 @@ class AccountForm(forms.ModelForm):
             "api_rate",
             "contact_emails",
             "webhook_url",
+            "webhook_per_transfer",
+            "slack_webhook_url",
             "expiry_days",
         ]
         widgets = {"contact_emails": forms.Textarea(attrs={"rows": 3})}
