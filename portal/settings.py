@@ -247,25 +247,30 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# Celery. Without REDIS_URL the broker is kombu's filesystem transport under ./var: no
-# server needed, and the worker is still a separate process, as in production.
+# Celery. Without REDIS_URL the broker is a file-based transport under ./var (portal/broker.py:
+# kombu's filesystem transport with atomic publish and claim): no server needed, and the
+# worker is still a separate process, as in production. Why not kombu's own: docs/deploy.md.
 REDIS_URL = env.string("REDIS_URL", "")
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 else:
+    from portal import broker as _broker
+
+    _broker.use_for_filesystem_urls()
     _broker_dir = VAR_DIR / "broker"
-    (_broker_dir / "queue").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-        # The transport polls; at its default of 1 s workers take work too slowly to keep
+        "work_folder": str(_broker_dir / "work"),
+        # The transport polls; at kombu's default of 1 s workers take work too slowly to keep
         # up with an account's API rate (docs/benchmarks-bulk.md, note 1).
         "polling_interval": 0.1,
     }
+    for _folder in ("queue", "control", "work"):
+        (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
