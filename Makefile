@@ -22,11 +22,12 @@ run: export AWS_ACCESS_KEY_ID := demo
 run: export AWS_SECRET_ACCESS_KEY := demo
 run: export AWS_DEFAULT_REGION := us-east-1
 
-# Stand-in, web, worker and beat as separate processes; Ctrl-C stops all of them.
+# Stand-in, web, worker and beat as separate processes under supervisor, which starts again
+# any that dies and prints it; Ctrl-C stops all of them (deploy/supervisord-dev.conf).
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(VENV)/bin/honcho -f Procfile.dev start
+	$(VENV)/bin/supervisord -c deploy/supervisord-dev.conf
 
 # The service and browser tiers need real services: .ci/run enables them.
 test: $(STAMP)
