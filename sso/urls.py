@@ -1,10 +1,17 @@
+"""The provider's two views under /oidc/ (names as mozilla-django-oidc expects them), and
+the portal admins' group mappings under /sso/ (namespace "sso": not tied to one account)."""
+
 from django.urls import path
 
 from sso import views
 
+app_name = "sso"
 urlpatterns = [
-    path("oidc/authenticate/", views.StartView.as_view(), name="oidc_authentication_init"),
-    path("oidc/callback/", views.CallbackView.as_view(), name="oidc_authentication_callback"),
-    path("sso/groups/", views.mappings, name="sso_mappings"),
-    path("sso/groups/<int:pk>/delete/", views.mapping_delete, name="sso_mapping_delete"),
+    path("groups/", views.mappings, name="mappings"),
+    path("groups/<int:pk>/delete/", views.mapping_delete, name="mapping_delete"),
+]
+
+oidc_urlpatterns = [
+    path("authenticate/", views.StartView.as_view(), name="oidc_authentication_init"),
+    path("callback/", views.CallbackView.as_view(), name="oidc_authentication_callback"),
 ]

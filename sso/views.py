@@ -196,7 +196,7 @@ def mappings(request: HttpRequest) -> HttpResponse:
                 details={"mapping": str(mapping)},
             )
         messages.success(request, f"Added: {mapping}. It applies at each person's next sign-in.")
-        return redirect("sso_mappings")
+        return redirect("sso:mappings")
     return render(
         request,
         "sso/mappings.html",
@@ -226,4 +226,4 @@ def mapping_delete(request: HttpRequest, pk: int) -> HttpResponse:
             details={"mapping": described},
         )
     messages.success(request, f"Removed: {described}. People lose the role at their next sign-in.")
-    return redirect("sso_mappings")
+    return redirect("sso:mappings")

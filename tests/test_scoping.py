@@ -49,7 +49,8 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
 }
 # The Django admin is for portal staff only, across every account by design; an outsider
 # (not staff) is sent to its login page whatever the id (checked below).
-GLOBAL_NAMESPACES = {"admin"}
+# So are the single sign-on group mappings ("sso"): portal admins only (tests/test_sso.py).
+GLOBAL_NAMESPACES = {"admin", "sso"}
 MISSING = 987654321
 
 # Plausible bodies, so that a refusal cannot come from a form error instead of scoping.

@@ -30,6 +30,12 @@ from transfers import workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import SORTS
 from transfers.models import CAN_OPERATE, CAN_REQUEST, AwsAccount, Certificate, Transfer
+from transfers.target_view import (
+    redact,
+    sees_source_side,
+    source_account_pks,
+    with_source_side,
+)
 from transfers.views.inventory import narrow, search
 from transfers.workflow import Options, TransferError
 
@@ -262,6 +268,20 @@ class TransferSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        if request is None:
+            return data
+        # Seen only through the target account: what concerns the target (target_view).
+        # Lists annotate it (with_source_side); otherwise the accounts the user holds a role
+        # on are read once per response, not per row.
+        if getattr(instance, "source_side", None) is None and "source_pks" not in self.context:
+            self.context["source_pks"] = source_account_pks(request.user)
+        if not sees_source_side(request.user, instance, self.context.get("source_pks")):
+            redact(data, instance, with_events="events" in data)
+        return data
+
     def build_standard_field(self, field_name, model_field):
         # The JSON lists of detached names: typed for the schema.
         if field_name in {"detached_policies", "detached_things"}:
@@ -292,11 +312,11 @@ class TransferDetailSchema(OpenApiSerializerExtension):
 TRANSFER_RELATED = ("source", "target", "requester", "approver")
 
 
-def _detail(pk: int) -> dict:
+def _detail(pk: int, request) -> dict:
     transfer = (
         Transfer.objects.select_related(*TRANSFER_RELATED).prefetch_related("events").get(pk=pk)
     )
-    return TransferDetailSerializer(transfer).data
+    return TransferDetailSerializer(transfer, context={"request": request}).data
 
 
 # ----------------------------------------------------------------------------- input
@@ -525,6 +545,7 @@ class TransferList(generics.ListAPIView):
             transfers = transfers.filter(created__date__gte=data["since"])
         if data.get("until"):
             transfers = transfers.filter(created__date__lte=data["until"])
+        transfers = with_source_side(transfers, self.request.user)
         return transfers.select_related(*TRANSFER_RELATED).order_by("-created", "-pk")
 
     @extend_schema(
@@ -555,7 +576,9 @@ class TransferList(generics.ListAPIView):
         )
         location = reverse("api:transfer-detail", args=[transfer.pk])
         return Response(
-            _detail(transfer.pk), status=status.HTTP_201_CREATED, headers={"Location": location}
+            _detail(transfer.pk, request),
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
         )
 
 
@@ -563,7 +586,7 @@ class TransferList(generics.ListAPIView):
 @api_view(["GET"])
 def transfer_detail(request, pk: int) -> Response:
     transfer = get_transfer_for_user(request.user, pk)
-    return Response(_detail(transfer.pk))
+    return Response(_detail(transfer.pk, request))
 
 
 class IncomingList(generics.ListAPIView):
@@ -581,9 +604,8 @@ class IncomingList(generics.ListAPIView):
                 | Q(grants__group__in=user.groups.all(), grants__role__in=CAN_OPERATE)
             )
         return (
-            Transfer.objects.filter(
-                status=Transfer.Status.PENDING_ACCEPTANCE, target__in=accounts.values("pk")
-            )
+            with_source_side(Transfer.objects, user)
+            .filter(status=Transfer.Status.PENDING_ACCEPTANCE, target__in=accounts.values("pk"))
             .select_related(*TRANSFER_RELATED)
             .order_by("pending_since", "pk")
         )
@@ -600,7 +622,7 @@ def _act(request, pk: int, action, body=None, field: str = "") -> Response:
     transfer = get_transfer_for_user(request.user, pk)
     args = (_valid(body, request.data)[field],) if body is not None else ()
     action(request.user, transfer.pk, *args)
-    return Response(_detail(transfer.pk))
+    return Response(_detail(transfer.pk, request))
 
 
 ACTION_RESPONSES = {200: TransferDetailSerializer, **_errors(400, 401, 403, 404, 409)}

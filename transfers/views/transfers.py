@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import notices, permissions, workflow
+from transfers import notices, permissions, target_view, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
@@ -144,10 +144,15 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     transfer = get_transfer_for_user(request.user, pk)
     source_roles = transfer.source.role_for(request.user)
     target_roles = permissions.target_roles(request.user, transfer)
+    # Seen only through the target account: what concerns the target (target_view).
+    source_side = request.user.is_superuser or bool(source_roles)
     context = {
         "t": transfer,
-        "events": transfer.events.select_related("actor"),
-        "notices": transfer.notices.select_related("digest"),
+        "source_side": source_side,
+        "events": transfer.events.select_related("actor")
+        if source_side
+        else target_view.events_for_target(transfer),
+        "notices": transfer.notices.select_related("digest") if source_side else [],
         "can_approve": bool(source_roles & CAN_APPROVE)
         and transfer.requester_id != request.user.pk,
         "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
