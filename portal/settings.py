@@ -29,6 +29,22 @@ def _local_secret_key() -> str:
 
 
 SECRET_KEY = env.string("SECRET_KEY", "") or _local_secret_key()
+
+
+def _local_encryption_key() -> list[str]:
+    # As for SECRET_KEY: one machine keeps a generated key; several share FIELD_ENCRYPTION_KEYS.
+    path = VAR_DIR / "field_encryption_key"
+    if not path.exists():
+        from cryptography.fernet import Fernet
+
+        path.write_text(Fernet.generate_key().decode())
+        path.chmod(0o600)
+    return [path.read_text().strip()]
+
+
+# Secrets stored in the database (webhook signing secrets) are encrypted with these Fernet
+# keys (transfers/fields.py): the first encrypts, all decrypt; rotation in docs/deploy.md.
+FIELD_ENCRYPTION_KEYS = env.strings("FIELD_ENCRYPTION_KEYS", []) or _local_encryption_key()
 DEBUG = env.boolean("DEBUG", False)
 ALLOWED_HOSTS = env.strings("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.strings("CSRF_TRUSTED_ORIGINS", [])

@@ -12,6 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
+from transfers.fields import EncryptedTextField
+
 ACCOUNT_ID_RE = re.compile(r"^[0-9]{12}\Z")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]\Z")
 EXPIRING_SOON = timedelta(days=30)
@@ -89,7 +91,7 @@ class AwsAccount(models.Model):
         blank=True, help_text="Who is told about transfers to this account, one per line."
     )
     webhook_url = models.URLField(blank=True)
-    webhook_secret = models.CharField(max_length=200, blank=True)
+    webhook_secret = EncryptedTextField(blank=True, help_text="Encrypted in the database.")
     webhook_per_transfer = models.BooleanField(
         "webhook event per transfer",
         default=False,

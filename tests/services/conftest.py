@@ -149,6 +149,8 @@ def services_env(settings, standin_url, monkeypatch, tmp_path) -> dict:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "PORTAL_VAR_DIR": str(tmp_path / "var"),
+        # Workers decrypt what this process encrypted (webhook secrets): the same keys.
+        "FIELD_ENCRYPTION_KEYS": ",".join(django_settings.FIELD_ENCRYPTION_KEYS),
         "TRANSFER_STALL_MINUTES": "1",
     }
 
