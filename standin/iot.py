@@ -42,6 +42,7 @@ from moto.iot.models import FakeCaCertificate, FakeCertificate, IoTBackend, iot_
 from moto.iot.responses import IoTResponse
 
 from .faults import COUNTERS, FAULTS, THROTTLING, UNAVAILABLE
+from .timing import TIMING
 
 #: Serialises every IoT operation: transfers touch two accounts' registries at once, and
 #: moto's server answers on several threads.
@@ -290,8 +291,20 @@ def _outgoing_certificates(self: IoTBackend) -> list[FakeCertificate]:
 
 def _attachments(self: IoTBackend, arn: str) -> tuple[list[str], list[str]]:
     policies = [policy for (target, policy) in self.principal_policies if target == arn]
-    things = [thing for (principal, thing) in self.principal_things if principal == arn]
+    things = _principal_things(self, arn)
     return policies, things
+
+
+def _principal_things(self: IoTBackend, principal_arn: str) -> list[str]:
+    """Attached things, with detachments that have not propagated yet (standin.timing)."""
+    things = [thing for (principal, thing) in self.principal_things if principal == principal_arn]
+    ghosts = TIMING.still_attached(self.account_id, self.region_name, principal_arn)
+    return things + [t for t in ghosts if t not in things]
+
+
+def detach_thing_principal(self: IoTBackend, thing_name: str, principal_arn: str) -> None:
+    _ORIGINALS["IoTBackend.detach_thing_principal"](self, thing_name, principal_arn)
+    TIMING.detached(self.account_id, self.region_name, principal_arn, thing_name)
 
 
 def _detach_everything(self: IoTBackend, arn: str) -> None:
@@ -531,6 +544,8 @@ def r_list_outgoing_certificates(self: IoTResponse) -> ActionResult:
     )
     items = []
     for cert in page:
+        if not TIMING.listed_as_outgoing(cert.transfer_data.get("transferDate")):
+            continue  # a lagging listing (standin.timing); the page keeps its marker
         item = {
             "certificateArn": cert.arn,
             "certificateId": cert.certificate_id,
@@ -594,7 +609,7 @@ def r_list_attached_policies(self: IoTResponse) -> ActionResult:
 def r_list_principal_things(self: IoTResponse) -> ActionResult:
     principal = self.headers.get("x-amzn-principal")
     page, token = paginate_by_key(
-        self.iot_backend.list_principal_things(principal_arn=principal),
+        _principal_things(self.iot_backend, principal),
         lambda name: (name,),
         self._get_param("nextToken"),
         _page_size(self, "maxResults"),
@@ -684,6 +699,8 @@ def _call_action(self: IoTResponse) -> Any:
         COUNTERS.record(operation, _certificate_id_of(self), type(exc).__name__)
         raise
     COUNTERS.record(operation, _certificate_id_of(self), _error_code(int(status), headers, body))
+    if int(status) < 400 and TIMING.lose_answer(operation):
+        return _fault_response(self, UNAVAILABLE)  # done, but the caller never hears so
     return status, headers, body
 
 
@@ -698,6 +715,7 @@ _BACKEND_METHODS: dict[str, Callable[..., Any]] = {
     "cancel_certificate_transfer": cancel_certificate_transfer,
     "update_certificate": update_certificate,
     "delete_certificate": delete_certificate,
+    "detach_thing_principal": detach_thing_principal,
     "standin_visible_certificate": _visible_certificate,
     "standin_visible_certificates": _visible_certificates,
     "standin_incoming_certificates": _incoming_certificates,
@@ -725,6 +743,7 @@ def _reset_backends(cls: type[BackendDict]) -> None:
     _ORIGINALS["BackendDict.reset"]()
     COUNTERS.reset()
     FAULTS.clear()
+    TIMING.clear()
 
 
 def install() -> None:
@@ -744,6 +763,7 @@ def install() -> None:
 
         default_user_config.setdefault("iot", {})["use_valid_cert"] = True
         _ORIGINALS["IoTResponse.call_action"] = IoTResponse.call_action
+        _ORIGINALS["IoTBackend.detach_thing_principal"] = IoTBackend.detach_thing_principal
         _ORIGINALS["FakeCertificate.to_description_dict"] = FakeCertificate.to_description_dict
         for name, function in _BACKEND_METHODS.items():
             setattr(IoTBackend, name, function)

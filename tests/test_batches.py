@@ -99,6 +99,7 @@ def test_the_feeder_hands_out_a_window_at_a_time(
     batch = request(requester, fleet)
     with django_capture_on_commit_callbacks(execute=False):
         batches.approve(approver, batch)
+        batches.approve_transfers(batch.pk, approver.pk)  # the background part, inline
     from transfers import queue
 
     sent = []
@@ -107,14 +108,21 @@ def test_the_feeder_hands_out_a_window_at_a_time(
         "send_now",
         lambda name, pk, **kw: sent.append(pk) if name == "execute_transfer" else None,
     )
-    assert batches.feed(batch.pk) == 4  # all still approved: the messages are in flight
+    waiting, lease = batches.feed(batch.pk)
+    assert waiting == 4 and lease  # all still approved: the messages are in flight
     assert len(sent) == 2
-    assert batches.feed(batch.pk) == 4
-    assert len(sent) == 2  # the window is full until those two are done
+    assert batches.feed(batch.pk) == (0, None)  # a second feeder finds the batch held
+    waiting, lease = batches.feed(batch.pk, lease)  # the feeder's own next tick
+    assert waiting == 4 and len(sent) == 2  # the window is full until those two are done
     for pk in sent:
         services.execute(pk)
-    batches.feed(batch.pk)
+    waiting, lease = batches.feed(batch.pk, lease)
     assert len(sent) == 4 and len(set(sent)) == 4
+    for pk in sent[2:]:
+        services.execute(pk)
+    assert batches.feed(batch.pk, lease) == (0, None)  # done: the lease is given back
+    batch.refresh_from_db()
+    assert batch.feeder_until is None
 
 
 def test_retry_failed_and_cancel_pending(fleet, requester, approver):
@@ -125,7 +133,7 @@ def test_retry_failed_and_cancel_pending(fleet, requester, approver):
     committed(batches.approve, approver, batch)
     assert batches.progress(batch)["failed"] == 1
     iot.update_certificate(certificateId=victim.certificate_id, newStatus="INACTIVE")
-    assert committed(batches.retry_failed, requester, batch) == 1
+    assert committed(batches.retry_failed, approver, batch) == 1
     assert batches.progress(batch)["pending"] == 4
     done, errors = committed(batches.cancel_pending, requester, batch)
     assert done == 4 and errors == []
@@ -205,7 +213,7 @@ class TestPages:
         with django_capture_on_commit_callbacks(execute=False):
             client.post(reverse("batch_approve", args=[batch.pk]), {"comment": "go"})
         page = client.get(batch.get_absolute_url()).content.decode()
-        assert 'hx-trigger="every 2s"' in page and "waiting for a worker" in page
+        assert 'hx-trigger="every 2s"' in page and "being approved" in page
         assert 'hx-trigger="every 5s" hx-select="#batch-transfers"' in page  # the table too
         fragment = client.get(
             batch.get_absolute_url(), headers={"HX-Request": "true", "HX-Target": "progress"}

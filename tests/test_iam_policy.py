@@ -81,10 +81,14 @@ def called_methods() -> dict[str, set[str]]:
                 if function.name in DISPATCHERS and getattr(arg, "id", None) in params:
                     continue  # the dispatcher passing its own argument on
                 # An operation chosen at run time (restore's list of steps): every IoT
-                # method name written in that function counts as called.
+                # method name written in that function (else in its module) counts.
                 names = {
                     n.value
                     for n in ast.walk(function)
+                    if isinstance(n, ast.Constant) and n.value in iot_methods
+                } or {  # the steps are listed by a helper of the same module (restore.steps)
+                    n.value
+                    for n in ast.walk(tree)
                     if isinstance(n, ast.Constant) and n.value in iot_methods
                 }
                 assert names, f"{where}: cannot tell which AWS operation this calls"

@@ -2,6 +2,7 @@
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
 from transfers import inventory, services
@@ -215,6 +216,8 @@ def test_a_lost_answer_is_not_repeated(
     for name in ("DevicePublish", "Telemetry"):
         iot.detach_policy(policyName=name, target=transfer.certificate_arn)
     iot.detach_thing_principal(thingName="sensor-1", principal=transfer.certificate_arn)
+    # The worker notes the time before it calls TransferCertificate.
+    Transfer.objects.filter(pk=transfer.pk).update(first_transfer_at=timezone.now())
     iot.transfer_certificate(
         certificateId=transfer.certificate_id,
         targetAwsAccount=TARGET,
@@ -254,9 +257,27 @@ def test_failure_then_retry(world, requester, approver, target, django_capture_o
     assert transfer.status == Transfer.Status.FAILED
     assert "another account" in transfer.error_message
     iot.cancel_certificate_transfer(certificateId=transfer.certificate_id)
-    committed(services.retry, requester, transfer.pk)
+    committed(services.retry, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
+
+
+def test_a_retry_is_an_approvers_decision_not_the_requesters(world, requester, approver):
+    """A retry runs destructive preparation again: never on the requester's word alone."""
+    transfer = request(world, requester)
+    world["iot"].update_certificate(certificateId=transfer.certificate_id, newStatus="REVOKED")
+    committed(services.approve, approver, transfer.pk)
+    transfer.refresh_from_db()
+    assert transfer.status == Transfer.Status.FAILED
+    both = make_user("both", (world["cert"].account, Role.APPROVER))
+    transfer.requester = both
+    transfer.save()
+    for user in (requester, both):  # a requester; an approver who requested it
+        with pytest.raises(TransferError) as refused:
+            services.retry(user, transfer.pk)
+        assert refused.value.status == 403
+        transfer.refresh_from_db()
+        assert transfer.status == Transfer.Status.FAILED and transfer.attempts == 1
 
 
 def test_reject_restores_policies_things_and_active(world, requester, approver):

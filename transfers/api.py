@@ -26,7 +26,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from transfers import workflow
+from transfers import aws, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import SORTS
 from transfers.models import CAN_OPERATE, CAN_REQUEST, AwsAccount, Certificate, Transfer
@@ -61,7 +61,12 @@ def _flatten(detail, prefix: str = "") -> list[str]:
 def exception_handler(exc, context) -> Response | None:
     """Every refusal as ``{"error": {"code", "message"}}`` with a stable code."""
     if isinstance(exc, TransferError):
-        return _error(exc.code, exc.message, exc.status)
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return _error(exc.code, exc.message, exc.status, headers=retry)
+    if isinstance(exc, aws.AwsError):  # AWS or the rate limiter, wherever it surfaced
+        refusal = TransferError.from_aws(exc)
+        retry = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+        return _error(refusal.code, refusal.message, refusal.status, headers=retry)
     if isinstance(exc, Http404):
         return _error("not_found", str(exc) or "Not found.", status.HTTP_404_NOT_FOUND)
     if isinstance(exc, DjangoPermissionDenied):

@@ -7,6 +7,9 @@ AWS_ENDPOINT_URL when the stand-in plays AWS.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +37,7 @@ RETRYABLE = {
     "EndpointConnectionError",
     "ConnectTimeout",
     "ReadTimeout",
+    "RateLimited",
 }
 
 THROTTLED = {"ThrottlingException", "Throttling", "TooManyRequestsException"}
@@ -52,6 +56,7 @@ MESSAGES = {
     "ServiceUnavailableException": "AWS IoT is unavailable; the portal will retry",
     "InternalFailureException": "AWS IoT failed internally; the portal will retry",
     "EndpointConnectionError": "AWS could not be reached",
+    "RateLimited": "AWS is busy for this account (the portal keeps to its API rate)",
     "WrongAccount": "The account's role belongs to another AWS account: fix the role ARN",
     "NoCredentials": "No AWS credentials are configured for the portal",
     "ExpiredToken": "The portal's AWS credentials have expired",
@@ -62,10 +67,13 @@ MESSAGES = {
 class AwsError(Exception):
     """An AWS answer other than success, with a message a person understands."""
 
-    def __init__(self, code: str, message: str = "", operation: str = "") -> None:
+    def __init__(
+        self, code: str, message: str = "", operation: str = "", retry_after: int | None = None
+    ) -> None:
         self.code = code
         self.aws_message = message
         self.operation = operation
+        self.retry_after = retry_after
         super().__init__(f"{operation}: {code}: {message}" if operation else f"{code}: {message}")
 
     @property
@@ -74,6 +82,8 @@ class AwsError(Exception):
 
     @property
     def user_message(self) -> str:
+        if self.code == "RateLimited":
+            return f"{MESSAGES[self.code]}: try again in {self.retry_after or 1} s."
         base = MESSAGES.get(self.code, f"AWS answered {self.code}")
         return f"{base}. (AWS said: {self.aws_message})" if self.aws_message else f"{base}."
 
@@ -197,7 +207,7 @@ def _share_rate(made) -> None:
     def before_send(event_name: str, **_: Any) -> None:
         limit = limit_of(event_name)
         if limit is not None:
-            ratelimit.acquire(*limit)
+            ratelimit.acquire(*limit, max_wait=_max_wait.get())
         return None  # anything else would stand in for AWS's answer
 
     def needs_retry(event_name: str, response=None, **_: Any) -> None:
@@ -214,12 +224,34 @@ def _share_rate(made) -> None:
 def call(aws_client, operation: str, **kwargs: Any) -> dict:
     """Call ``operation`` (the boto3 method name) and map every failure to AwsError.
 
-    Clients made by :func:`client` take every attempt from the account's shared rate."""
+    Clients made by :func:`client` take every attempt from the account's shared rate; when
+    no token comes within the caller's wait (:func:`waiting_at_most`), AwsError RateLimited."""
     api = _operation_name(aws_client, operation)
     try:
         return getattr(aws_client, operation)(**kwargs)
     except _CAUGHT as exc:
         raise _error_from(exc, api) from exc
+    except ratelimit.RateLimitTimeout as exc:
+        raise AwsError("RateLimited", str(exc), api, retry_after=exc.retry_after) from exc
+
+
+# How long a call may wait for the shared rate: workers wait long, web requests briefly
+# (a page must answer well inside gunicorn's timeout).
+_max_wait: contextvars.ContextVar[float] = contextvars.ContextVar("aws_max_wait", default=120.0)
+
+
+@contextlib.contextmanager
+def waiting_at_most(seconds: float) -> Iterator[None]:
+    token = _max_wait.set(seconds)
+    try:
+        yield
+    finally:
+        _max_wait.reset(token)
+
+
+def retry_after(error: AwsError) -> int:
+    """Seconds a person should wait before trying again after ``error``."""
+    return max(1, math.ceil(error.retry_after or 5))
 
 
 def _operation_name(aws_client, method: str) -> str:

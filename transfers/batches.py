@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -22,8 +22,14 @@ from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
 
 CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
-MAX_BATCH = 5000
+MAX_BATCH = 10_000
 REQUEUE_AFTER = timedelta(minutes=2)
+# The feeder holds the batch this long between its ticks; a feeder whose next tick was lost
+# frees it by then, and the reconciler starts another.
+FEEDER_LEASE = timedelta(seconds=30)
+# Approving or cancelling thousands of transfers: this many per transaction (on SQLite a
+# long write transaction blocks every other writer, the rate limiter included).
+CHUNK = 200
 
 
 def parse_ids(text: str) -> tuple[list[str], list[str]]:
@@ -189,78 +195,154 @@ def request_batch(
 
 
 def _each(batch: TransferBatch, status: str, action) -> tuple[int, list[str]]:
-    done, errors = 0, []
-    for pk in batch.transfers.filter(status=status).values_list("pk", flat=True):
-        try:
-            action(pk)
-            done += 1
-        except TransferError as exc:
-            if exc.code in {"self_approval", "forbidden"}:
-                raise
-            errors.append(f"#{pk}: {exc.message}")
-    return done, errors
+    """Run ``action(pk)`` on each of the batch's transfers in ``status``, a chunk of them per
+    transaction."""
+    done, errors, after = 0, [], 0
+    while True:
+        pks = list(
+            batch.transfers.filter(status=status, pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:CHUNK]
+        )
+        if not pks:
+            return done, errors
+        with transaction.atomic():
+            for pk in pks:
+                try:
+                    action(pk)
+                    done += 1
+                except TransferError as exc:
+                    if exc.code in {"self_approval", "forbidden"}:
+                        raise
+                    errors.append(f"#{pk}: {exc.message}")
+        after = pks[-1]
+
+
+def _decided(user, batch: TransferBatch, comment: str) -> None:
+    """Record the batch's decision once: a second decision (or a decline racing an
+    approval) is refused."""
+    changed = TransferBatch.objects.filter(pk=batch.pk, approver__isnull=True).update(
+        approver=user, decision_comment=comment.strip()[:2000], decided_at=timezone.now()
+    )
+    if not changed:
+        raise TransferError("already_decided", "Someone already decided on this batch.", 409)
 
 
 def approve(user, batch: TransferBatch, comment: str = "") -> int:
+    """Approve the batch: recorded now, its transfers approved in the background a chunk at
+    a time (the page shows the progress). Returns how many transfers it covers."""
+    if not batch.transfers.filter(status=Transfer.Status.REQUESTED).exists():
+        raise TransferError("invalid_state", "Nothing in this batch waits for approval.", 409)
     if batch.requester_id == user.pk:
         raise TransferError(
             "self_approval",
             "Nobody approves their own request: another approver must decide.",
             status=403,
         )
+    workflow.check_can_approve(user, batch.source)
     with transaction.atomic():
-        done, _ = _each(
-            batch,
-            Transfer.Status.REQUESTED,
-            lambda pk: workflow.approve(user, pk, comment, enqueue=False),
-        )
-        if done:
-            TransferBatch.objects.filter(pk=batch.pk).update(
-                approver=user, decision_comment=comment.strip()[:2000], decided_at=timezone.now()
-            )
-    if done:
-        _feed_soon(batch.pk)
+        _decided(user, batch, comment)
+        queue.enqueue("approve_batch", batch.pk, user.pk, comment)
+    return batch.transfers.filter(status=Transfer.Status.REQUESTED).count()
+
+
+def approve_transfers(batch_pk: int, user_pk: int, comment: str = "") -> int:
+    """The background part of approve: each requested transfer, a chunk per transaction,
+    fed to the workers as soon as the first chunk is in. Safe to run twice."""
+    from django.contrib.auth import get_user_model
+
+    batch = TransferBatch.objects.get(pk=batch_pk)
+    user = get_user_model().objects.get(pk=user_pk)
+    done, fed = 0, False
+
+    def one(pk: int) -> None:
+        nonlocal done, fed
+        workflow.approve(user, pk, comment, enqueue=False)
+        done += 1
+        if not fed:
+            _feed_soon(batch.pk)
+            fed = True
+
+    _each(batch, Transfer.Status.REQUESTED, one)
     return done
 
 
 def decline(user, batch: TransferBatch, comment: str) -> int:
+    if not comment.strip():
+        raise TransferError("comment_required", "Say why you decline it.")
+    workflow.check_can_approve(user, batch.source)
     with transaction.atomic():
+        _decided(user, batch, comment)
         done, _ = _each(
             batch, Transfer.Status.REQUESTED, lambda pk: workflow.decline(user, pk, comment)
-        )
-        TransferBatch.objects.filter(pk=batch.pk).update(
-            approver=user, decision_comment=comment.strip()[:2000], decided_at=timezone.now()
         )
     return done
 
 
 def withdraw(user, batch: TransferBatch) -> int:
-    with transaction.atomic():
-        return _each(batch, Transfer.Status.REQUESTED, lambda pk: workflow.withdraw(user, pk))[0]
+    return _each(batch, Transfer.Status.REQUESTED, lambda pk: workflow.withdraw(user, pk))[0]
 
 
 def retry_failed(user, batch: TransferBatch) -> int:
-    with transaction.atomic():
-        done, _ = _each(
-            batch, Transfer.Status.FAILED, lambda pk: workflow.retry(user, pk, enqueue=False)
-        )
+    done, _ = _each(
+        batch, Transfer.Status.FAILED, lambda pk: workflow.retry(user, pk, enqueue=False)
+    )
     if done:
         _feed_soon(batch.pk)
     return done
 
 
 def cancel_pending(user, batch: TransferBatch) -> tuple[int, list[str]]:
-    """Cancel, in AWS, every transfer of the batch still pending acceptance."""
-    return _each(batch, Transfer.Status.PENDING_ACCEPTANCE, lambda pk: workflow.cancel(user, pk))
+    """Cancel, in AWS, every transfer of the batch still pending acceptance: in the
+    background (thousands of AWS calls at the account's rate); the page shows the progress.
+    Returns how many are to be cancelled."""
+    count = batch.transfers.filter(status=Transfer.Status.PENDING_ACCEPTANCE).count()
+    if count:
+        with transaction.atomic():
+            TransferBatch.objects.filter(pk=batch.pk).update(
+                cancel_requested_at=timezone.now(), cancel_requested_by=user
+            )
+            queue.enqueue("cancel_batch", batch.pk, user.pk)
+    return count, []
+
+
+def cancel_transfers(batch_pk: int, user_pk: int) -> tuple[int, list[str]]:
+    """The background part of cancel_pending. Safe to run twice."""
+    from django.contrib.auth import get_user_model
+
+    batch = TransferBatch.objects.get(pk=batch_pk)
+    user = get_user_model().objects.get(pk=user_pk)
+    done, errors = _each(
+        batch, Transfer.Status.PENDING_ACCEPTANCE, lambda pk: workflow.cancel(user, pk)
+    )
+    TransferBatch.objects.filter(pk=batch_pk).update(cancel_requested_at=None)
+    return done, errors
 
 
 def _feed_soon(batch_pk: int) -> None:
     queue.enqueue("feed_batch", batch_pk)
 
 
-def feed(batch_pk: int) -> int:
-    """Hand the next window of approved transfers to the workers. Returns how many are still
-    waiting (the task calls again shortly while there are)."""
+def _hold_feeder(batch_pk: int, lease: str | None):
+    """Take (lease=None) or renew (the lease this feeder holds) the batch's feeder lease.
+    Returns the new lease, or None when another feeder holds the batch."""
+    now = timezone.now()
+    rows = TransferBatch.objects.filter(pk=batch_pk)
+    if lease is None:
+        rows = rows.filter(Q(feeder_until__isnull=True) | Q(feeder_until__lt=now))
+    else:
+        rows = rows.filter(feeder_until=datetime.fromisoformat(lease))
+    held = now + FEEDER_LEASE
+    return held if rows.update(feeder_until=held) else None
+
+
+def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
+    """Hand the next window of approved transfers to the workers. One feeder per batch:
+    returns how many still wait and the lease to pass to the next tick (None: stop, because
+    nothing waits or another feeder holds the batch)."""
+    held = _hold_feeder(batch_pk, lease)
+    if held is None:
+        return 0, None
     batch = TransferBatch.objects.select_related("source").get(pk=batch_pk)
     now = timezone.now()
     window = max(2, math.ceil(batch.source.api_rate * 2))
@@ -279,10 +361,20 @@ def feed(batch_pk: int) -> int:
         Transfer.objects.filter(pk__in=ready).update(queued_at=now)
         for pk in ready:
             queue.send_now("execute_transfer", pk)
-    return transfers.filter(status=Transfer.Status.APPROVED).count()
+    waiting = transfers.filter(status=Transfer.Status.APPROVED).count()
+    if not waiting:
+        TransferBatch.objects.filter(pk=batch_pk, feeder_until=held).update(feeder_until=None)
+        return 0, None
+    return waiting, held.isoformat()
 
 
 def progress(batch: TransferBatch) -> dict:
+    out = _progress(batch)
+    out["live"] = out["live"] or out["approving"] or out["cancelling"]
+    return out
+
+
+def _progress(batch: TransferBatch) -> dict:
     counts = dict(
         batch.transfers.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
     )
@@ -318,5 +410,13 @@ def progress(batch: TransferBatch) -> dict:
         "done_percent": round(100 * (total - waiting - counts.get("requested", 0)) / total)
         if total
         else 0,
+        # Approved, its transfers still being approved in the background.
+        "approving": bool(
+            batch.approver_id
+            and counts.get("requested", 0)
+            and batch.decided_at
+            and not counts.get("declined", 0)
+        ),
+        "cancelling": bool(batch.cancel_requested_at and counts.get("pending_acceptance", 0)),
         "live": waiting > 0,
     }

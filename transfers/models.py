@@ -560,9 +560,12 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     def start(self) -> None:
         pass
 
-    @transition(status, source=Status.PREPARING, target=Status.PENDING_ACCEPTANCE)
+    # From failed too: the reconciler finds a transfer pending in AWS whose
+    # TransferCertificate answer was lost and that the portal had marked failed.
+    @transition(status, source=[Status.PREPARING, Status.FAILED], target=Status.PENDING_ACCEPTANCE)
     def mark_pending(self) -> None:
         self.pending_since = timezone.now()
+        self.finished_at = None
         self.error_code = self.error_message = ""
 
     @transition(status, source=[Status.APPROVED, Status.PREPARING], target=Status.FAILED)

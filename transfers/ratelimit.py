@@ -27,7 +27,9 @@ MIN_WAIT = 0.001
 
 
 class RateLimitTimeout(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = retry_after  # seconds until the next token, as far as we know
+        super().__init__(message)
 
 
 def acquire(key: str, ceiling: float, max_wait: float = 120.0) -> float:
@@ -38,7 +40,7 @@ def acquire(key: str, ceiling: float, max_wait: float = 120.0) -> float:
         if wait <= 0:
             return waited
         if waited + wait > max_wait:
-            raise RateLimitTimeout(f"{key}: no capacity within {max_wait:.0f} s")
+            raise RateLimitTimeout(f"{key}: no capacity within {max_wait:.0f} s", wait)
         time.sleep(wait)
         waited += wait
 

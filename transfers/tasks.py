@@ -64,15 +64,10 @@ def execute_transfer(self, pk: int) -> str:
         raise self.retry(countdown=_backoff(self.request.retries)) from exc
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
-def restore_transfer(self, pk: int) -> str:
-    try:
-        return workflow.restore(pk)
-    except workflow.RetryLater as exc:
-        if self.request.retries >= self.max_retries:
-            workflow.give_up_restore(pk, exc.error.user_message)
-            return "partial: retries exhausted"
-        raise self.retry(countdown=_backoff(self.request.retries)) from exc
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def restore_transfer(pk: int) -> str:
+    """One try at a restore; the sweep (reconcile) brings back any that did not finish."""
+    return workflow.restore(pk)
 
 
 @shared_task
@@ -80,6 +75,7 @@ def reconcile() -> dict:
     """Beat: catch up with AWS for pending transfers; re-send work a lost message left."""
     outcomes = workflow.reconcile_pending()
     outcomes["requeued"] = workflow.requeue_stalled()
+    outcomes["restores"] = workflow.sweep_restores()
     return outcomes
 
 
@@ -111,9 +107,20 @@ def expire_and_remind() -> dict:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def feed_batch(batch_pk: int) -> int:
-    """Feed a batch's approved transfers to the workers a window at a time."""
-    waiting = batches.feed(batch_pk)
-    if waiting:
-        feed_batch.apply_async((batch_pk,), countdown=1)
+def feed_batch(batch_pk: int, lease: str | None = None) -> int:
+    """Feed a batch's approved transfers to the workers a window at a time. One feeder per
+    batch: each tick passes its lease to the next; a second feeder finds the batch held."""
+    waiting, lease = batches.feed(batch_pk, lease)
+    if lease is not None:
+        feed_batch.apply_async((batch_pk, lease), countdown=1)
     return waiting
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def approve_batch(batch_pk: int, user_pk: int, comment: str = "") -> int:
+    return batches.approve_transfers(batch_pk, user_pk, comment)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def cancel_batch(batch_pk: int, user_pk: int) -> int:
+    return batches.cancel_transfers(batch_pk, user_pk)[0]

@@ -16,7 +16,7 @@ Callers import from here: ``from transfers import workflow; workflow.approve(...
 """
 
 from transfers.workflow.cancel import cancel
-from transfers.workflow.decide import approve, decline, retry, withdraw
+from transfers.workflow.decide import approve, check_can_approve, decline, retry, withdraw
 from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, TransferError
 from transfers.workflow.events import record
 from transfers.workflow.execute import execute, fail
@@ -24,7 +24,7 @@ from transfers.workflow.expiry import due_for_expiry, expire, send_reminders
 from transfers.workflow.plan import EXPIRING_DAYS, Options, Plan, make_plan, read_certificate
 from transfers.workflow.reconcile import reconcile_one, reconcile_pending, requeue_stalled
 from transfers.workflow.request import check_request, open_transfer, request_transfer
-from transfers.workflow.restore import give_up_restore, restore
+from transfers.workflow.restore import restore, retry_restore, steps_left, sweep_restores
 from transfers.workflow.target import accept, reject
 
 __all__ = [
@@ -39,13 +39,13 @@ __all__ = [
     "accept",
     "approve",
     "cancel",
+    "check_can_approve",
     "check_request",
     "decline",
     "due_for_expiry",
     "execute",
     "expire",
     "fail",
-    "give_up_restore",
     "make_plan",
     "open_transfer",
     "read_certificate",
@@ -57,6 +57,9 @@ __all__ = [
     "requeue_stalled",
     "restore",
     "retry",
+    "retry_restore",
+    "steps_left",
+    "sweep_restores",
     "send_reminders",
     "withdraw",
 ]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from transfers import permissions
+from transfers import aws, permissions
 from transfers.models import Transfer
 from transfers.workflow.errors import TransferError
 from transfers.workflow.outcome import end
+from transfers.workflow.reconcile import decide
 from transfers.workflow.target import act_in_aws
 
 
 def cancel(user, pk: int) -> Transfer:
-    transfer = Transfer.objects.select_related("source").get(pk=pk)
+    transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
     if not permissions.can_operate(user, transfer.source):
         raise TransferError(
             "forbidden", "You may not cancel transfers from this account.", status=403
         )
+    if transfer.status == Transfer.Status.FAILED and transfer.first_transfer_at:
+        _catch_up_first(transfer)
+        transfer.refresh_from_db()
     if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
         act_in_aws(
             transfer,
@@ -32,3 +36,22 @@ def cancel(user, pk: int) -> Transfer:
             status=409,
         )
     return end(pk, "cancel", user)
+
+
+def _catch_up_first(transfer: Transfer) -> None:
+    """A failed transfer that did call TransferCertificate may still be pending in AWS (its
+    answer was lost), or even accepted since: read AWS before cancelling it."""
+    try:
+        outcome = decide(transfer, aws.client(transfer.source, transfer.region))
+    except aws.AwsError as exc:
+        raise TransferError(
+            exc.code,
+            f"Could not check the certificate in AWS before cancelling: {exc.user_message}",
+            status=503 if exc.retryable else 502,
+        ) from None
+    if outcome == "accepted":
+        raise TransferError(
+            "already_completed",
+            "AWS says the target account already accepted it; the portal has caught up.",
+            status=409,
+        )

@@ -15,14 +15,18 @@ def _comment(comment: str | None) -> str:
     return comment
 
 
+def check_can_approve(user, account) -> None:
+    if not permissions.can_approve(user, account):
+        raise TransferError(
+            "forbidden", "You may not approve transfers from this account.", status=403
+        )
+
+
 def approve(user, pk: int, comment: str = "", *, enqueue: bool = True) -> Transfer:
     comment = _comment(comment)
 
     def check(transfer: Transfer) -> None:
-        if not permissions.can_approve(user, transfer.source):
-            raise TransferError(
-                "forbidden", "You may not approve transfers from this account.", status=403
-            )
+        check_can_approve(user, transfer.source)
         if transfer.requester_id == user.pk:
             raise TransferError(
                 "self_approval",
@@ -87,13 +91,16 @@ def withdraw(user, pk: int) -> Transfer:
 
 
 def retry(user, pk: int, *, enqueue: bool = True) -> Transfer:
+    """Run a failed transfer again. It re-runs destructive preparation (deactivate,
+    detach), so it is an approver's decision, never the requester's own."""
+
     def check(transfer: Transfer) -> None:
-        if not (
-            permissions.can_approve(user, transfer.source)
-            or permissions.can_operate(user, transfer.source)
-        ):
+        if not permissions.can_retry(user, transfer):
             raise TransferError(
-                "forbidden", "You may not retry transfers from this account.", status=403
+                "forbidden",
+                "Retrying runs the preparation again: an approver of this account other "
+                "than the requester decides it (or make a new request).",
+                status=403,
             )
 
     transfer = transition(

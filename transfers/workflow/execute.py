@@ -6,6 +6,7 @@ redelivered task continues instead of repeating an AWS call.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -16,6 +17,7 @@ from transfers import aws
 from transfers.models import Certificate, Transfer, TransferEvent
 from transfers.workflow.errors import WORKER, RetryLater
 from transfers.workflow.events import aws_call, record, transition
+from transfers.workflow.reconcile import CLOCK_SKEW, as_datetime, decide
 
 
 def execute(pk: int) -> str:
@@ -44,7 +46,7 @@ def execute(pk: int) -> str:
         transfer.updated = now
         transfer.save()
     try:
-        _prepare_and_transfer(transfer)
+        return _prepare_and_transfer(transfer)
     except aws.AwsError as exc:
         _release(transfer.pk)
         if exc.retryable:
@@ -55,7 +57,6 @@ def execute(pk: int) -> str:
         _release(transfer.pk)
         fail(transfer.pk, exc.code, exc.message)
         return f"failed: {exc.code}"
-    return "pending_acceptance"
 
 
 class _Refused(Exception):
@@ -75,16 +76,25 @@ def _save_progress(transfer: Transfer, *fields: str) -> None:
     )
 
 
-def _prepare_and_transfer(transfer: Transfer) -> None:
+def _prepare_and_transfer(transfer: Transfer) -> str:
+    """Returns the state the transfer reached (pending, or what became of an earlier attempt
+    whose answer was lost)."""
     iot = aws.client(transfer.source, transfer.region)
-    desc = aws_call(
-        transfer, WORKER, iot, "describe_certificate", certificateId=transfer.certificate_id
-    )["certificateDescription"]
+    try:
+        desc = aws_call(
+            transfer, WORKER, iot, "describe_certificate", certificateId=transfer.certificate_id
+        )["certificateDescription"]
+    except aws.AwsError as exc:
+        if exc.code == "ResourceNotFoundException" and transfer.first_transfer_at:
+            # Gone since our first TransferCertificate: the target accepted it.
+            return _earlier_attempt_landed(transfer, iot)
+        raise
+    if transfer.first_transfer_at and _ours(transfer, desc):
+        # A TransferCertificate was sent before and AWS dates a transfer after it: that
+        # was this transfer's, whatever became of it. Never a second one.
+        return _earlier_attempt_landed(transfer, iot, desc)
     status = desc["status"]
     if status == "PENDING_TRANSFER":
-        if _pending_to_target(transfer, iot):
-            _mark_pending(transfer, None)
-            return
         raise _Refused(
             "CertificateStateException",
             "The certificate is pending a transfer to "
@@ -128,7 +138,7 @@ def _prepare_and_transfer(transfer: Transfer) -> None:
             _save_progress(transfer, "detached_policies")
         aws_call(transfer, WORKER, iot, "detach_policy", policyName=name, target=arn)
 
-    things = list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
+    things = _attached_things(iot, arn)
     if things and not transfer.detach_things:
         raise _Refused(
             "TransferConflictException",
@@ -139,8 +149,18 @@ def _prepare_and_transfer(transfer: Transfer) -> None:
         if name not in transfer.detached_things:
             transfer.detached_things.append(name)
             _save_progress(transfer, "detached_things")
-        aws_call(transfer, WORKER, iot, "detach_thing_principal", thingName=name, principal=arn)
+        try:
+            aws_call(transfer, WORKER, iot, "detach_thing_principal", thingName=name, principal=arn)
+        except aws.AwsError as exc:
+            # Already detached: an earlier attempt's detachment still propagating.
+            if exc.code != "ResourceNotFoundException" or name not in transfer.detached_things:
+                raise
+    if things:
+        _wait_for_things_detached(transfer, iot, arn)
 
+    if transfer.first_transfer_at is None:
+        transfer.first_transfer_at = timezone.now()
+        _save_progress(transfer, "first_transfer_at")
     try:
         answer = aws_call(
             transfer,
@@ -153,23 +173,66 @@ def _prepare_and_transfer(transfer: Transfer) -> None:
         )
     except aws.AwsError as exc:
         # An earlier attempt whose answer was lost already did it: that is success.
-        if exc.code in {
-            "TransferConflictException",
-            "CertificateStateException",
-        } and _pending_to_target(transfer, iot):
-            _mark_pending(transfer, None)
-            return
+        if exc.code in {"TransferConflictException", "CertificateStateException"}:
+            again = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)
+            if _ours(transfer, again["certificateDescription"]):
+                return _earlier_attempt_landed(transfer, iot, again["certificateDescription"])
         raise
     _mark_pending(transfer, answer.get("transferredCertificateArn"))
+    return "pending_acceptance"
 
 
-def _pending_to_target(transfer: Transfer, iot) -> bool:
-    for item in aws.pages(iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250):
-        if item["certificateId"] == transfer.certificate_id:
-            if item.get("transferDate"):
-                transfer.transfer_date = item["transferDate"]
-            return item.get("transferredTo") == transfer.target_account_id
-    return False
+def _attached_things(iot, arn: str) -> list[str]:
+    return list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
+
+
+def _wait_for_things_detached(transfer: Transfer, iot, arn: str) -> None:
+    """DetachThingPrincipal is asynchronous (AWS: it can take several seconds to
+    propagate): confirm nothing is attached before TransferCertificate, for a bounded time."""
+    deadline = time.monotonic() + settings.TRANSFER_THING_DETACH_WAIT_SECONDS
+    delay = 0.25
+    while True:
+        left = _attached_things(iot, arn)
+        if not left:
+            return
+        if time.monotonic() + delay > deadline:
+            raise _Refused(
+                "ThingDetachNotPropagated",
+                f"AWS still lists things attached ({', '.join(left)}) "
+                f"{settings.TRANSFER_THING_DETACH_WAIT_SECONDS} s after detaching them, so the "
+                "transfer was not sent. Retry the transfer once AWS shows them detached.",
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
+def _ours(transfer: Transfer, desc: dict) -> bool:
+    """AWS dates a transfer of this certificate after our first TransferCertificate call."""
+    if transfer.first_transfer_at is None:
+        return False
+    when = as_datetime((desc.get("transferData") or {}).get("transferDate"))
+    return when is not None and when >= transfer.first_transfer_at - CLOCK_SKEW
+
+
+def _earlier_attempt_landed(transfer: Transfer, iot, desc: dict | None = None) -> str:
+    """Our earlier TransferCertificate went through though its answer was lost: record it
+    as pending, then let the reconciler decide what became of it since (still pending,
+    accepted, rejected or cancelled), from DescribeCertificate."""
+    if desc is not None:
+        when = as_datetime((desc.get("transferData") or {}).get("transferDate"))
+        transfer.transfer_date = when or transfer.transfer_date
+    record(
+        transfer,
+        "earlier_attempt_found",
+        WORKER,
+        reason="an earlier TransferCertificate went through though its answer was lost",
+        aws_status=desc["status"] if desc else "gone from the source",
+    )
+    _mark_pending(transfer, None)
+    transfer.refresh_from_db()
+    if desc is not None and desc["status"] == "PENDING_TRANSFER":
+        return "pending_acceptance"
+    return decide(transfer, iot)
 
 
 def _mark_pending(transfer: Transfer, arn: str | None) -> None:

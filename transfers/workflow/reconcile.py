@@ -1,46 +1,79 @@
-"""Catching up with AWS: decide a pending transfer's state from what AWS says now."""
+"""Catching up with AWS: decide a transfer's state from what DescribeCertificate says now.
+
+Never by elimination from a listing: ListOutgoingCertificates lags and pages can miss
+items. The listing is only used to skip the DescribeCertificate of transfers it still shows
+pending to their target (nothing to decide); everything else is described and decided:
+
+| AWS says (DescribeCertificate in the source)           | the transfer is          |
+|--------------------------------------------------------|--------------------------|
+| PENDING_TRANSFER                                       | pending acceptance       |
+| back at the source, rejectDate after our transfer      | rejected                 |
+| back at the source, no reject date after our transfer  | cancelled                |
+| ResourceNotFound                                       | accepted (confirmed in a |
+|                                                        | managed target)          |
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from transfers import aws, queue
-from transfers.models import Transfer
+from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow.errors import RECONCILER, TransferError
-from transfers.workflow.events import transition
+from transfers.workflow.events import record, transition
 from transfers.workflow.outcome import end, moved
 
 log = logging.getLogger(__name__)
 
+# AWS's clock and the portal's differ a little: a transfer AWS dates up to this long before
+# the portal's first TransferCertificate call is still that call's.
+CLOCK_SKEW = timedelta(seconds=60)
+
+# Failed transfers that did call TransferCertificate are checked too (a lost answer can
+# leave one pending in AWS) for this long after they failed.
+FAILED_WATCH = timedelta(days=14)
+
 
 def reconcile_one(pk: int) -> str:
     transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
-    if transfer.status != Transfer.Status.PENDING_ACCEPTANCE:
+    if transfer.status not in (Transfer.Status.PENDING_ACCEPTANCE, Transfer.Status.FAILED):
         return f"skipped: {transfer.status}"
     iot = aws.client(transfer.source, transfer.region)
-    return _reconcile(transfer, iot, outgoing=None)
+    return decide(transfer, iot)
+
+
+def _watched() -> list[Transfer]:
+    return list(
+        Transfer.objects.filter(
+            Q(status=Transfer.Status.PENDING_ACCEPTANCE)
+            | Q(
+                status=Transfer.Status.FAILED,
+                first_transfer_at__isnull=False,
+                finished_at__gte=timezone.now() - FAILED_WATCH,
+            )
+        ).select_related("source", "target")
+    )
 
 
 def reconcile_pending() -> dict[str, int]:
-    """Ask AWS about every pending transfer; catch up with what happened outside the portal."""
+    """Ask AWS about every pending transfer (and every failed one that may have reached
+    AWS); catch up with what happened outside the portal."""
     outcomes: dict[str, int] = {}
-    pending = Transfer.objects.filter(status=Transfer.Status.PENDING_ACCEPTANCE).select_related(
-        "source", "target"
-    )
     groups: dict[tuple[int, str], list[Transfer]] = {}
-    for transfer in pending:
+    for transfer in _watched():
         groups.setdefault((transfer.source_id, transfer.region), []).append(transfer)
     for group in groups.values():
         first = group[0]
         try:
             iot = aws.client(first.source, first.region)
-            outgoing = {
-                item["certificateId"]: item
+            listed = {
+                item["certificateId"]: item.get("transferredTo")
                 for item in aws.pages(
                     iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250
                 )
@@ -50,26 +83,29 @@ def reconcile_pending() -> dict[str, int]:
             outcomes["unreachable"] = outcomes.get("unreachable", 0) + len(group)
             continue
         for transfer in group:
-            try:
-                outcome = _reconcile(transfer, iot, outgoing)
-            except aws.AwsError as exc:
-                log.warning("reconcile: %s: %s", transfer, exc)
-                outcome = "error"
+            if (
+                transfer.status == Transfer.Status.PENDING_ACCEPTANCE
+                and listed.get(transfer.certificate_id) == transfer.target_account_id
+            ):
+                outcome = "pending"  # listed as pending to its target: nothing to decide
+            else:
+                try:
+                    outcome = decide(transfer, iot)
+                except aws.AwsError as exc:
+                    log.warning("reconcile: %s: %s", transfer, exc)
+                    outcome = "error"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
 
-def _reconcile(transfer: Transfer, iot, outgoing: dict | None) -> str:
-    if outgoing is None:
-        outgoing = {
-            item["certificateId"]: item
-            for item in aws.pages(
-                iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250
-            )
-        }
-    item = outgoing.get(transfer.certificate_id)
-    if item and item.get("transferredTo") == transfer.target_account_id:
-        return "pending"
+def _since(transfer: Transfer) -> datetime:
+    """The earliest moment AWS may date this transfer's TransferCertificate."""
+    start = transfer.first_transfer_at or transfer.transfer_date or transfer.pending_since
+    return (start or transfer.created) - CLOCK_SKEW
+
+
+def decide(transfer: Transfer, iot) -> str:
+    """Read the certificate in the source now and move the transfer to what AWS says."""
     try:
         desc = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)[
             "certificateDescription"
@@ -77,78 +113,142 @@ def _reconcile(transfer: Transfer, iot, outgoing: dict | None) -> str:
     except aws.AwsError as exc:
         if exc.code != "ResourceNotFoundException":
             raise
-        # Gone from the source: the target accepted it.
-        accept_date = None
-        if transfer.target and transfer.target.managed:
-            accept_date = _target_accept_date(transfer)
-
-        def fill(row: Transfer) -> None:
-            row.accept_date = accept_date or timezone.now()
-
-        try:
-            transition(
-                transfer.pk,
-                "mark_accepted",
-                RECONCILER,
-                before=fill,
-                refuse="It already ended.",
-                seen="gone from the source account",
-            )
-        except TransferError:
-            return "raced"
-        moved(transfer)
-        return "accepted"
-    data = desc.get("transferData", {})
-    if data.get("rejectDate"):
+        return _gone(transfer)
+    data = desc.get("transferData") or {}
+    transfer_date = as_datetime(data.get("transferDate"))
+    ours = transfer_date is not None and transfer_date >= _since(transfer)
+    if transfer.status == Transfer.Status.FAILED:
+        # Failed in the portal; only a transfer AWS dates after our first call is ours.
+        if desc["status"] == "PENDING_TRANSFER" and ours:
+            return _caught_pending(transfer, transfer_date)
+        return "failed"
+    if desc["status"] == "PENDING_TRANSFER":
+        return "pending"
+    reject_date = as_datetime(data.get("rejectDate"))
+    if reject_date is not None and reject_date >= _since(transfer):
         try:
             end(
                 transfer.pk,
                 "mark_rejected",
                 RECONCILER,
-                reject_reason=data.get("rejectReason", "")[:128],
-                reject_date=_as_datetime(data["rejectDate"]),
+                reject_reason=(data.get("rejectReason") or "")[:128],
+                reject_date=reject_date,
             )
         except TransferError:
             return "raced"
         return "rejected"
     try:
-        end(transfer.pk, "cancel", RECONCILER)
+        end(transfer.pk, "cancel", RECONCILER, seen=f"{desc['status']} in the source account")
     except TransferError:
         return "raced"
     return "cancelled"
 
 
-def _target_accept_date(transfer: Transfer):
+def _caught_pending(transfer: Transfer, transfer_date) -> str:
+    """A failed transfer that AWS says is pending: the call's answer was lost. Pending."""
+
+    def fill(row: Transfer) -> None:
+        row.transfer_date = transfer_date
+        row.transferred_arn = row.transferred_arn or row.certificate_arn.replace(
+            f":{row.source.account_id}:", f":{row.target_account_id}:"
+        )
+
     try:
-        iot = aws.client(transfer.target, transfer.region)
-        desc = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)[
-            "certificateDescription"
-        ]
-    except aws.AwsError:
-        return None
-    return _as_datetime(desc.get("transferData", {}).get("acceptDate"))
+        transition(
+            transfer.pk,
+            "mark_pending",
+            RECONCILER,
+            before=fill,
+            refuse="It changed meanwhile.",
+            seen="PENDING_TRANSFER in AWS: the TransferCertificate answer was lost",
+        )
+    except TransferError:
+        return "raced"
+    Certificate.objects.filter(pk=transfer.cert_id).update(status="PENDING_TRANSFER")
+    return "pending"
 
 
-def _as_datetime(value):
+def _gone(transfer: Transfer) -> str:
+    """Gone from the source: the target accepted it. Confirmed in the target when the portal
+    manages it; a managed target that does not have it (yet) leaves the decision for later."""
+    accept_date = None
+    target = transfer.target
+    if target is not None and target.managed:
+        try:
+            tiot = aws.client(target, transfer.region)
+            desc = aws.call(tiot, "describe_certificate", certificateId=transfer.certificate_id)[
+                "certificateDescription"
+            ]
+        except aws.AwsError as exc:
+            if exc.code == "ResourceNotFoundException":
+                log.warning("reconcile: %s gone from the source, not in the target", transfer)
+                return "unconfirmed"
+            # The target cannot be asked; the source alone says the transfer completed.
+        else:
+            accept_date = as_datetime((desc.get("transferData") or {}).get("acceptDate"))
+    if transfer.status == Transfer.Status.FAILED:
+        outcome = _caught_pending(transfer, transfer.transfer_date or transfer.first_transfer_at)
+        if outcome != "pending":
+            return outcome
+
+    def fill(row: Transfer) -> None:
+        row.accept_date = accept_date or timezone.now()
+
+    try:
+        transition(
+            transfer.pk,
+            "mark_accepted",
+            RECONCILER,
+            before=fill,
+            refuse="It already ended.",
+            seen="gone from the source account",
+        )
+    except TransferError:
+        return "raced"
+    moved(transfer)
+    return "accepted"
+
+
+def as_datetime(value):
     if value is None or hasattr(value, "tzinfo"):
         return value
     return parse_datetime(str(value))
 
 
 def requeue_stalled() -> int:
-    """Approved or preparing transfers that made no progress (a lost message, a dead worker).
-    A batch's transfers go back through its feeder, which keeps to the account's rate."""
-    cutoff = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES)
+    """Re-send work a lost message or a dead worker left behind. Returns how many.
+
+    - A transfer handed to a worker (``queued_at``) that has not started within the stall
+      time, or one being prepared whose worker's lease ran out: sent again. ``execute``
+      takes a lease, so a message that was only slow makes no second execution.
+    - A batch's transfers that wait their turn are the feeder's: only a batch with work and
+      no live feeder gets a feeder again (one per batch; it holds a lease)."""
+    now = timezone.now()
+    cutoff = now - timedelta(minutes=settings.TRANSFER_STALL_MINUTES)
     stalled = list(
-        Transfer.objects.filter(status__in=Transfer.Status.IN_FLIGHT, updated__lt=cutoff)
-        .exclude(lease_until__gt=timezone.now())
-        .values_list("pk", "batch_id", "status")
+        Transfer.objects.filter(
+            Q(status=Transfer.Status.APPROVED, batch__isnull=True, queued_at__lt=cutoff)
+            | Q(status=Transfer.Status.APPROVED, batch__isnull=True, queued_at__isnull=True)
+            | Q(status=Transfer.Status.PREPARING, updated__lt=cutoff)
+        )
+        .exclude(updated__gte=cutoff, status=Transfer.Status.APPROVED, queued_at__isnull=True)
+        .exclude(lease_until__gt=now)
+        .values_list("pk", flat=True)
     )
-    waiting = [(pk, b) for pk, b, status in stalled if b and status == Transfer.Status.APPROVED]
-    for pk, batch_id, _status in stalled:
-        if (pk, batch_id) not in waiting:
-            queue.send_now("execute_transfer", pk)
-    Transfer.objects.filter(pk__in=[pk for pk, _ in waiting]).update(queued_at=None)
-    for batch_id in {b for _, b in waiting}:
-        queue.send_now("feed_batch", batch_id)
-    return len(stalled)
+    if stalled:
+        Transfer.objects.filter(pk__in=stalled, status=Transfer.Status.APPROVED).update(
+            queued_at=now
+        )
+    for pk in stalled:
+        queue.send_now("execute_transfer", pk)
+    batches = list(
+        TransferBatch.objects.filter(transfers__status=Transfer.Status.APPROVED)
+        .filter(Q(feeder_until__isnull=True) | Q(feeder_until__lt=now))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for batch_pk in batches:
+        queue.send_now("feed_batch", batch_pk)
+    for pk in stalled:
+        record(Transfer(pk=pk), "requeued", RECONCILER, reason="no progress: sent again")
+    return len(stalled) + len(batches)

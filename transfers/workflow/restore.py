@@ -1,55 +1,198 @@
-"""Put back what preparation removed when a transfer ends with the certificate at home."""
+"""Put back what preparation removed when a transfer ends with the certificate at home.
+
+Durable like execution: each step done is recorded on the row, so a restore that stopped
+(throttling, the rate limiter, a lost task, a flushed broker, a dead worker) resumes where
+it was. The sweep (beat) picks up every restore that is pending or partial and due, with
+backoff; after TRANSFER_RESTORE_TRIES tries it needs attention: the page shows the steps
+left and a person can try again.
+"""
 
 from __future__ import annotations
 
-from django.db import transaction
+from datetime import timedelta
+
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
-from transfers import aws
+from transfers import aws, permissions, queue
 from transfers.models import Transfer
-from transfers.workflow.errors import WORKER, RetryLater
+from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, record
 
+# Backoff between tries: exponential with full jitter, from 10 s up to 30 minutes.
+BACKOFF_BASE, BACKOFF_MAX = 10, 30 * 60
+# A restore just enqueued is the task's; the sweep leaves it alone this long.
+GRACE = timedelta(minutes=1)
 
-def restore(pk: int) -> str:
-    """Put back what preparation removed, step by step; a failed step is recorded and shown."""
-    with transaction.atomic():
-        transfer = Transfer.objects.select_for_update().select_related("source").get(pk=pk)
-        if transfer.restore_state != Transfer.Restore.PENDING:
-            return f"skipped: {transfer.restore_state or 'nothing to restore'}"
-    iot = aws.client(transfer.source, transfer.region)
+
+def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
+    """(key, operation, params) of every step that puts the certificate back, in order:
+    policies, things, then ACTIVE (devices reconnect only once everything is back)."""
     arn = transfer.certificate_arn
-    failures = []
-    steps: list[tuple[str, dict]] = [
-        ("attach_policy", {"policyName": name, "target": arn})
+    out = [
+        (f"attach_policy:{name}", "attach_policy", {"policyName": name, "target": arn})
         for name in transfer.detached_policies
     ] + [
-        ("attach_thing_principal", {"thingName": name, "principal": arn})
+        (
+            f"attach_thing_principal:{name}",
+            "attach_thing_principal",
+            {"thingName": name, "principal": arn},
+        )
         for name in transfer.detached_things
     ]
     if transfer.deactivated:
-        steps.append(
+        out.append(
             (
+                "update_certificate:ACTIVE",
                 "update_certificate",
                 {"certificateId": transfer.certificate_id, "newStatus": "ACTIVE"},
             )
         )
-    for operation, params in steps:
-        try:
-            aws_call(transfer, WORKER, iot, operation, **params)
-        except aws.AwsError as exc:
-            if exc.retryable:
-                raise RetryLater(exc) from exc
-            failures.append(f"{operation}: {exc.user_message}")
-    state = Transfer.Restore.PARTIAL if failures else Transfer.Restore.DONE
-    Transfer.objects.filter(pk=pk).update(restore_state=state, updated=timezone.now())
-    record(transfer, "restore", WORKER, ok=not failures, result=state, failures=failures)
-    return state
+    return out
 
 
-def give_up_restore(pk: int, message: str) -> None:
-    transfer = Transfer.objects.get(pk=pk)
-    Transfer.objects.filter(pk=pk, restore_state=Transfer.Restore.PENDING).update(
-        restore_state=Transfer.Restore.PARTIAL, updated=timezone.now()
+def steps_left(transfer: Transfer) -> list[str]:
+    """What is still to put back, for people: "Attach policy DevicePublish", ..."""
+    labels = {
+        "attach_policy": "Attach policy {}",
+        "attach_thing_principal": "Attach thing {}",
+        "update_certificate": "Set the certificate {}",
+    }
+    done = set(transfer.restored)
+    return [
+        labels[op].format(key.split(":", 1)[1])
+        for key, op, _params in steps(transfer)
+        if key not in done
+    ]
+
+
+def _claim(pk: int) -> bool:
+    """Take the row's lease for this restore; False when another worker holds it."""
+    now = timezone.now()
+    return bool(
+        Transfer.objects.filter(pk=pk, restore_state__in=Transfer.Restore.OPEN)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(lease_until=now + timedelta(seconds=settings.TRANSFER_LEASE_SECONDS))
     )
-    record(transfer, "restore", WORKER, ok=False, result="partial", failures=[message])
+
+
+def restore(pk: int) -> str:
+    """One try at putting everything back. Returns "done", "retry" (the sweep comes back
+    after a backoff), "attention" (tries used up) or "skipped: ..."."""
+    if not _claim(pk):
+        state = Transfer.objects.filter(pk=pk).values_list("restore_state", flat=True).first()
+        return f"skipped: {state or 'nothing to restore'}"
+    transfer = Transfer.objects.select_related("source").get(pk=pk)
+    failures: list[str] = []
+    try:
+        iot = aws.client(transfer.source, transfer.region)
+        for key, operation, params in steps(transfer):
+            if key in transfer.restored:
+                continue
+            try:
+                aws_call(transfer, WORKER, iot, operation, **params)
+            except aws.AwsError as exc:
+                if exc.retryable:
+                    raise
+                failures.append(f"{operation}: {exc.user_message}")
+                continue
+            transfer.restored.append(key)
+            Transfer.objects.filter(pk=pk).update(
+                restored=transfer.restored, updated=timezone.now()
+            )
+    except aws.AwsError as exc:
+        # Throttled, AWS unavailable, no token from the rate limiter, role not assumable:
+        # the remaining steps wait for the next try.
+        failures.append(exc.user_message)
+    return _after_try(transfer, failures)
+
+
+def _after_try(transfer: Transfer, failures: list[str]) -> str:
+    now = timezone.now()
+    if not failures:
+        Transfer.objects.filter(pk=transfer.pk).update(
+            restore_state=Transfer.Restore.DONE,
+            restore_next_at=None,
+            restore_error="",
+            lease_until=None,
+            updated=now,
+        )
+        record(transfer, "restore", WORKER, result="done", steps=transfer.restored)
+        return "done"
+    tries = transfer.restore_attempts + 1
+    left = steps_left(transfer)
+    if tries >= settings.TRANSFER_RESTORE_TRIES:
+        state, next_at, outcome = Transfer.Restore.ATTENTION, None, "attention"
+    else:
+        state, outcome = Transfer.Restore.PARTIAL, "retry"
+        delay = get_exponential_backoff_interval(BACKOFF_BASE, tries, BACKOFF_MAX, True)
+        next_at = now + timedelta(seconds=max(delay, 1))
+    Transfer.objects.filter(pk=transfer.pk).update(
+        restore_state=state,
+        restore_attempts=tries,
+        restore_next_at=next_at,
+        restore_error="; ".join(failures)[:2000],
+        lease_until=None,
+        updated=now,
+    )
+    record(
+        transfer,
+        "restore",
+        WORKER,
+        ok=False,
+        result=state,
+        tries=tries,
+        failures=failures,
+        steps_left=left,
+        next_try=next_at.isoformat() if next_at else None,
+    )
+    return outcome
+
+
+def due_restores(now=None) -> list[int]:
+    """Restores the sweep should try now: pending or partial, due, not leased."""
+    now = now or timezone.now()
+    return list(
+        Transfer.objects.filter(restore_state__in=Transfer.Restore.OPEN)
+        .filter(
+            Q(restore_next_at__lte=now) | Q(restore_next_at__isnull=True, updated__lt=now - GRACE)
+        )
+        .exclude(lease_until__gt=now)
+        .order_by("restore_next_at", "pk")
+        .values_list("pk", flat=True)[:500]
+    )
+
+
+def sweep_restores() -> int:
+    """Beat: re-drive every restore that did not finish. Returns how many were sent."""
+    due = due_restores()
+    for pk in due:
+        queue.send_now("restore_transfer", pk)
+    return len(due)
+
+
+def retry_restore(user, pk: int) -> Transfer:
+    """A person's "try again" on a restore that needs attention."""
+    transfer = Transfer.objects.select_related("source").get(pk=pk)
+    if not permissions.can_operate(user, transfer.source):
+        raise TransferError(
+            "forbidden", "You may not restore certificates in this account.", status=403
+        )
+    changed = Transfer.objects.filter(
+        pk=pk, restore_state__in=[Transfer.Restore.ATTENTION, Transfer.Restore.PARTIAL]
+    ).update(
+        restore_state=Transfer.Restore.PENDING,
+        restore_attempts=0,
+        restore_next_at=None,
+        updated=timezone.now(),
+    )
+    if not changed:
+        raise TransferError(
+            "invalid_state", "Only a restore that did not finish can be tried again.", 409
+        )
+    record(transfer, "restore_retry", user, steps_left=steps_left(transfer))
+    queue.enqueue("restore_transfer", pk)
+    transfer.refresh_from_db()
+    return transfer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -16,18 +18,19 @@ from transfers.workflow.reconcile import reconcile_one
 def act_in_aws(transfer: Transfer, user, account, operation: str, already: str, **params):
     """A person's accept, reject or cancel in AWS, as ``account``. When AWS says the transfer
     already ended, the portal catches up (reconcile) and says so."""
-    iot = aws.client(account, transfer.region)
     try:
+        iot = aws.client(account, transfer.region)
         aws_call(transfer, user, iot, operation, certificateId=transfer.certificate_id, **params)
     except aws.AwsError as exc:
         if exc.code == "TransferAlreadyCompletedException":
-            reconcile_one(transfer.pk)
+            with contextlib.suppress(aws.AwsError):  # else the reconciler catches up
+                reconcile_one(transfer.pk)
             raise TransferError(
                 "already_completed",
                 f"{already}; the portal has caught up with AWS.",
                 status=409,
             ) from None
-        raise TransferError(exc.code, exc.user_message, status=502) from None
+        raise TransferError.from_aws(exc) from None
 
 
 def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
