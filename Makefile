@@ -30,8 +30,16 @@ run: $(STAMP)
 	$(VENV)/bin/supervisord -c deploy/supervisord-dev.conf
 
 # The service and browser tiers need real services: .ci/run enables them.
+# One pytest-xdist worker per core (TEST_WORKERS=0 runs in one process); the total wall
+# time is printed last, and pytest's exit status is kept (5, nothing collected, fails).
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -m "not services and not browser"
+	@start=$$(date +%s.%N); \
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=5 \
+		-m "not services and not browser"; \
+	status=$$?; \
+	echo "make test: $$(awk "BEGIN { printf \"%.0f\", $$(date +%s.%N) - $$start }") s, exit status $$status"; \
+	exit $$status
 
 
 lint: $(STAMP)

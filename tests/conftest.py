@@ -19,6 +19,27 @@ from transfers.models import AccountGrant, AwsAccount, Role
 SOURCE, TARGET, KNOWN, OTHER = "111111111111", "222222222222", "333333333333", "444444444444"
 
 
+def _share_botocore_models() -> None:
+    """Every boto3 session builds its own botocore loader, which parses the service and
+    endpoint JSON files again (IoT's model is large): a quarter of test_workflow.py's time
+    under cProfile, because aws.clear_cache() gives every test new sessions. The loaders
+    made here share one memo of what they parsed; each keeps its own search paths."""
+    import botocore.session
+
+    shared: dict = {}
+    original = botocore.session.create_loader
+
+    def create_loader(search_path_string=None):
+        loader = original(search_path_string)
+        loader._cache = shared
+        return loader
+
+    botocore.session.create_loader = create_loader
+
+
+_share_botocore_models()
+
+
 @pytest.fixture(autouse=True)
 def _eager_celery(request):
     """Tasks enqueued after commit run inline in unit tests; the service tier (marked
