@@ -4,6 +4,7 @@ Defaults run the whole product on one machine with nothing installed: SQLite and
 filesystem message broker under ./var. Production sets DATABASE_URL and REDIS_URL.
 """
 
+import re
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -345,6 +346,20 @@ DEFAULT_FROM_EMAIL = env.string("DEFAULT_FROM_EMAIL", "transfer-portal@localhost
 # company's network; the tests' receivers on 127.0.0.1).
 WEBHOOK_ALLOW_PRIVATE = env.boolean("WEBHOOK_ALLOW_PRIVATE", False)
 
+# API throttling per token (transfers/throttling.py): past the rate, 429 with Retry-After.
+# Counted in the "throttle" cache, shared through Redis when REDIS_URL is set.
+API_THROTTLE_RATE = env.string("API_THROTTLE_RATE", "300/minute")
+if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", API_THROTTLE_RATE):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("API_THROTTLE_RATE must read like 300/minute (second, hour, day)")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle"},
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -357,6 +372,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "transfers.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["transfers.throttling.TokenRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Certificate transfer portal API",
