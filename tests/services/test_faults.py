@@ -272,8 +272,12 @@ def test_notices_wait_for_the_smtp_server_and_are_sent_once_it_is_back(
     )
 
     batches.approve(approver, batch)
-    wait_until(lambda: waiting(batch) == 0, 60, f"the batch; log:\n{worker.tail()}")
-    assert counts(batch) == {Transfer.Status.PENDING_ACCEPTANCE: len(ids)}  # not held up
+    # Approval runs in the background: wait for every transfer to be pending, not held up.
+    wait_until(
+        lambda: counts(batch) == {Transfer.Status.PENDING_ACCEPTANCE: len(ids)},
+        60,
+        f"the batch; log:\n{worker.tail()}",
+    )
     # The batch's one "waiting for you" to the target's contact carries every transfer's.
     notices = Notice.objects.filter(batch=batch, transfer__isnull=True)
     wait_until(lambda: notices.count() == 1, 30, f"the batch's notice; log:\n{worker.tail()}")
