@@ -14,7 +14,8 @@ one webhook event with the ids, one Slack message. When a batch's held notices g
 (``flush_batch``):
 - at once when no transfer of the batch can still add to them: a new-transfer notice when
   no transfer of the batch is in flight (approved or preparing), a failure notice likewise,
-  an outcome (accepted, rejected, cancelled, expired) when none is open any more;
+  an outcome (accepted, rejected, cancelled, expired) when none is open any more (checked
+  after each transition of the batch commits);
 - otherwise after a quiet period (QUIET with nothing new), or at the latest MAX_HOLD after
   the first one was held; the beat task that re-sends stale notices checks every batch with
   held notices (every 5 minutes).
@@ -109,8 +110,8 @@ def on_transition(transfer: Transfer) -> list[int]:
 
 
 def create(transfer: Transfer, kind: str) -> list[int]:
-    """The notices of ``transfer`` for ``kind``: the pks to be sent (a transfer of a batch
-    holds its own and returns the batch notices that went out now, if any)."""
+    """The notices of ``transfer`` for ``kind``: the pks of those to be sent now (a transfer
+    of a batch holds its notices for the batch's; see the module docstring)."""
     batch = transfer.batch_id
     rows = []
 
@@ -145,7 +146,10 @@ def create(transfer: Transfer, kind: str) -> list[int]:
     )
     _enqueue(pks)
     if batch is not None and kind in _STILL_COMING:
-        pks += flush_batch(batch, kinds=[kind])
+        # Checked after the commit: then every transfer's state is what the others see too,
+        # so of two workers ending a batch's last two transfers at once, the later sees
+        # nothing left in flight (checked inside the transaction, both could miss it).
+        transaction.on_commit(lambda: flush_batch(batch, kinds=[kind]))
     return pks
 
 
