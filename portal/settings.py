@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "csp",
     "transfers",
     "sso",
+    "policies",
     "profiles",
 ]
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("login/", LoginView.as_view(), name="login"),
     path("oidc/", include(oidc_urlpatterns)),
     path("sso/", include("sso.urls")),
+    path("", include("policies.urls")),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("login/verify/", second_factor.second_factor, name="second_factor"),
     path("login/enrol/", second_factor.second_factor_enrol, name="second_factor_enrol"),

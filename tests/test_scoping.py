@@ -37,6 +37,7 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
     "account_edit": ("account", {"GET", "POST"}),
     "account_sync": ("account", {"POST"}),
     "account_webhook_secret": ("account", {"POST"}),
+    "policies:edit": ("account", {"GET", "POST"}),
     "batch_detail": ("batch", {"GET", "POST"}),
     **{f"batch_{a}": ("batch", {"POST"}) for a in BATCH_ACTIONS},
     "transfer_detail": ("transfer", {"GET", "POST"}),

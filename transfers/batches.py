@@ -240,8 +240,16 @@ def approve(user, batch: TransferBatch, comment: str = "") -> int:
             status=403,
         )
     workflow.check_can_approve(user, batch.source)
+    from policies import mail, rules
+
     with transaction.atomic():
-        _decided(user, batch, comment)
+        # The source's approval policy may want several approvers: the batch is decided by
+        # the last; each approval also approves (counts on) every transfer in the background.
+        have, needed = rules.add_batch_approval(user, batch, comment)
+        if have >= needed:
+            _decided(user, batch, comment)
+        else:
+            mail.tell_approvers_of_batch(batch, have)
         queue.enqueue("approve_batch", batch.pk, user.pk, comment)
     return batch.transfers.filter(status=Transfer.Status.REQUESTED).count()
 

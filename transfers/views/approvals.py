@@ -12,6 +12,7 @@ from django.db.models import Count, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from policies import rules
 from transfers.models import CAN_APPROVE, AwsAccount, Transfer, TransferBatch
 from transfers.views.transfers import PAGE_SIZE, _filtered
 
@@ -55,6 +56,9 @@ def approvals(request: HttpRequest) -> HttpResponse:
         .order_by("created", "pk")
     )
     page = Paginator(singles, PAGE_SIZE).get_page(request.GET.get("page"))
+    # "1 of 2 approvals" under the source's approval policy (policies/).
+    page.object_list = list(page.object_list)
+    rules.annotate_progress(request.user, page.object_list, batch_rows)
     query = request.GET.copy()
     query.pop("page", None)
     context = {

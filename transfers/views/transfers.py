@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from policies import rules
 from transfers import notices, permissions, target_view, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
@@ -146,6 +147,7 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     target_roles = permissions.target_roles(request.user, transfer)
     # Seen only through the target account: what concerns the target (target_view).
     source_side = request.user.is_superuser or bool(source_roles)
+    approvals = list(transfer.approvals.select_related("user")) if source_side else []
     context = {
         "t": transfer,
         "source_side": source_side,
@@ -154,7 +156,14 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         else target_view.events_for_target(transfer),
         "notices": transfer.notices.select_related("digest") if source_side else [],
         "can_approve": bool(source_roles & CAN_APPROVE)
-        and transfer.requester_id != request.user.pk,
+        and transfer.requester_id != request.user.pk
+        and not any(a.user_id == request.user.pk for a in approvals),
+        # "1 of 2 approvals" under the source's approval policy (policies/).
+        "approvals": approvals,
+        "approved_by_me": any(a.user_id == request.user.pk for a in approvals),
+        "approvals_needed": rules.required(transfer)
+        if transfer.status == Transfer.Status.REQUESTED
+        else 0,
         "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
         "can_operate_source": bool(source_roles & CAN_OPERATE),
         "can_operate_target": bool(target_roles & CAN_OPERATE),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 from transfers import permissions, queue
 from transfers.models import Transfer
 from transfers.workflow.errors import TransferError
-from transfers.workflow.events import transition
+from transfers.workflow.events import record, transition
 
 
 def _comment(comment: str | None) -> str:
@@ -23,6 +25,9 @@ def check_can_approve(user, account) -> None:
 
 
 def approve(user, pk: int, comment: str = "", *, enqueue: bool = True) -> Transfer:
+    """One approval. Under the source's approval policy (policies/) a request may need
+    several distinct approvers: until the last one it stays requested, each approval an
+    Approval row and an "approval" event; the last approval approves it."""
     comment = _comment(comment)
 
     def check(transfer: Transfer) -> None:
@@ -36,16 +41,51 @@ def approve(user, pk: int, comment: str = "", *, enqueue: bool = True) -> Transf
         transfer.approver = user
         transfer.decision_comment = comment.strip()
 
-    transfer = transition(
-        pk,
-        "approve",
-        user,
-        before=check,
-        refuse="Only a requested transfer can be approved.",
-        comment=comment.strip(),
-    )
+    with transaction.atomic():  # the row stays locked from the count to the transition
+        waiting = _count_approval(user, pk, comment, check)
+        if waiting is not None:
+            return waiting
+        transfer = transition(
+            pk,
+            "approve",
+            user,
+            before=check,
+            refuse="Only a requested transfer can be approved.",
+            comment=comment.strip(),
+        )
     if enqueue:
         queue.enqueue("execute_transfer", transfer.pk)
+    return transfer
+
+
+def _count_approval(user, pk: int, comment: str, check) -> Transfer | None:
+    """Under a policy of several approvers, add this one; the transfer while more are
+    needed, None when this approval is the last one (or only one is needed)."""
+    from policies import mail, rules
+    from policies.models import Approval
+
+    transfer = (
+        Transfer.objects.select_for_update().select_related("source", "requester").get(pk=pk)
+    )
+    if transfer.status != Transfer.Status.REQUESTED:
+        return None  # the transition refuses it, with its message
+    needed = rules.required(transfer)
+    if needed <= 1:
+        return None
+    check(transfer)
+    if Approval.objects.filter(transfer=transfer, user=user).exists():
+        raise TransferError(
+            "already_approved",
+            "You approved this already: another approver must add theirs.",
+            status=409,
+        )
+    Approval.objects.create(transfer=transfer, user=user, comment=comment)
+    have = Approval.objects.filter(transfer=transfer).count()
+    if have >= needed:
+        return None
+    record(transfer, "approval", user, comment=comment, approvals=have, required=needed)
+    if transfer.batch_id is None:
+        mail.tell_approvers(transfer, have, needed)
     return transfer
 
 
@@ -62,7 +102,7 @@ def decline(user, pk: int, comment: str = "") -> Transfer:
         transfer.approver = user
         transfer.decision_comment = comment.strip()
 
-    return transition(
+    transfer = transition(
         pk,
         "decline",
         user,
@@ -70,6 +110,10 @@ def decline(user, pk: int, comment: str = "") -> Transfer:
         refuse="Only a requested transfer can be declined.",
         comment=comment.strip(),
     )
+    from policies import mail
+
+    mail.tell_declined(transfer)  # the requester, after commit
+    return transfer
 
 
 def withdraw(user, pk: int) -> Transfer:

@@ -1,0 +1,114 @@
+"""Who is told what about approvals: approvers that a request waits for them (when it is
+made, and while more approvals are needed), the requester when it is declined."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.signals import post_save
+
+from policies import rules
+from transfers.models import CAN_APPROVE, Transfer, TransferBatch, TransferEvent
+
+
+def _send(subject: str, body: str, recipients: list[str]) -> None:
+    if not recipients:
+        return
+    from policies.tasks import send_approval_mail
+
+    transaction.on_commit(
+        lambda: send_approval_mail.apply_async((subject, body, sorted(set(recipients))))
+    )
+
+
+def approver_emails(account_pk: int, exclude: set[int]) -> list[str]:
+    """People holding an approving role on the account (directly or through a group)."""
+    grants = Q(grants__account_id=account_pk, grants__role__in=CAN_APPROVE) | Q(
+        groups__grants__account_id=account_pk, groups__grants__role__in=CAN_APPROVE
+    )
+    users = get_user_model().objects.filter(grants, is_active=True).exclude(pk__in=exclude)
+    return [e for e in users.exclude(email="").values_list("email", flat=True).distinct()]
+
+
+def tell_approvers(transfer: Transfer, have: int = 0, needed: int | None = None) -> None:
+    needed = needed or rules.required(transfer)
+    done = set(transfer.approvals.values_list("user_id", flat=True))
+    url = f"{settings.SITE_URL}{transfer.get_absolute_url()}"
+    _send(
+        f"Transfer #{transfer.pk} from {transfer.source.name} waits for your approval "
+        f"({have} of {needed})",
+        f"{transfer.requester} asks to transfer certificate {transfer.certificate_id} from "
+        f"account {transfer.source.account_id} ({transfer.region}) to account "
+        f"{transfer.target_account_id}.\n\nReason: {transfer.reason}\n\n"
+        f"Approvals: {have} of {needed}. Decide here: {url}\n",
+        approver_emails(transfer.source_id, {transfer.requester_id, *done}),
+    )
+
+
+def tell_approvers_of_batch(batch: TransferBatch, have: int = 0) -> None:
+    size = rules.batch_size(batch.pk)
+    needed = rules.required_for_batch(batch, size)
+    done = set(batch.approvals.values_list("user_id", flat=True))
+    url = f"{settings.SITE_URL}{batch.get_absolute_url()}"
+    _send(
+        f"Batch #{batch.pk} of {size} transfers from {batch.source.name} waits for your "
+        f"approval ({have} of {needed})",
+        f"{batch.requester} asks to transfer {size} certificates from account "
+        f"{batch.source.account_id} to account {batch.target_account_id}.\n\n"
+        f"Reason: {batch.reason}\n\nApprovals: {have} of {needed}. Decide here: {url}\n",
+        approver_emails(batch.source_id, {batch.requester_id, *done}),
+    )
+
+
+def tell_declined(transfer: Transfer) -> None:
+    """The requester, once per single request and once per batch."""
+    email = transfer.requester.email
+    if not email:
+        return
+    if transfer.batch_id is not None:
+        earlier = TransferEvent.objects.filter(
+            transfer__batch_id=transfer.batch_id, action="decline"
+        ).exclude(transfer=transfer)
+        if earlier.exists():
+            return
+        what, url = f"Batch #{transfer.batch_id}", transfer.batch.get_absolute_url()
+    else:
+        what, url = f"Transfer #{transfer.pk}", transfer.get_absolute_url()
+    _send(
+        f"{what} was declined by {transfer.approver}",
+        f"{what} from account {transfer.source.account_id} to account "
+        f"{transfer.target_account_id} was declined by {transfer.approver}: "
+        f"{transfer.decision_comment}\n\nNothing happened in AWS. {settings.SITE_URL}{url}\n",
+        [email],
+    )
+
+
+def _on_transfer(sender, instance: Transfer, created: bool, **kwargs) -> None:
+    if created and instance.batch_id is None:
+        pk = instance.pk
+        transaction.on_commit(lambda: _tell_new(pk))
+
+
+def _tell_new(pk: int) -> None:
+    transfer = Transfer.objects.select_related("source", "requester").filter(pk=pk).first()
+    if transfer is not None and transfer.status == Transfer.Status.REQUESTED:
+        tell_approvers(transfer)
+
+
+def _on_batch(sender, instance: TransferBatch, created: bool, **kwargs) -> None:
+    if created:
+        pk = instance.pk
+        transaction.on_commit(lambda: _tell_new_batch(pk))
+
+
+def _tell_new_batch(pk: int) -> None:
+    batch = TransferBatch.objects.select_related("source", "requester").filter(pk=pk).first()
+    if batch is not None and batch.transfers.filter(status=Transfer.Status.REQUESTED).exists():
+        tell_approvers_of_batch(batch)
+
+
+def connect() -> None:
+    post_save.connect(_on_transfer, sender=Transfer, dispatch_uid="policies_new_transfer")
+    post_save.connect(_on_batch, sender=TransferBatch, dispatch_uid="policies_new_batch")
