@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,12 @@ def parse_args() -> argparse.Namespace:
         "--timeout", type=float, default=None, help="seconds to wait (default 3 N/R + 120)"
     )
     parser.add_argument("--quick", action="store_true", help="200 certificates")
+    parser.add_argument(
+        "--no-beat",
+        dest="beat",
+        action="store_false",
+        help="do not run celery beat (production runs it: the reconciler ticks every minute)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.certificates = 200
@@ -139,6 +146,34 @@ class Workers:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"a worker did not start in time:\n{tail(log)}")
                 time.sleep(0.2)
+
+    def start_beat(self) -> None:
+        """celery beat, as production runs it: the reconciler (re-sends stalled work,
+        restarts a feeder that died) every RECONCILE_SECONDS, the sync and expiry sweeps."""
+        log = self.logs / "beat.log"
+        proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.logs / "celerybeat-schedule"),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append((proc, log))
+
+    def worker_logs(self) -> list[Path]:
+        return [log for _, log in self.procs if log.name.startswith("worker")]
 
     def alive(self) -> bool:
         return all(proc.poll() is None for proc, _ in self.procs)
@@ -295,7 +330,10 @@ def wait(batch, workers: Workers, timeout: float, approved_at: float) -> bool:
         counts = dict(
             batch.transfers.values_list("status").annotate(n=Count("pk")).values_list("status", "n")
         )
-        waiting = counts.get("approved", 0) + counts.get("preparing", 0)
+        # Requested too: the approval itself runs in the background, a chunk at a time.
+        waiting = (
+            counts.get("requested", 0) + counts.get("approved", 0) + counts.get("preparing", 0)
+        )
         now = time.monotonic()
         if now - last_print >= 10 or not waiting:
             elapsed = now - approved_at
@@ -383,6 +421,45 @@ def measure(batch, control, rate: float, workers: int, concurrency: int) -> dict
     }
 
 
+RECEIVED = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),\d+ .*Task (transfers\.tasks\.\w+)\[[^\]]+\] received"
+)
+
+
+def tasks_received(logs: list[Path], since: datetime) -> dict:
+    """Tasks the workers received, per minute since the approval and per task name (from
+    the workers' own log lines, "Task <name>[<id>] received")."""
+    per_minute: dict[int, dict[str, int]] = {}
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            found = RECEIVED.match(line)
+            if not found:
+                continue
+            when = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+            minute = int((when - since).total_seconds() // 60)
+            if minute < 0:
+                continue
+            name = found.group(2).rsplit(".", 1)[-1]
+            per_minute.setdefault(minute, {})
+            per_minute[minute][name] = per_minute[minute].get(name, 0) + 1
+    return per_minute
+
+
+def task_table(per_minute: dict, last_minute: int) -> tuple[str, float | None]:
+    """The per-minute table, and the last full minute's tasks / the second minute's."""
+    names = sorted({n for counts in per_minute.values() for n in counts})
+    rows = []
+    for minute in range(0, last_minute + 1):
+        counts = per_minute.get(minute, {})
+        rows.append(
+            (f"{minute + 1}", str(sum(counts.values())), *(str(counts.get(n, 0)) for n in names))
+        )
+    second = sum(per_minute.get(1, {}).values())
+    last = sum(per_minute.get(last_minute - 1, {}).values()) if last_minute >= 2 else None
+    ratio = (last / second) if second and last is not None else None
+    return table(["minute", "all tasks", *names], rows), ratio
+
+
 def report(args, m: dict, db: Database, broker: str, load_before: str, total: float) -> None:
     r = args.rate
     print()
@@ -438,10 +515,52 @@ def report(args, m: dict, db: Database, broker: str, load_before: str, total: fl
             f"{m['aws_calls'] / max(m['n'], 1):.1f} per certificate",
         ),
     ]
+    executions = m.get("executions")
+    if executions is not None:
+        rows += [
+            (
+                "execute_transfer tasks per transfer",
+                f"{executions['received'] / max(m['n'], 1):.3f}",
+                f"{executions['received']:,} received; goal <= 1.02",
+            ),
+            (
+                "  executions that did work, per transfer",
+                f"{executions['worked'] / max(m['n'], 1):.3f}",
+                "attempts on the rows (a duplicate message finds the work leased or done)",
+            ),
+            (
+                "processes that died",
+                str(m.get("died", 0)),
+                "workers and beat, during the run",
+            ),
+        ]
     print(table(["measure", "value", "note"], rows))
+    if m.get("tasks_table"):
+        print()
+        print(f"Tasks the workers received per minute since the approval (beat {m['beat']}):")
+        print(m["tasks_table"])
+        if m.get("flatness") is not None:
+            print(
+                f"last full minute / second minute: {m['flatness']:.2f} "
+                "(goal <= 1.2: the queue does not grow while the batch runs)"
+            )
     verdict = m["ratio"] >= GOAL and m["lost"] == 0 and m["duplicated"] == 0 and m["never"] == 0
     print()
     print("Goal (>= 0.9 R, none lost, none duplicated): " + ("met" if verdict else "NOT met"))
+    if executions is not None and m.get("flatness") is not None:
+        long_goal = (
+            m["ratio"] >= 0.95
+            and m["flatness"] <= 1.2
+            and executions["received"] / max(m["n"], 1) <= 1.02
+            and m["lost"] == 0
+            and m["duplicated"] == 0
+            and not m.get("died")
+        )
+        print(
+            "Long-batch goal (>= 0.95 R, tasks per minute flat within 1.2x, <= 1.02 executions "
+            "per transfer, none lost or duplicated, no process died): "
+            + ("met" if long_goal else "NOT met")
+        )
 
 
 # --------------------------------------------------------------------------- main
@@ -486,16 +605,30 @@ def main() -> int:
             workers = Workers(env, db.tmp)
             workers.start(args.workers, args.concurrency)
             workers.wait_ready()
+            if args.beat:
+                workers.start_beat()
             control.reset_counters()
             control.set_faults(rps_per_account=args.rate, operations=["TransferCertificate"])
 
             from transfers import batches
 
             approved_at = time.monotonic()
+            approved_wall = datetime.now(UTC)
             approved = batches.approve(approver, batch, "bench")
             print(f"Approved {approved:,} at once; workers running", flush=True)
             finished = wait(batch, workers, args.timeout, approved_at)
             m = measure(batch, control, args.rate, args.workers, args.concurrency)
+            m["died"] = sum(proc.poll() is not None for proc, _ in workers.procs)
+            per_minute = tasks_received(workers.worker_logs(), approved_wall)
+            last_minute = int((datetime.now(UTC) - approved_wall).total_seconds() // 60)
+            m["tasks_table"], m["flatness"] = task_table(per_minute, last_minute)
+            m["beat"] = "on" if args.beat else "off"
+            from django.db.models import Sum
+
+            m["executions"] = {
+                "received": sum(c.get("execute_transfer", 0) for c in per_minute.values()),
+                "worked": batch.transfers.aggregate(n=Sum("attempts"))["n"] or 0,
+            }
             workers.stop()
             report(args, m, db, broker, load_before, time.perf_counter() - begun)
             if not finished:

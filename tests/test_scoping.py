@@ -41,7 +41,10 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
     "batch_detail": ("batch", {"GET", "POST"}),
     **{f"batch_{a}": ("batch", {"POST"}) for a in BATCH_ACTIONS},
     "transfer_detail": ("transfer", {"GET", "POST"}),
-    **{f"transfer_{a}": ("transfer", {"POST"}) for a in [*TRANSFER_ACTIONS, "reconcile"]},
+    **{
+        f"transfer_{a}": ("transfer", {"POST"})
+        for a in [*TRANSFER_ACTIONS, "reconcile", "restore_retry"]
+    },
     "notice_resend": ("notice", {"POST"}),
     "api:certificate-detail": ("certificate", {"GET"}),
     "api:certificate-plan": ("certificate", {"POST"}),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import path, reverse
 from django.views.defaults import page_not_found
@@ -26,10 +25,10 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from transfers import aws, workflow
+from transfers import aws, permissions, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import SORTS
-from transfers.models import CAN_OPERATE, CAN_REQUEST, AwsAccount, Certificate, Transfer
+from transfers.models import AwsAccount, Certificate, Transfer
 from transfers.target_view import (
     redact,
     sees_source_side,
@@ -516,8 +515,8 @@ def certificate_detail(request, pk: int) -> Response:
 )
 @api_view(["POST"])
 def certificate_plan(request, pk: int) -> Response:
-    cert, roles = get_certificate_for_user(request.user, pk)
-    if not roles & CAN_REQUEST:
+    cert, _ = get_certificate_for_user(request.user, pk)
+    if not permissions.can_request(request.user, cert.account):
         raise DjangoPermissionDenied(
             "Your role does not allow requesting transfers from this account."
         )
@@ -602,15 +601,8 @@ class IncomingList(generics.ListAPIView):
 
     def get_queryset(self):
         user = self.request.user
-        accounts = AwsAccount.objects.filter(managed=True)
-        if not user.is_superuser:
-            accounts = accounts.filter(
-                Q(grants__user=user, grants__role__in=CAN_OPERATE)
-                | Q(grants__group__in=user.groups.all(), grants__role__in=CAN_OPERATE)
-            )
         return (
-            with_source_side(Transfer.objects, user)
-            .filter(status=Transfer.Status.PENDING_ACCEPTANCE, target__in=accounts.values("pk"))
+            with_source_side(permissions.incoming(user), user)
             .select_related(*TRANSFER_RELATED)
             .order_by("pending_since", "pk")
         )

@@ -83,7 +83,7 @@ class AwsError(Exception):
     @property
     def user_message(self) -> str:
         if self.code == "RateLimited":
-            return f"{MESSAGES[self.code]}: try again in {self.retry_after or 1} s."
+            return f"{MESSAGES[self.code]}: try again in {retry_after(self)} s."
         base = MESSAGES.get(self.code, f"AWS answered {self.code}")
         return f"{base}. (AWS said: {self.aws_message})" if self.aws_message else f"{base}."
 

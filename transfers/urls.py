@@ -65,6 +65,7 @@ for action in (
     "accept",
     "reject",
     "reconcile",
+    "restore_retry",
 ):
     urlpatterns.append(
         path(

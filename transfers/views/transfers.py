@@ -14,15 +14,11 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from policies import rules
-from transfers import notices, permissions, target_view, workflow
+from transfers import aws, notices, permissions, target_view, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
-    CAN_APPROVE,
-    CAN_OPERATE,
-    CAN_REQUEST,
     AwsAccount,
-    Role,
     Transfer,
 )
 
@@ -31,11 +27,13 @@ PAGE_SIZE = 50
 
 @login_required
 def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
-    cert, roles = get_certificate_for_user(request.user, cert_pk)
-    if not roles & CAN_REQUEST:
+    cert, _ = get_certificate_for_user(request.user, cert_pk)
+    if not permissions.can_request(request.user, cert.account):
         raise PermissionDenied("Your role does not allow requesting transfers from this account.")
     form = TransferRequestForm(
-        request.POST or None, source=cert.account, allow_new=Role.ADMIN in roles
+        request.POST or None,
+        source=cert.account,
+        allow_new=permissions.can_request_to_unknown(request.user, cert.account),
     )
     plan = None
     if request.method == "POST" and form.is_valid():
@@ -116,20 +114,9 @@ def transfer_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def operable_targets(user) -> list[str]:
-    return [
-        a.account_id
-        for a in AwsAccount.objects.visible_to(user).filter(managed=True)
-        if a.role_for(user) & CAN_OPERATE
-    ]
-
-
 @login_required
 def incoming(request: HttpRequest) -> HttpResponse:
-    qs = Transfer.objects.filter(
-        target_account_id__in=operable_targets(request.user),
-        status=Transfer.Status.PENDING_ACCEPTANCE,
-    ).order_by("pending_since")
+    qs = permissions.incoming(request.user).order_by("pending_since")
     return _list(
         request,
         qs,
@@ -143,8 +130,7 @@ def incoming(request: HttpRequest) -> HttpResponse:
 @login_required
 def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     transfer = get_transfer_for_user(request.user, pk)
-    source_roles = transfer.source.role_for(request.user)
-    target_roles = permissions.target_roles(request.user, transfer)
+    source_roles = permissions.roles(request.user, transfer.source)
     # Seen only through the target account: what concerns the target (target_view).
     source_side = request.user.is_superuser or bool(source_roles)
     approvals = list(transfer.approvals.select_related("user")) if source_side else []
@@ -155,7 +141,7 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         if source_side
         else target_view.events_for_target(transfer),
         "notices": transfer.notices.select_related("digest") if source_side else [],
-        "can_approve": bool(source_roles & CAN_APPROVE)
+        "can_approve": permissions.can_approve(request.user, transfer.source)
         and transfer.requester_id != request.user.pk
         and not any(a.user_id == request.user.pk for a in approvals),
         # "1 of 2 approvals" under the source's approval policy (policies/).
@@ -164,9 +150,13 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "approvals_needed": rules.required(transfer)
         if transfer.status == Transfer.Status.REQUESTED
         else 0,
-        "can_withdraw": transfer.requester_id == request.user.pk or Role.ADMIN in source_roles,
-        "can_operate_source": bool(source_roles & CAN_OPERATE),
-        "can_operate_target": bool(target_roles & CAN_OPERATE),
+        "can_withdraw": permissions.can_withdraw(request.user, transfer),
+        "can_retry": permissions.can_retry(request.user, transfer),
+        "can_operate_source": permissions.can_operate(request.user, transfer.source),
+        "can_operate_target": permissions.can_act_as_target(request.user, transfer),
+        "restore_left": workflow.steps_left(transfer)
+        if transfer.restore_state in (Transfer.Restore.PARTIAL, Transfer.Restore.ATTENTION)
+        else [],
         "live": transfer.status in Transfer.Status.IN_FLIGHT
         or transfer.restore_state == Transfer.Restore.PENDING,
         "decision_form": DecisionForm(),
@@ -272,9 +262,12 @@ def transfer_reject(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
     def act(t):
-        if not t.source.role_for(request.user) & CAN_OPERATE:
+        if not permissions.can_operate(request.user, t.source):
             raise workflow.TransferError("forbidden", "Not allowed.", status=403)
-        outcome = workflow.reconcile_one(t.pk)
+        try:
+            outcome = workflow.reconcile_one(t.pk)
+        except aws.AwsError as exc:
+            raise workflow.TransferError.from_aws(exc) from None
         messages.info(request, f"Checked with AWS: {outcome}.")
 
     return _act(request, pk, "Up to date with AWS.", act)
@@ -282,9 +275,20 @@ def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def transfer_restore_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        "Putting back what preparation removed, again.",
+        lambda t: workflow.retry_restore(request.user, t.pk),
+    )
+
+
+@login_required
+@require_POST
 def notice_resend(request: HttpRequest, pk: int, notice_pk: int) -> HttpResponse:
     def act(t):
-        if not t.source.role_for(request.user) & (CAN_OPERATE | CAN_APPROVE):
+        if not permissions.can_resend_notice(request.user, t):
             raise workflow.TransferError("forbidden", "Not allowed.", status=403)
         notice = t.notices.filter(pk=notice_pk).first()
         if notice is None:
