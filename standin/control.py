@@ -53,15 +53,18 @@ def set_faults(
     operations: list[str] | None = None,
     rps_per_account: float | None = None,
     seed: int | None = None,
+    rps_per_operation: float | None = None,
 ) -> dict[str, Any]:
     """Replace the fault configuration; returns it. ``operations`` (names like
-    ``"TransferCertificate"``) limits the faults and the rate ceiling; ``None`` = all."""
+    ``"TransferCertificate"``) limits the faults and the rate ceilings; ``None`` = all.
+    ``rps_per_operation``: a ceiling per account and API, like AWS's per-API quotas."""
     FAULTS.configure(
         {
             "throttle_rate": throttle_rate,
             "unavailable_rate": unavailable_rate,
             "operations": operations,
             "rps_per_account": rps_per_account,
+            "rps_per_operation": rps_per_operation,
             "seed": seed,
         }
     )
@@ -124,6 +127,7 @@ class RemoteControl:
         operations: list[str] | None = None,
         rps_per_account: float | None = None,
         seed: int | None = None,
+        rps_per_operation: float | None = None,
     ) -> dict[str, Any]:
         return self._request(
             "POST",
@@ -133,6 +137,7 @@ class RemoteControl:
                 "unavailable_rate": unavailable_rate,
                 "operations": operations,
                 "rps_per_account": rps_per_account,
+                "rps_per_operation": rps_per_operation,
                 "seed": seed,
             },
         )

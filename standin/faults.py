@@ -4,7 +4,9 @@ Everything here is process-global (one stand-in per process) and guarded by lock
 moto's server answers requests on several threads at once.
 
 * :data:`FAULTS` decides, before an operation runs, whether a call is answered with an
-  injected ``ThrottlingException`` / ``ServiceUnavailableException`` instead. Off by default.
+  injected ``ThrottlingException`` / ``ServiceUnavailableException`` instead: at random, or
+  above a requests-per-second ceiling per account (all its calls together) or per account
+  and operation (AWS's own quotas: each API has its budget). Off by default.
 * :data:`COUNTERS` counts the calls that reached an operation (per operation and per
   ``(operation, certificateId)``, with their outcome) and, separately, the calls that were
   answered by an injected fault, which never reach the operation and never change state.
@@ -42,7 +44,10 @@ class FaultConfig:
     ``operations`` limits the faults *and* the rate ceiling to these operation names
     (``None``: every IoT operation). ``rps_per_account`` is a requests-per-second ceiling per
     calling account (token bucket, burst = max(1, rps)); calls above it get
-    ``ThrottlingException``. ``seed`` seeds the random generator (``None``: unseeded).
+    ``ThrottlingException``. ``rps_per_operation`` is the same ceiling per calling account
+    *and operation*, as AWS applies its per-API quotas (ListThingPrincipals does not use up
+    DescribeCertificate's budget); both may be set. ``seed`` seeds the random generator
+    (``None``: unseeded).
     """
 
     throttle_rate: float = 0.0
@@ -50,6 +55,7 @@ class FaultConfig:
     operations: frozenset[str] | None = None
     rps_per_account: float | None = None
     seed: int | None = None
+    rps_per_operation: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> FaultConfig:
@@ -59,6 +65,7 @@ class FaultConfig:
             "unavailable_rate",
             "operations",
             "rps_per_account",
+            "rps_per_operation",
             "seed",
         }
         if unknown:
@@ -72,15 +79,12 @@ class FaultConfig:
             if isinstance(operations, str) or not all(isinstance(o, str) for o in operations):
                 raise ValueError("operations must be a list of operation names or null")
             operations = frozenset(operation_name(o) for o in operations)
-        rps = data.get("rps_per_account")
-        if rps is not None:
-            if isinstance(rps, bool) or not isinstance(rps, int | float) or rps <= 0:
-                raise ValueError("rps_per_account must be a positive number or null")
-            rps = float(rps)
+        rps = _ceiling(data.get("rps_per_account"), "rps_per_account")
+        per_operation = _ceiling(data.get("rps_per_operation"), "rps_per_operation")
         seed = data.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError("seed must be an integer or null")
-        return cls(throttle, unavailable, operations, rps, seed)
+        return cls(throttle, unavailable, operations, rps, seed, per_operation)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,12 +92,26 @@ class FaultConfig:
             "unavailable_rate": self.unavailable_rate,
             "operations": sorted(self.operations) if self.operations is not None else None,
             "rps_per_account": self.rps_per_account,
+            "rps_per_operation": self.rps_per_operation,
             "seed": self.seed,
         }
 
     @property
     def active(self) -> bool:
-        return bool(self.throttle_rate or self.unavailable_rate or self.rps_per_account)
+        return bool(
+            self.throttle_rate
+            or self.unavailable_rate
+            or self.rps_per_account
+            or self.rps_per_operation
+        )
+
+
+def _ceiling(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError(f"{name} must be a positive number or null")
+    return float(value)
 
 
 def _rate(value: Any, name: str) -> float:
@@ -111,10 +129,13 @@ class _TokenBucket:
         self.tokens = self.capacity
         self.updated = now
 
-    def take(self, now: float) -> bool:
+    def has(self, now: float) -> bool:
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
-        if self.tokens >= 1.0:
+        return self.tokens >= 1.0
+
+    def take(self, now: float) -> bool:
+        if self.has(now):
             self.tokens -= 1.0
             return True
         return False
@@ -128,7 +149,7 @@ class FaultInjector:
         self._clock = clock
         self._config = FaultConfig()
         self._rng = random.Random()
-        self._buckets: dict[str, _TokenBucket] = {}
+        self._buckets: dict[tuple[str, str], _TokenBucket] = {}
 
     @property
     def config(self) -> FaultConfig:
@@ -159,13 +180,24 @@ class FaultInjector:
                 return None
             if config.operations is not None and operation not in config.operations:
                 return None
-            if config.rps_per_account is not None:
-                now = self._clock()
-                bucket = self._buckets.get(account_id)
-                if bucket is None:
-                    bucket = self._buckets[account_id] = _TokenBucket(config.rps_per_account, now)
-                if not bucket.take(now):
+            # Both ceilings are checked before either bucket is drawn from: a call one of
+            # them refuses uses up no token of the other (AWS does not count it either).
+            buckets = []
+            for rps, key in (
+                (config.rps_per_account, (account_id, "")),
+                (config.rps_per_operation, (account_id, operation)),
+            ):
+                if rps is not None:
+                    now = self._clock()
+                    bucket = self._buckets.get(key)
+                    if bucket is None:
+                        bucket = self._buckets[key] = _TokenBucket(rps, now)
+                    buckets.append((bucket, now))
+            if buckets:
+                if not all(bucket.has(now) for bucket, now in buckets):
                     return THROTTLING
+                for bucket, now in buckets:
+                    bucket.take(now)
             if config.throttle_rate or config.unavailable_rate:
                 draw = self._rng.random()
                 if draw < config.throttle_rate:

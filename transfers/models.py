@@ -219,6 +219,9 @@ class Certificate(models.Model):
     not_before = models.DateTimeField(null=True, blank=True)
     not_after = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(default=timezone.now)
+    # False from the sync's listing until its DescribeCertificate (validity, CA) is stored:
+    # a sync stopped halfway describes only what is still False (transfers.inventory).
+    described = models.BooleanField(default=True)
 
     objects = CertificateQuerySet.as_manager()
 
@@ -341,6 +344,13 @@ class SyncRun(models.Model):
     created = models.DateTimeField(default=timezone.now)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # The worker running it (a token per attempt) and when it last saved progress: a sync
+    # whose heartbeat is older than inventory.STALE is resumed by another worker, from
+    # ``checkpoint`` (where each phase got to), never run twice at once.
+    owner = models.CharField(max_length=32, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    checkpoint = models.JSONField(default=dict, blank=True)
+    resumes = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created"]

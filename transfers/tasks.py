@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
-from django.utils import timezone
 
 from transfers import batches, inventory, notices, workflow
-from transfers.models import AwsAccount, SyncRun
+from transfers.models import AwsAccount
 
-STALE_SYNC = timedelta(minutes=30)
+# A sync is stale after inventory.STALE without saved progress, however long it runs.
+STALE_SYNC = inventory.STALE
 logger = logging.getLogger(__name__)
 
 
@@ -23,15 +22,9 @@ def sync_inventory(run_id: int) -> None:
 
 @shared_task
 def sync_all_accounts() -> int:
-    """Beat: queue a sync of every managed account and region; fail syncs left running."""
-    SyncRun.objects.filter(
-        status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING],
-        created__lt=timezone.now() - STALE_SYNC,
-    ).update(
-        status=SyncRun.Status.FAILED,
-        error="The sync did not finish (worker stopped?); a new one was queued.",
-        finished=timezone.now(),
-    )
+    """Beat: queue a sync of every managed account and region; resume syncs whose worker
+    stopped (no progress saved for inventory.STALE), from where they were."""
+    inventory.resume_stale()
     queued = 0
     for account in AwsAccount.objects.filter(managed=True):
         for region in account.regions:

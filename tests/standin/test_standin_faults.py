@@ -113,6 +113,25 @@ def test_rate_ceiling_throttles_an_account_above_its_requests_per_second(aws):
     )
 
 
+def test_rate_ceiling_per_operation_gives_each_api_its_own_budget(aws):
+    source, target = aws.iot(SOURCE), aws.iot(TARGET)
+    aws.control.set_faults(rps_per_operation=3)
+
+    listed = [outcome(source.list_certificates) for _ in range(6)]
+    # Another API of the same account has a budget of its own, as in AWS.
+    things = [outcome(source.list_things) for _ in range(3)]
+
+    assert listed[:3] == ["ok"] * 3
+    assert "ThrottlingException" in listed[3:]
+    assert things == ["ok"] * 3
+    assert outcome(target.list_certificates) == "ok"  # and so has every account
+    assert aws.control.faults()["rps_per_operation"] == 3
+    assert aws.control.call_count("ListCertificates", outcome="throttled") == listed.count(
+        "ThrottlingException"
+    )
+    assert aws.control.call_count("ListThings", outcome="throttled") == 0
+
+
 def test_counters_prove_a_certificate_was_transferred_exactly_once(aws, registered_cert):
     iot = aws.iot(SOURCE)
     first, second = registered_cert(iot), registered_cert(iot)
@@ -153,6 +172,8 @@ def test_reset_counters_forgets_every_call(aws):
         {"throttle_rate": 1.5},
         {"throttle_rate": 0.6, "unavailable_rate": 0.6},
         {"rps_per_account": -1},
+        {"rps_per_operation": 0},
+        {"rps_per_operation": True},
     ],
 )
 def test_invalid_fault_settings_are_refused_and_leave_faults_unchanged(aws, fault_settings):
@@ -210,6 +231,36 @@ def test_token_bucket_refills_at_the_configured_rate_per_account():
     assert burst == [None, None, "ThrottlingException"]
     assert refilled == [None, "ThrottlingException"]
     assert injector.decide("ListCertificates", TARGET) is None
+
+
+def test_token_bucket_per_operation_refills_at_the_configured_rate():
+    clock = FakeClock()
+    injector = FaultInjector(clock=clock)
+    injector.configure(rps_per_operation=2)
+
+    describe = [injector.decide("DescribeCertificate", SOURCE) for _ in range(3)]
+    other_api = [injector.decide("ListThingPrincipals", SOURCE) for _ in range(2)]
+    clock.now += 0.5
+    refilled = [injector.decide("DescribeCertificate", SOURCE) for _ in range(2)]
+
+    assert describe == [None, None, "ThrottlingException"]
+    assert other_api == [None, None]
+    assert refilled == [None, "ThrottlingException"]
+
+
+def test_a_call_refused_by_one_ceiling_uses_no_token_of_the_other():
+    clock = FakeClock()
+    injector = FaultInjector(clock=clock)
+    injector.configure(rps_per_account=3, rps_per_operation=1)
+
+    first = injector.decide("DescribeCertificate", SOURCE)
+    refused = [injector.decide("DescribeCertificate", SOURCE) for _ in range(5)]
+    # The account's bucket lost one token, not six: two more calls of other APIs pass.
+    others = [injector.decide(op, SOURCE) for op in ("ListThings", "ListPolicies", "ListThings")]
+
+    assert first is None
+    assert refused == ["ThrottlingException"] * 5
+    assert others == [None, None, "ThrottlingException"]
 
 
 def test_fault_config_accepts_snake_case_operations_and_round_trips():
