@@ -14,8 +14,8 @@ What runs, as in production:
   preparation deactivates and detaches: 7 AWS calls per certificate), made through boto3;
 * the portal on a throwaway database (SQLite in a temporary directory; PostgreSQL when
   DATABASE_URL is set, in a dedicated database dropped afterwards), with the broker from
-  REDIS_URL when set (a Redis database of its own, please), else kombu's filesystem
-  transport in the temporary directory;
+  REDIS_URL when set (a Redis database of its own, please), else the default file broker
+  (portal/broker.py, as ``make run``) in the temporary directory;
 * the source account configured with ``api_rate = R``, its inventory synced, one batch of N
   requested through ``transfers.batches`` and approved by another user;
 * ``--workers`` Celery worker processes (``celery -A portal worker --pool threads
@@ -588,7 +588,7 @@ def main() -> int:
                 f"seeded in {time.perf_counter() - started:.0f} s",
                 flush=True,
             )
-            broker = "Redis " + redis_url if redis_url else "kombu filesystem (temporary)"
+            broker = "Redis " + redis_url if redis_url else "file broker (temporary)"
             if redis_url:
                 import redis
 
