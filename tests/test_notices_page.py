@@ -43,8 +43,9 @@ def test_only_staff_see_notices(client, fleet, requester, approver):  # noqa: F8
     pending_batch(fleet, requester, approver)
     notice = Notice.objects.first()
     client.force_login(approver)
-    assert client.get(reverse("notice_list")).status_code == 403
-    assert client.get(reverse("notice_detail", args=[notice.pk])).status_code == 403
+    assert client.get(reverse("notice_list")).status_code == 404
+    assert client.get(reverse("notice_detail", args=[notice.pk])).status_code == 404
+    assert client.get(reverse("notice_detail", args=[987654])).status_code == 404
     client.logout()
     assert client.get(reverse("notice_list")).status_code == 302
     assert client.post(reverse("notice_list")).status_code in (302, 405)

@@ -46,6 +46,7 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
         for a in [*TRANSFER_ACTIONS, "reconcile", "restore_retry"]
     },
     "notice_resend": ("notice", {"POST"}),
+    "notice_detail": ("notice_page", {"GET"}),  # staff only: 404 for everyone else
     "api:certificate-detail": ("certificate", {"GET"}),
     "api:certificate-plan": ("certificate", {"POST"}),
     "api:transfer-detail": ("transfer", {"GET"}),
@@ -130,6 +131,7 @@ def theirs(standin, source, target, requester):
         "batch": {"pk": batch.pk},
         "transfer": {"pk": transfer.pk},
         "notice": {"pk": transfer.pk, "notice_pk": notice.pk},
+        "notice_page": {"pk": notice.pk},
     }
 
 

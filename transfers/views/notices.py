@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
@@ -28,8 +27,9 @@ class NoticeFilterForm(forms.Form):
 
 
 def _staff(request: HttpRequest) -> None:
+    # Notices of every account: staff only. Others get what a missing page gets (404).
     if not request.user.is_staff:
-        raise PermissionDenied("Only staff see the notices the portal sent.")
+        raise Http404("No such page")
 
 
 @login_required
