@@ -369,3 +369,29 @@ def test_the_slack_url_is_set_like_the_other_contacts(db, monkeypatch):
     assert account.webhook_per_transfer
     bad = AccountForm({**data, "account_id": "666666666666", "slack_webhook_url": "not a url"})
     assert not bad.is_valid() and "slack_webhook_url" in bad.errors
+
+
+def test_when_the_last_one_fails_the_others_are_announced_at_once(fleet, requester, approver):
+    certs, missing = batches.select(requester, fleet["ids"])
+    batch = batches.request_batch(
+        requester,
+        certs,
+        missing,
+        target_account_id=TARGET,
+        message="m",
+        reason="Sale",
+        options=Options(),
+    )
+    last = batch.transfers.order_by("pk").last()  # the feeder hands them out in pk order
+    fleet["iot"].update_certificate(certificateId=last.certificate_id, newStatus="REVOKED")
+    committed(batches.approve, approver, batch, "ok")
+    last.refresh_from_db()
+    assert last.status == Transfer.Status.FAILED
+    waiting = [m for m in mail.outbox if "waiting for you" in m.subject]
+    assert sorted(m.to[0] for m in waiting) == ["iot@acme.example", "sec@acme.example"]
+    assert waiting[0].subject.startswith(f"{N - 1} certificate transfers")
+    assert last.certificate_id not in waiting[0].attachments[0][1]
+    failed = [m for m in mail.outbox if m.subject.endswith("failed")]
+    assert sorted(m.to[0] for m in failed) == ["app@fleet.example", "req@fleet.example"]
+    assert failed[0].subject.startswith(f"1 transfer of batch #{batch.pk} to account")
+    assert last.certificate_id in failed[0].attachments[0][1]

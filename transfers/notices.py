@@ -68,13 +68,14 @@ SUBJECTS = {
     Kind.FAILED: "Transfer #{pk} to account {target} failed",
 }
 BATCH_SUBJECTS = {
-    Kind.NEW: "{n} certificate transfers to account {target} are waiting for you (batch #{pk})",
-    Kind.REMINDER: "Reminder: {n} certificate transfers to account {target} expire {expires}",
-    Kind.ACCEPTED: "{n} transfers of batch #{pk} were accepted by account {target}",
-    Kind.REJECTED: "{n} transfers of batch #{pk} were rejected by account {target}",
-    Kind.CANCELLED: "{n} transfers of batch #{pk} to account {target} were cancelled",
-    Kind.EXPIRED: "{n} transfers of batch #{pk} to account {target} expired and were cancelled",
-    Kind.FAILED: "{n} transfers of batch #{pk} to account {target} failed",
+    Kind.NEW: "{n} certificate transfer{s} to account {target} {are} waiting for you (batch #{pk})",
+    Kind.REMINDER: "Reminder: {n} certificate transfer{s} to account {target} expire{one_s} "
+    "{expires}",
+    Kind.ACCEPTED: "{n} transfer{s} of batch #{pk} {were} accepted by account {target}",
+    Kind.REJECTED: "{n} transfer{s} of batch #{pk} {were} rejected by account {target}",
+    Kind.CANCELLED: "{n} transfer{s} of batch #{pk} to account {target} {were} cancelled",
+    Kind.EXPIRED: "{n} transfer{s} of batch #{pk} to account {target} expired and {were} cancelled",
+    Kind.FAILED: "{n} transfer{s} of batch #{pk} to account {target} failed",
 }
 STALE_SENDING = timedelta(minutes=10)
 QUIET = timedelta(minutes=2)
@@ -149,7 +150,8 @@ def create(transfer: Transfer, kind: str) -> list[int]:
         # Checked after the commit: then every transfer's state is what the others see too,
         # so of two workers ending a batch's last two transfers at once, the later sees
         # nothing left in flight (checked inside the transaction, both could miss it).
-        transaction.on_commit(lambda: flush_batch(batch, kinds=[kind]))
+        # Every kind: the transfer that fails last also ends the batch's "waiting for you".
+        transaction.on_commit(lambda: flush_batch(batch))
     return pks
 
 
@@ -353,8 +355,13 @@ def _when(value) -> str:
 def _subject(notice: Notice, ctx: dict | None = None) -> str:
     if notice.transfer is None:
         ctx = ctx or batch_context(notice)
+        one = ctx["count"] == 1
         return BATCH_SUBJECTS[notice.kind].format(
             n=ctx["count"],
+            s="" if one else "s",
+            one_s="s" if one else "",
+            are="is" if one else "are",
+            were="was" if one else "were",
             pk=notice.batch_id,
             target=notice.batch.target_account_id,
             expires=_when(ctx["expires_at"]),
