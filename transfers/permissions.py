@@ -48,6 +48,19 @@ def can_retry(user, transfer: Transfer) -> bool:
     return can_approve(user, transfer.source) and transfer.requester_id != user.pk
 
 
+def can_decide_batch(user, batch) -> bool:
+    """Approve, decline or retry a batch (each transfer is checked again on its own)."""
+    return can_approve(user, batch.source)
+
+
+def can_withdraw_batch(user, batch) -> bool:
+    return batch.requester_id == user.pk or is_admin(user, batch.source)
+
+
+def can_operate_batch(user, batch) -> bool:
+    return can_operate(user, batch.source)
+
+
 def can_resend_notice(user, transfer: Transfer) -> bool:
     return bool(roles(user, transfer.source) & (CAN_OPERATE | CAN_APPROVE))
 
@@ -65,15 +78,28 @@ def can_act_as_target(user, transfer: Transfer) -> bool:
     return bool(target_roles(user, transfer) & CAN_OPERATE)
 
 
-def operable_targets(user) -> QuerySet[AwsAccount]:
-    """Managed accounts the user may accept transfers into."""
-    accounts = AwsAccount.objects.filter(managed=True)
+def _accounts_where(user, allowed: set[str]) -> QuerySet[AwsAccount]:
+    """Accounts where the user holds one of ``allowed`` roles, in one query."""
+    accounts = AwsAccount.objects.all()
     if not user.is_superuser:
         accounts = accounts.filter(
-            Q(grants__user=user, grants__role__in=CAN_OPERATE)
-            | Q(grants__group__in=user.groups.all(), grants__role__in=CAN_OPERATE)
+            Q(grants__user=user, grants__role__in=allowed)
+            | Q(grants__group__in=user.groups.all(), grants__role__in=allowed)
         )
     return accounts.distinct()
+
+
+def approvable_accounts(user) -> QuerySet[AwsAccount]:
+    return _accounts_where(user, CAN_APPROVE)
+
+
+def requestable_accounts(user) -> QuerySet[AwsAccount]:
+    return _accounts_where(user, CAN_REQUEST)
+
+
+def operable_targets(user) -> QuerySet[AwsAccount]:
+    """Managed accounts the user may accept transfers into."""
+    return _accounts_where(user, CAN_OPERATE).filter(managed=True)
 
 
 def incoming(user) -> QuerySet[Transfer]:
@@ -83,10 +109,6 @@ def incoming(user) -> QuerySet[Transfer]:
         status=Transfer.Status.PENDING_ACCEPTANCE,
         target__in=operable_targets(user).values("pk"),
     )
-
-
-def approvable_accounts(user) -> list[int]:
-    return [a.pk for a in AwsAccount.objects.visible_to(user) if can_approve(user, a)]
 
 
 def can_manage_accounts(user) -> bool:

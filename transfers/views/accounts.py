@@ -9,10 +9,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import aws, inventory, notices
+from transfers import aws, inventory, notices, permissions
 from transfers.access import can_manage_accounts, get_account_for_user
 from transfers.forms import AccountForm
-from transfers.models import CAN_OPERATE, AccountGrant, AwsAccount, Role
+from transfers.models import AccountGrant, AwsAccount, Role
 
 
 @login_required
@@ -34,7 +34,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "roles": roles,
         "runs": runs,
         "syncing": any(r.is_open for r in runs),
-        "can_sync": account.managed and bool(roles & CAN_OPERATE),
+        "can_sync": account.managed and permissions.can_operate(request.user, account),
         "can_manage": can_manage_accounts(request.user),
         "certificate_count": account.certificates.count(),
     }
@@ -46,7 +46,9 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def account_sync(request: HttpRequest, pk: int) -> HttpResponse:
-    account, _ = get_account_for_user(request.user, pk, need=CAN_OPERATE)
+    account, _ = get_account_for_user(request.user, pk)
+    if not permissions.can_operate(request.user, account):
+        raise PermissionDenied("Your role on this account does not allow this.")
     if not account.managed:
         messages.error(request, "This account is only known, not managed: nothing to sync.")
     else:
@@ -103,8 +105,8 @@ def account_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 @require_POST
 def account_webhook_secret(request: HttpRequest, pk: int) -> HttpResponse:
     """Generate a new webhook signing secret and show it this once."""
-    account, roles = get_account_for_user(request.user, pk)
-    if not (can_manage_accounts(request.user) or Role.ADMIN in roles):
+    account, _ = get_account_for_user(request.user, pk)
+    if not (can_manage_accounts(request.user) or permissions.is_admin(request.user, account)):
         raise PermissionDenied("Only an admin of the account sets its webhook secret.")
     account.webhook_secret = notices.new_webhook_secret()
     account.save(update_fields=["webhook_secret"])

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from policies import rules
-from transfers.models import CAN_APPROVE, AwsAccount, Transfer, TransferBatch
+from transfers import permissions
+from transfers.models import Transfer, TransferBatch
 from transfers.views.transfers import PAGE_SIZE, _filtered
 
 BATCHES_SHOWN = 50
@@ -21,13 +22,7 @@ BATCHES_SHOWN = 50
 
 def approvable_accounts(user):
     """Accounts the user may approve for, in one query (no per-account role lookups)."""
-    visible = AwsAccount.objects.visible_to(user)
-    if user.is_superuser:
-        return visible
-    return visible.filter(
-        Q(grants__user=user) | Q(grants__group__in=user.groups.all()),
-        grants__role__in=CAN_APPROVE,
-    ).distinct()
+    return permissions.approvable_accounts(user)
 
 
 @login_required

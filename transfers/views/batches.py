@@ -12,12 +12,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import batches
+from transfers import batches, permissions
 from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
-    CAN_APPROVE,
-    CAN_OPERATE,
-    CAN_REQUEST,
     AwsAccount,
     Transfer,
     TransferBatch,
@@ -63,7 +60,7 @@ def batch_new(request: HttpRequest) -> HttpResponse:
     requestable = [
         a
         for a in AwsAccount.objects.visible_to(request.user).filter(managed=True)
-        if a.role_for(request.user) & CAN_REQUEST
+        if permissions.can_request(request.user, a)
     ]
     if not requestable:
         raise PermissionDenied("Your role does not allow requesting transfers.")
@@ -199,13 +196,14 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    batch, roles = _get_batch_for_user(request.user, pk)
+    batch, _ = _get_batch_for_user(request.user, pk)
     progress = batches.progress(batch)
     context = {
         "batch": batch,
         "p": progress,
-        "can_approve": bool(roles & CAN_APPROVE) and batch.requester_id != request.user.pk,
-        "can_operate": bool(roles & CAN_OPERATE),
+        "can_approve": permissions.can_decide_batch(request.user, batch)
+        and batch.requester_id != request.user.pk,
+        "can_operate": permissions.can_operate_batch(request.user, batch),
         "is_requester": batch.requester_id == request.user.pk,
     }
     if request.htmx and request.htmx.target == "progress":
@@ -227,9 +225,10 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "transfers/batch_detail.html", context)
 
 
-def _batch_action(request: HttpRequest, pk: int, need: set, act) -> HttpResponse:
-    batch, roles = _get_batch_for_user(request.user, pk)
-    if not roles & need:
+def _batch_action(request: HttpRequest, pk: int, allowed, act) -> HttpResponse:
+    """``allowed(user, batch)`` from transfers.permissions; 403 when it says no."""
+    batch, _ = _get_batch_for_user(request.user, pk)
+    if not allowed(request.user, batch):
         raise PermissionDenied("Your role does not allow this on this account.")
     try:
         messages.success(request, act(batch))
@@ -253,7 +252,7 @@ def batch_approve(request: HttpRequest, pk: int) -> HttpResponse:
     return _batch_action(
         request,
         pk,
-        CAN_APPROVE,
+        permissions.can_decide_batch,
         lambda b: (
             f"Approved {batches.approve(request.user, b, comment)} transfers; workers take them "
             "at the account's API rate."
@@ -271,7 +270,7 @@ def batch_decline(request: HttpRequest, pk: int) -> HttpResponse:
             raise TransferError("comment_required", "Say why you decline the batch.")
         return f"Declined {batches.decline(request.user, batch, comment)} transfers."
 
-    return _batch_action(request, pk, CAN_APPROVE, act)
+    return _batch_action(request, pk, permissions.can_decide_batch, act)
 
 
 @login_required
@@ -280,7 +279,7 @@ def batch_withdraw(request: HttpRequest, pk: int) -> HttpResponse:
     return _batch_action(
         request,
         pk,
-        CAN_REQUEST | CAN_OPERATE,
+        permissions.can_withdraw_batch,
         lambda b: f"Withdrew {batches.withdraw(request.user, b)} requests.",
     )
 
@@ -291,7 +290,7 @@ def batch_retry(request: HttpRequest, pk: int) -> HttpResponse:
     return _batch_action(
         request,
         pk,
-        CAN_OPERATE | CAN_APPROVE,
+        permissions.can_decide_batch,
         lambda b: f"Retrying {batches.retry_failed(request.user, b)} failed transfers.",
     )
 
@@ -300,9 +299,10 @@ def batch_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def batch_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     def act(b):
-        done, errors = batches.cancel_pending(request.user, b)
-        return f"Cancelled {done} pending transfers." + (
-            f" Not cancelled: {'; '.join(errors[:5])}" if errors else ""
+        count, _ = batches.cancel_pending(request.user, b)
+        return (
+            f"Cancelling {count} pending transfers in AWS, in the background at the account's "
+            "API rate; the progress is below."
         )
 
-    return _batch_action(request, pk, CAN_OPERATE, act)
+    return _batch_action(request, pk, permissions.can_operate_batch, act)

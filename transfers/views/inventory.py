@@ -15,10 +15,9 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from transfers.access import get_certificate_for_user
+from transfers import permissions
 from transfers.forms import SORTS, CertificateFilterForm
 from transfers.models import (
-    CAN_REQUEST,
-    AccountGrant,
     AwsAccount,
     Certificate,
     CertificatePolicy,
@@ -160,12 +159,7 @@ def search_keys(q: str, account_pks: list[int], using: str):
 
 
 def can_request_anywhere(user) -> bool:
-    return (
-        user.is_superuser
-        or AccountGrant.objects.filter(
-            Q(user=user) | Q(group__in=user.groups.all()), role__in=CAN_REQUEST
-        ).exists()
-    )
+    return permissions.requestable_accounts(user).exists()
 
 
 def narrowed_certificates(user, form: CertificateFilterForm, accounts=None):
@@ -321,5 +315,9 @@ def certificate_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "transfers/certificate_detail.html",
-        {"cert": cert, "can_request": bool(roles & CAN_REQUEST), "transfers": history},
+        {
+            "cert": cert,
+            "can_request": permissions.can_request(request.user, cert.account),
+            "transfers": history,
+        },
     )
