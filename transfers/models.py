@@ -433,6 +433,16 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
 
     Restore.OPEN = ["pending", "partial"]  # type: ignore[attr-defined]  # the sweep retries these
 
+    class Landing(models.TextChoices):
+        NONE = "", "No landing"
+        PLANNED = "planned", "Landing planned"
+        LANDING = "landing", "Landing"
+        LANDED = "landed", "Landed"
+        PARTIAL = "partial", "Landed partially"
+        ATTENTION = "attention", "Landing needs attention"
+
+    Landing.OPEN = ["landing", "partial"]  # type: ignore[attr-defined]  # the sweep retries these
+
     status = FSMField(
         max_length=24, choices=Status.choices, default=Status.REQUESTED, protected=True
     )
@@ -501,6 +511,26 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     restore_next_at = models.DateTimeField(null=True, blank=True)
     restore_error = models.TextField(blank=True)
 
+    # Landing in the target (transfers.workflow.landing): the plan, approved in advance by
+    # the target side or run when the target accepts in the portal; steps done so far.
+    landing = models.JSONField(default=dict, blank=True)
+    landing_state = models.CharField(
+        max_length=16, choices=Landing.choices, default=Landing.NONE, blank=True
+    )
+    landed = models.JSONField(default=list, blank=True)
+    landing_attempts = models.PositiveIntegerField(default=0)
+    landing_next_at = models.DateTimeField(null=True, blank=True)
+    landing_error = models.TextField(blank=True)
+    target_approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    target_approved_at = models.DateTimeField(null=True, blank=True)
+    # Device downtime: from the moment the certificate stopped being usable in the source
+    # (its deactivation, or the request if it was already inactive) to the moment it was
+    # usable in the target (ACTIVE with its planned policies attached).
+    unusable_since = models.DateTimeField(null=True, blank=True)
+    usable_at = models.DateTimeField(null=True, blank=True)
+
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
     pending_since = models.DateTimeField(null=True, blank=True)
@@ -524,6 +554,18 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
             # The reconciler's and the queues' scans: transfers in one state, oldest first.
             models.Index(fields=["status", "updated"], name="transfer_status_idx"),
             models.Index(fields=["target_account_id", "status"], name="transfer_target_idx"),
+            # The landing sweep (workflow.landing.due_landings): unfinished landings only.
+            models.Index(
+                fields=["landing_next_at"],
+                condition=Q(landing_state__in=["landing", "partial"]),
+                name="transfer_landing_due_idx",
+            ),
+            # Downtime figures (overview, batch page): landed transfers by when.
+            models.Index(
+                fields=["usable_at"],
+                condition=Q(usable_at__isnull=False),
+                name="transfer_usable_idx",
+            ),
             # The restore sweep (workflow.restore.due_restores): unfinished restores only.
             models.Index(
                 fields=["restore_next_at"],
@@ -545,6 +587,12 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in Transfer.Status.OPEN
+
+    @property
+    def downtime(self) -> timedelta | None:
+        if self.unusable_since and self.usable_at:
+            return self.usable_at - self.unusable_since
+        return None
 
     @property
     def expires_at(self):
