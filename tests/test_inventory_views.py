@@ -441,3 +441,80 @@ def test_policy_and_thing_names_are_escaped_in_the_list(client, viewer, source):
     assert "&lt;script&gt;alert(&quot;p&quot;)&lt;/script&gt;" in body
     assert '<span class="tag">&lt;b&gt;thing&lt;/b&gt;</span>' in body
     assert '<span class="muted">none</span>' in body  # the certificate without any
+
+
+@pytest.mark.parametrize(
+    ("params", "cap"),
+    [
+        ({}, "COUNT_UP_TO"),
+        ({"q": "Fleet-Con"}, "COUNT_UP_TO"),
+        ({"q": "Fleet-Con", "status": "ACTIVE"}, "PROBE_COUNT_UP_TO"),
+    ],
+)
+@pytest.mark.parametrize("sort", ["newest", "expiry"])
+def test_past_the_count_limit_the_list_says_more_than_and_still_pages_everything(
+    client, viewer, fleet, monkeypatch, params, cap, sort
+):
+    """A count that stops at its limit is labelled "more than N"; pages forward from the
+    start and backward from the end are exactly those of the full sorted list, and the
+    exact count comes on a separate request (count=exact)."""
+    from transfers.forms import SORTS
+    from transfers.views import inventory
+
+    monkeypatch.setattr(inventory, cap, 9)
+    monkeypatch.setattr(inventory, "PAGE_SIZE", 7)
+    visible = Certificate.objects.filter(account__in=[fleet.first().account])
+    expected_rows = fleet if params else visible
+    if params.get("status"):
+        expected_rows = expected_rows.filter(status=params["status"])
+    expected = [c.certificate_id for c in expected_rows.order_by(*SORTS[sort])]
+    assert len(expected) > 9
+    client.force_login(viewer)
+    url = reverse("certificate_list")
+
+    first = client.get(url, {**params, "sort": sort})
+    page = first.context["page"]
+    assert not page.paginator.exact
+    body = first.content.decode()
+    assert "More than 9 certificates" in body and "count=exact" in body
+    assert "Page 1</span>" in body and "Last page" in body
+
+    forward, number = [], 1
+    while True:  # Next until there is no next page
+        page = client.get(url, {**params, "sort": sort, "page": number}).context["page"]
+        forward += [c.certificate_id for c in page.object_list]
+        if not page.has_next():
+            break
+        number = page.next_page_number()
+    assert forward == expected
+
+    backward, number = [], "last"
+    while True:  # from the last page, Previous until the start
+        page = client.get(url, {**params, "sort": sort, "page": number}).context["page"]
+        backward = [c.certificate_id for c in page.object_list] + backward
+        if not page.has_previous():
+            break
+        number = page.previous_page_number()
+    assert backward[-len(expected) :] == expected
+    assert set(backward) == set(expected)
+
+    exact = client.get(url, {**params, "sort": sort, "count": "exact"})
+    assert exact.context["page"].paginator.exact
+    assert exact.context["page"].paginator.count == len(expected)
+    assert f"{len(expected)} certificates" in exact.content.decode()
+
+
+def test_a_count_within_the_limit_is_exact_and_counts_each_match_once(
+    client, viewer, fleet, monkeypatch
+):
+    from transfers.views import inventory
+
+    monkeypatch.setattr(inventory, "COUNT_UP_TO", 50)  # 50 matches, some found twice
+    client.force_login(viewer)
+    response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
+    assert response.context["page"].paginator.exact
+    assert response.context["page"].paginator.count == 50
+    monkeypatch.setattr(inventory, "COUNT_UP_TO", 49)
+    response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
+    assert not response.context["page"].paginator.exact
+    assert "More than 49 certificates" in response.content.decode()

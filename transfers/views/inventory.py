@@ -5,7 +5,8 @@ from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
-from django.core.paginator import Paginator
+from django.core.exceptions import EmptyResultSet
+from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 from django.http import HttpRequest, HttpResponse
@@ -14,8 +15,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
-from transfers.access import get_certificate_for_user
 from transfers import permissions
+from transfers.access import get_certificate_for_user
 from transfers.forms import SORTS, CertificateFilterForm
 from transfers.models import (
     AwsAccount,
@@ -29,6 +30,12 @@ from transfers.models import (
 PAGE_SIZE = 50
 # Below this many matches a search sorts them all (CertificatePaginator).
 SORT_ALL_BELOW = 1_000
+# Counts stop here and the page says "more than N" (exact on request, ?count=exact):
+# counting a million certificates costs more than the page. A count read from the indexes
+# alone stops at COUNT_UP_TO; one that reads a certificate row per match (a search with a
+# status or region filter: the links know only the account) at PROBE_COUNT_UP_TO.
+COUNT_UP_TO = 10_000
+PROBE_COUNT_UP_TO = 1_000
 UNIVERSE_SECONDS = 300
 # What a row of the list shows (templates/transfers/certificate_list.html), all held by
 # certificate_page_idx: the page query returns the rows themselves.
@@ -75,13 +82,50 @@ class CertificatePaginator(TailPaginator):
       two plans that list the same rows.
     """
 
-    def __init__(self, ordered, per_page, *, keys=None, walk=None, account_pks=()):
+    def __init__(
+        self,
+        ordered,
+        per_page,
+        *,
+        keys=None,
+        walk=None,
+        account_pks=(),
+        branches=None,
+        up_to=COUNT_UP_TO,
+    ):
         super().__init__(ordered, per_page)
         self.keys, self.walk, self.account_pks = keys, walk, sorted(account_pks)
+        # Without ``branches`` the count is exact; with them it stops above ``up_to``.
+        self.branches, self.up_to = branches, up_to
 
     @cached_property
     def count(self) -> int:
+        if self.branches is not None:
+            return capped_count(self.branches, self.up_to)
         return (self.object_list if self.keys is None else self.keys).count()
+
+    @property
+    def exact(self) -> bool:
+        return self.branches is None or self.count <= self.up_to
+
+    def get_page(self, number):
+        """As Paginator.get_page; past an inexact count, any page forward, and ``last`` or
+        ``-k`` (the k-th page from the end, read from the other end of the ordering)."""
+        if self.exact:
+            return super().get_page(number)
+        text = str(number or "1").strip()
+        try:
+            number = -1 if text == "last" else int(text)
+        except ValueError:
+            number = 1
+        number = number or 1
+        if number > 0:
+            bottom = (number - 1) * self.per_page
+            rows = self.rows(self.object_list, bottom, bottom + self.per_page)
+        else:
+            top = -number * self.per_page
+            rows = self.rows(self.object_list.reverse(), top - self.per_page, top)[::-1]
+        return OpenPage(rows, number, self)
 
     def universe(self) -> int:
         return cache.get_or_set(
@@ -91,11 +135,74 @@ class CertificatePaginator(TailPaginator):
         )
 
     def rows(self, ordered, bottom: int, top: int) -> list:
+        if not self.exact:
+            # More than ``up_to`` match: walking the sort's index finds a page within
+            # about depth x universe / up_to rows; sorting every match could read them
+            # all. The count is a lower bound, so offsets run forward from either end.
+            if self.walk is not None:
+                ordered = self.walk if ordered is self.object_list else self.walk.reverse()
+            return list(ordered[bottom:top])
         if self.walk is not None and self.count > SORT_ALL_BELOW:
             depth = min(top, self.count - bottom)  # rows to find, from the nearer end
             if depth * self.universe() < self.count * self.count:
                 ordered = self.walk
         return super().rows(ordered, bottom, top)
+
+
+class OpenPage(Page):
+    """A page of a list whose length is only known to exceed the paginator's ``up_to``:
+    numbered from the start (1, 2, ...) or from the end (-1 is the last page)."""
+
+    def has_next(self) -> bool:
+        return self.number < -1 or (self.number > 0 and len(self.object_list) == self.per_page)
+
+    def has_previous(self) -> bool:
+        return self.number > 1 or (self.number < 0 and len(self.object_list) == self.per_page)
+
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def per_page(self) -> int:
+        return self.paginator.per_page
+
+    @property
+    def from_end(self) -> int:
+        return -self.number if self.number < 0 else 0
+
+
+def capped_count(branches: list, up_to: int) -> int:
+    """How many distinct keys the union of ``branches`` (querysets of one key column)
+    holds, exact up to ``up_to``; past it, ``up_to + 1``. One query: each branch is counted
+    up to ``up_to + 1`` (a LIMIT, so the database stops there), and only when none passes
+    ``up_to`` are the branches unioned and counted exactly (at most 3 x ``up_to`` keys)."""
+    limit = up_to + 1
+    parts, params = [], []
+    for branch in branches:
+        try:
+            sql, branch_params = branch.query.sql_with_params()
+        except EmptyResultSet:  # e.g. no visible account: this branch finds nothing
+            continue
+        parts.append(sql)
+        params.extend(branch_params)
+    if not parts:
+        return 0
+    # Built from the ORM's own SQL and integers; every value is a parameter.
+    over = " OR ".join(
+        f"(SELECT COUNT(*) FROM ({sql} LIMIT {limit}) AS b{i}) > {up_to}"  # noqa: S608
+        for i, sql in enumerate(parts)
+    )
+    union = " UNION ".join(
+        f"SELECT * FROM ({sql}) AS u{i}"  # noqa: S608
+        for i, sql in enumerate(parts)
+    )
+    query = f"SELECT CASE WHEN {over} THEN {limit} ELSE (SELECT COUNT(*) FROM ({union}) AS m) END"  # noqa: S608, E501
+    with connections[branches[0].db].cursor() as cursor:
+        cursor.execute(query, params + params)
+        return cursor.fetchone()[0]
 
 
 def _prefix(field: str, value: str, using: str) -> Q:
@@ -127,9 +234,10 @@ def search(queryset, q: str):
     return queryset.filter(pk__in=first.union(*rest, all=True))
 
 
-def _branches(q: str, using: str, account_pks=None) -> list:
+def _branches(q: str, using: str, account_pks=None, **narrowing) -> list:
     """The primary keys of the certificates an id prefix, a policy name and a thing name
-    find, each from its own index (in ``account_pks`` when given)."""
+    find, each from its own index (in ``account_pks`` when given, and with the
+    certificate's ``region`` and ``status`` when given)."""
     branches = [
         Certificate.objects.filter(_prefix("certificate_id", q.lower(), using)).values("pk"),
         CertificatePolicy.objects.filter(_prefix("name", q, using)).values("certificate_id"),
@@ -137,7 +245,27 @@ def _branches(q: str, using: str, account_pks=None) -> list:
     ]
     if account_pks is not None:
         branches = [b.filter(account__in=account_pks) for b in branches]
+    wanted = {k: v for k, v in narrowing.items() if v}
+    if wanted:
+        branches = [
+            branches[0].filter(**wanted),
+            *(
+                b.filter(**{f"certificate__{k}": v for k, v in wanted.items()})
+                for b in branches[1:]
+            ),
+        ]
     return [b.order_by() for b in branches]
+
+
+def count_branches(narrowed, q: str, account_pks, data: dict) -> tuple[list, int]:
+    """What the capped count unions for this list or search, and where it stops."""
+    narrowing = {"region": data.get("region"), "status": data.get("status")}
+    if not q or q.startswith("arn:"):
+        return [search(narrowed, q).values("pk").order_by()], COUNT_UP_TO
+    up_to = PROBE_COUNT_UP_TO if any(narrowing.values()) else COUNT_UP_TO
+    by_id, *links = _branches(q, narrowed.db, account_pks, **narrowing)
+    # A certificate with two matching names is one match: each branch counts distinct keys.
+    return [by_id, *(branch.distinct() for branch in links)], up_to
 
 
 def search_walk(queryset, q: str):
@@ -283,6 +411,8 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
         shortcuts = {"walk": walk, "account_pks": account_pks}
         if not (data.get("region") or data.get("status")):  # the links know only the account
             shortcuts["keys"] = search_keys(q, account_pks, narrowed.db)
+    if request.GET.get("count") != "exact":
+        shortcuts["branches"], shortcuts["up_to"] = count_branches(narrowed, q, account_pks, data)
     paginator = CertificatePaginator(rows, PAGE_SIZE, **shortcuts)
     page = paginator.get_page(request.GET.get("page"))
     page.object_list = page_rows(page.object_list, accounts)
