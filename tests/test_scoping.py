@@ -43,7 +43,14 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
     "transfer_detail": ("transfer", {"GET", "POST"}),
     **{
         f"transfer_{a}": ("transfer", {"POST"})
-        for a in [*TRANSFER_ACTIONS, "reconcile", "restore_retry"]
+        for a in [
+            *TRANSFER_ACTIONS,
+            "reconcile",
+            "restore_retry",
+            "approve_landing",
+            "retry_landing",
+            "landed_by_hand",
+        ]
     },
     "notice_resend": ("notice", {"POST"}),
     "notice_detail": ("notice_page", {"GET"}),  # staff only: 404 for everyone else

@@ -17,9 +17,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from transfers import queue, workflow
+from transfers import aws, queue, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
+from transfers.workflow.landing import LandingChoice, TargetReader, plan_landing
 
 CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
 MAX_BATCH = 10_000
@@ -128,6 +129,7 @@ def request_batch(
     message: str,
     reason: str,
     options: Options,
+    landing: LandingChoice | None = None,
 ) -> TransferBatch:
     if not certs:
         raise TransferError("empty", "None of these certificates can be requested.")
@@ -145,6 +147,30 @@ def request_batch(
         user, source, target_account_id, message, reason
     )
     check = preflight(certs, missing, target_account_id, options)
+    landings: dict[str, dict] = {}
+    if landing is not None:
+        # One read of each account's policies and things for the whole batch.
+        reader = TargetReader(source, target, region)
+        try:
+            reader.prefetch()
+            for cert in list(check.ready):
+                planned = plan_landing(
+                    reader,
+                    [p.name for p in cert.policies.all()],
+                    [t.name for t in cert.things.all()],
+                    landing,
+                )
+                if planned["blockers"]:
+                    check.ready.remove(cert)
+                    check.blocked.append((cert.certificate_id, " ".join(planned["blockers"])))
+                else:
+                    landings[cert.certificate_id] = planned
+        except aws.AwsError as exc:
+            raise TransferError(
+                "landing_unreadable",
+                f"Could not read the target for the landing: {exc.user_message}",
+                status=503 if exc.retryable else 502,
+            ) from None
     with transaction.atomic():
         batch = TransferBatch.objects.create(
             source=source,
@@ -163,6 +189,7 @@ def request_batch(
                 "things": [t.name for t in cert.things.all()],
                 "steps": [],
                 "warnings": [],
+                "landing": landings.get(cert.certificate_id, {}),
             }
             try:
                 workflow.open_transfer(

@@ -97,6 +97,17 @@ def requestable_accounts(user) -> QuerySet[AwsAccount]:
     return _accounts_where(user, CAN_REQUEST)
 
 
+def can_approve_landing(user, transfer: Transfer) -> bool:
+    """The target side approves a landing in advance: an approver or admin of the managed
+    target, never the requester nor anyone who approved the source side."""
+    target = transfer.target
+    if target is None or not target.managed or not can_approve(user, target):
+        return False
+    if user.pk in (transfer.requester_id, transfer.approver_id):
+        return False
+    return not transfer.approvals.filter(user=user).exists()
+
+
 def operable_targets(user) -> QuerySet[AwsAccount]:
     """Managed accounts the user may accept transfers into."""
     return _accounts_where(user, CAN_OPERATE).filter(managed=True)

@@ -58,6 +58,12 @@ def execute_transfer(self, pk: int) -> str:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
+def land_transfer(pk: int) -> str:
+    """One try at landing in the target; the sweep (reconcile) brings back any that stop."""
+    return workflow.land(pk)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def restore_transfer(pk: int) -> str:
     """One try at a restore; the sweep (reconcile) brings back any that did not finish."""
     return workflow.restore(pk)
@@ -69,6 +75,7 @@ def reconcile() -> dict:
     outcomes = workflow.reconcile_pending()
     outcomes["requeued"] = workflow.requeue_stalled()
     outcomes["restores"] = workflow.sweep_restores()
+    outcomes["landings"] = workflow.sweep_landings()
     return outcomes
 
 

@@ -66,6 +66,9 @@ for action in (
     "reject",
     "reconcile",
     "restore_retry",
+    "approve_landing",
+    "retry_landing",
+    "landed_by_hand",
 ):
     urlpatterns.append(
         path(

@@ -21,6 +21,8 @@ from transfers.models import (
     AwsAccount,
     Transfer,
 )
+from transfers.workflow.landing import cli_commands
+from transfers.workflow.landing import steps_left as landing_steps_left
 
 PAGE_SIZE = 50
 
@@ -154,6 +156,17 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_retry": permissions.can_retry(request.user, transfer),
         "can_operate_source": permissions.can_operate(request.user, transfer.source),
         "can_operate_target": permissions.can_act_as_target(request.user, transfer),
+        "can_approve_landing": transfer.landing_state == Transfer.Landing.PLANNED
+        and transfer.target_approver_id is None
+        and transfer.is_open
+        and permissions.can_approve_landing(request.user, transfer),
+        "landing_left": landing_steps_left(transfer)
+        if transfer.landing_state
+        in (Transfer.Landing.PARTIAL, Transfer.Landing.ATTENTION, Transfer.Landing.LANDING)
+        else [],
+        "landing_commands": cli_commands(transfer)
+        if transfer.landing and not (transfer.target and transfer.target.managed)
+        else [],
         "restore_left": workflow.steps_left(transfer)
         if transfer.restore_state in (Transfer.Restore.PARTIAL, Transfer.Restore.ATTENTION)
         else [],
@@ -271,6 +284,39 @@ def transfer_reconcile(request: HttpRequest, pk: int) -> HttpResponse:
         messages.info(request, f"Checked with AWS: {outcome}.")
 
     return _act(request, pk, "Up to date with AWS.", act)
+
+
+@login_required
+@require_POST
+def transfer_approve_landing(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        "Landing approved: the move completes without waiting for anyone in the target.",
+        lambda t: workflow.approve_landing(request.user, t.pk, request.POST.get("comment", "")),
+    )
+
+
+@login_required
+@require_POST
+def transfer_retry_landing(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        "Landing in the target again.",
+        lambda t: workflow.retry_landing(request.user, t.pk),
+    )
+
+
+@login_required
+@require_POST
+def transfer_landed_by_hand(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        "Recorded: the landing was finished by hand.",
+        lambda t: workflow.finished_by_hand(request.user, t.pk),
+    )
 
 
 @login_required

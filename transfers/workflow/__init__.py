@@ -21,6 +21,14 @@ from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, Tr
 from transfers.workflow.events import record
 from transfers.workflow.execute import execute, fail
 from transfers.workflow.expiry import due_for_expiry, expire, send_reminders
+from transfers.workflow.landing import (
+    LandingChoice,
+    approve_landing,
+    finished_by_hand,
+    land,
+    retry_landing,
+    sweep_landings,
+)
 from transfers.workflow.plan import EXPIRING_DAYS, Options, Plan, make_plan, read_certificate
 from transfers.workflow.reconcile import reconcile_one, reconcile_pending, requeue_stalled
 from transfers.workflow.request import check_request, open_transfer, request_transfer
@@ -28,6 +36,12 @@ from transfers.workflow.restore import restore, retry_restore, steps_left, sweep
 from transfers.workflow.target import accept, reject
 
 __all__ = [
+    "LandingChoice",
+    "approve_landing",
+    "finished_by_hand",
+    "land",
+    "retry_landing",
+    "sweep_landings",
     "EXPIRING_DAYS",
     "EXPIRY",
     "RECONCILER",

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from transfers import aws
 from transfers.models import Certificate, Transfer, TransferEvent
+from transfers.workflow import landing
 from transfers.workflow.errors import WORKER, RetryLater
 from transfers.workflow.events import aws_call, record, transition
 from transfers.workflow.reconcile import CLOCK_SKEW, as_datetime, decide
@@ -46,7 +47,7 @@ def execute(pk: int) -> str:
         transfer.updated = now
         transfer.save()
     try:
-        return _prepare_and_transfer(transfer)
+        outcome = _prepare_and_transfer(transfer)
     except aws.AwsError as exc:
         _release(transfer.pk)
         if exc.retryable:
@@ -57,6 +58,14 @@ def execute(pk: int) -> str:
         _release(transfer.pk)
         fail(transfer.pk, exc.code, exc.message)
         return f"failed: {exc.code}"
+    pre_accepted = Transfer.objects.filter(
+        pk=transfer.pk, landing_state=Transfer.Landing.PLANNED, target_approved_at__isnull=False
+    ).exists()
+    if outcome == "pending_acceptance" and pre_accepted:
+        # Pre-accepted: accept and land in the target now, back to back.
+        landed = landing.land(transfer.pk)
+        return f"pending_acceptance; landing: {landed}"
+    return outcome
 
 
 class _Refused(Exception):
@@ -107,7 +116,9 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
                 "The certificate is ACTIVE and the request did not allow deactivating it.",
             )
         transfer.deactivated = True  # recorded before the call: restoring ACTIVE is harmless
-        _save_progress(transfer, "deactivated")
+        # Devices lose the certificate from here: downtime starts (kept from a first try).
+        transfer.unusable_since = transfer.unusable_since or timezone.now()
+        _save_progress(transfer, "deactivated", "unusable_since")
         aws_call(
             transfer,
             WORKER,
@@ -120,6 +131,10 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
         raise _Refused(
             "CertificateStateException", f"A {status} certificate cannot be transferred."
         )
+    elif transfer.unusable_since is None:
+        # Already inactive: no device could use it since the request, at the latest.
+        transfer.unusable_since = transfer.created
+        _save_progress(transfer, "unusable_since")
 
     arn = desc["certificateArn"]
     policies = [

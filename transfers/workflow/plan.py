@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from transfers import aws
 from transfers.models import ACCOUNT_ID_RE, AwsAccount, Certificate, Transfer
+from transfers.workflow.landing import LandingChoice, TargetReader, plan_landing
 
 EXPIRING_DAYS = 30
 
@@ -32,11 +33,15 @@ class Plan:
     steps: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
+    landing: dict = field(default_factory=dict)  # workflow.landing.plan_landing; {} = none
 
     @property
     def fingerprint(self) -> str:
         """Changes whenever what AWS says about the certificate changes."""
-        state = json.dumps([self.status, sorted(self.policies), sorted(self.things)])
+        state = json.dumps(
+            [self.status, sorted(self.policies), sorted(self.things), self.landing],
+            sort_keys=True,
+        )
         return hashlib.sha256(state.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
@@ -48,6 +53,7 @@ class Plan:
             "steps": self.steps,
             "warnings": self.warnings,
             "blockers": self.blockers,
+            "landing": self.landing,
             "fingerprint": self.fingerprint,
         }
 
@@ -67,7 +73,12 @@ def read_certificate(account: AwsAccount, region: str, certificate_id: str) -> d
     return {"description": desc, "policies": policies, "things": things}
 
 
-def make_plan(cert: Certificate, target_account_id: str, options: Options) -> Plan:
+def make_plan(
+    cert: Certificate,
+    target_account_id: str,
+    options: Options,
+    landing: LandingChoice | None = None,
+) -> Plan:
     try:
         fresh = read_certificate(cert.account, cert.region, cert.certificate_id)
     except aws.AwsError as exc:
@@ -83,7 +94,31 @@ def make_plan(cert: Certificate, target_account_id: str, options: Options) -> Pl
         not_after=not_after.isoformat() if not_after else None,
     )
     _plan_steps(plan, cert, target_account_id, options, not_after)
+    if landing is not None:
+        target = AwsAccount.objects.filter(account_id=target_account_id).first()
+        reader = TargetReader(cert.account, target, cert.region)
+        try:
+            plan.landing = plan_landing(reader, plan.policies, plan.things, landing)
+        except aws.AwsError as exc:
+            plan.blockers.append(f"Could not read the target for the landing: {exc.user_message}")
+        else:
+            plan.blockers += plan.landing["blockers"]
+            plan.warnings += plan.landing["warnings"]
+            plan.steps += landing_steps_text(plan.landing)
     return plan
+
+
+def landing_steps_text(landing: dict) -> list[str]:
+    """The landing in the plan's words."""
+    out = ["Accept in the target" + (" and activate it" if landing["activate"] else "") + "."]
+    for p in landing["policies"]:
+        verb = "Create and attach" if p.get("create") else "Attach"
+        mapped = f" (for {p['source']})" if p["name"] != p["source"] else ""
+        out.append(f"{verb} policy {p['name']}{mapped} in the target.")
+    for t in landing["things"]:
+        verb = "Create and attach" if t.get("create") else "Attach"
+        out.append(f"{verb} thing {t['name']} in the target.")
+    return out
 
 
 def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options, not_after) -> None:

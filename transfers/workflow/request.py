@@ -16,6 +16,7 @@ from transfers.models import (
 )
 from transfers.workflow.errors import TransferError
 from transfers.workflow.events import record
+from transfers.workflow.landing import LandingChoice
 from transfers.workflow.plan import Options, make_plan
 
 
@@ -66,12 +67,13 @@ def request_transfer(
     options: Options,
     fingerprint: str = "",
     batch=None,
+    landing: LandingChoice | None = None,
 ) -> Transfer:
     target, target_account_id, message, reason = check_request(
         user, cert.account, target_account_id, message, reason
     )
 
-    plan = make_plan(cert, target_account_id, options)
+    plan = make_plan(cert, target_account_id, options, landing)
     if fingerprint and fingerprint != plan.fingerprint:
         raise TransferError(
             "stale_plan",
@@ -134,6 +136,8 @@ def open_transfer(
             detach_things=options.detach_things,
             restore=options.restore,
             plan=plan,
+            landing=plan.get("landing") or {},
+            landing_state=Transfer.Landing.PLANNED if plan.get("landing") else "",
         )
         record(
             transfer,

@@ -7,7 +7,7 @@ import contextlib
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from transfers import aws, permissions
+from transfers import aws, permissions, queue
 from transfers.models import Transfer, validate_transfer_text
 from transfers.workflow.errors import TransferError
 from transfers.workflow.events import aws_call, transition
@@ -63,6 +63,13 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
         set_as_active=set_as_active,
     )
     moved(transfer)
+    if transfer.landing_state == Transfer.Landing.PLANNED:
+        # The landing plan runs now: attach what the plan says, in the background.
+        Transfer.objects.filter(pk=pk).update(landing_state=Transfer.Landing.LANDING)
+        queue.enqueue("land_transfer", pk)
+    elif set_as_active and not transfer.landing:
+        # No landing planned: usable once ACTIVE (nothing else was planned for it).
+        Transfer.objects.filter(pk=pk).update(usable_at=transfer.accept_date)
     return transfer
 
 
