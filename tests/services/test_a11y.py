@@ -70,7 +70,7 @@ def world(services_env, standin_url, remote):
         services.execute(t.pk)
     pending = moving.transfers.first()
     assert Transfer.objects.get(pk=pending.pk).status == Transfer.Status.PENDING_ACCEPTANCE
-    return {
+    yield {
         "waiting": waiting,
         "single": single,
         "moving": moving,
@@ -79,6 +79,7 @@ def world(services_env, standin_url, remote):
         "source": source,
         "notice": Notice.objects.order_by("pk").first(),
     }
+    remote.reset()  # the stand-in server is shared by the session: leave it empty
 
 
 @pytest.fixture
