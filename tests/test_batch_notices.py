@@ -395,3 +395,24 @@ def test_when_the_last_one_fails_the_others_are_announced_at_once(fleet, request
     assert sorted(m.to[0] for m in failed) == ["app@fleet.example", "req@fleet.example"]
     assert failed[0].subject.startswith(f"1 transfer of batch #{batch.pk} to account")
     assert last.certificate_id in failed[0].attachments[0][1]
+
+
+def test_expiry_is_one_notice_per_recipient_for_the_batch(fleet, requester, approver):
+    batch = pending_batch(fleet, requester, approver)
+    latest = max(t.expires_at for t in batch.transfers.all())
+    mail.outbox.clear()
+    with time_machine.travel(latest + timedelta(minutes=1)):
+        due = services.due_for_expiry()
+        assert sorted(due) == sorted(batch.transfers.values_list("pk", flat=True))
+        for pk in due:
+            assert committed(services.expire, pk) == "expired"
+    told = sorted(m.to[0] for m in mail.outbox)
+    assert told == sorted(
+        ["iot@acme.example", "sec@acme.example", "req@fleet.example", "app@fleet.example"]
+    )
+    message = mail.outbox[0]
+    assert message.subject == (
+        f"{N} transfers of batch #{batch.pk} to account {TARGET} expired and were cancelled"
+    )
+    assert "Nobody accepted them in time" in message.body
+    assert ids_in_csv(message.attachments[0][1]) == fleet["ids"]
