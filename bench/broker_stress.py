@@ -6,6 +6,8 @@ crashes, and the bad files set aside; prints messages per second and latency per
     .venv/bin/python bench/broker_stress.py --messages 2000 --kill # SIGKILL a worker mid-run
     .venv/bin/python bench/broker_stress.py --broker kombu-filesystem   # kombu's own, before
     REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python bench/broker_stress.py --broker redis
+    REDIS_URL=redis://127.0.0.1:6379/14 .venv/bin/python bench/broker_stress.py --compare \
+        --messages 5000                                            # each broker in turn
 
 What runs:
 * ``--workers`` real ``celery -A portal worker`` processes with the portal's settings and a
@@ -249,7 +251,12 @@ def run(opts: Options, progress=print) -> Result:
         while True:
             time.sleep(0.25)
             _read_results(tmp / "results", offsets, seen, done)
-            if not result.bad_injected and len(done) >= opts.messages // 10 and opts.bad:
+            if (
+                not result.bad_injected
+                and opts.bad
+                and opts.broker != "redis"  # (no files to break there)
+                and len(done) >= opts.messages // 10
+            ):
                 result.bad_injected = _inject_bad(tmp, opts, opts.bad)
             if opts.kill and not result.killed and len(done) >= opts.messages // 3:
                 victim = workers[0]
@@ -357,6 +364,65 @@ def report(result: Result) -> str:
     )
 
 
+def compare(messages: int, redis_url: str, progress) -> str:
+    """The same load through each broker, one after the other, in one run: plain, with 3
+    bad files, and with a worker killed (tasks of 50 ms, so it holds messages)."""
+    brokers = ["default", "kombu-filesystem"] + (["redis"] if redis_url else [])
+    scenarios = []
+    for broker in brokers:
+        scenarios.append((broker, "plain", Options(messages=messages, broker=broker, bad=0)))
+        if broker != "redis":
+            scenarios.append((broker, "3 bad files", Options(messages=messages, broker=broker)))
+        scenarios.append(
+            (
+                broker,
+                "SIGKILL a worker",
+                Options(messages=1000, broker=broker, bad=0, kill=True, task_ms=50, timeout=90),
+            )
+        )
+    rows, base = [], {}
+    for broker, scenario, opts in scenarios:
+        opts.redis_url = redis_url
+        progress(f"== {broker}: {scenario}")
+        r = run(opts, progress=lambda _s: None)
+        if broker == "default":
+            base[scenario] = r.rate
+        ratio = r.rate / base[scenario] if base.get(scenario) else float("nan")
+        rows.append(
+            [
+                broker,
+                scenario,
+                f"{r.processed:,} / {opts.messages:,}",
+                str(r.duplicated),
+                str(len([c for c in r.crashed if "exited" in c])),
+                f"{r.rate:,.0f}",
+                f"{ratio:.2f}",
+                f"{percentile(r.latencies, 50) * 1000:,.0f}",
+                f"{percentile(r.latencies, 95) * 1000:,.0f}",
+                "timed out" if r.timed_out else "",
+            ]
+        )
+    return (
+        f"Broker comparison on {machine()}; load before: {load()}; 4 producers, 2 workers "
+        "(prefork x 2, prefetch 1)\n"
+        + table(
+            [
+                "broker",
+                "scenario",
+                "processed",
+                "twice",
+                "workers died",
+                "msg/s",
+                "/ default",
+                "p50 ms",
+                "p95 ms",
+                "",
+            ],
+            rows,
+        )
+    )
+
+
 def _produce(first: int, count: int) -> None:
     import django
 
@@ -387,13 +453,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill", action="store_true", help="SIGKILL a worker mid-run")
     parser.add_argument("--task-ms", type=float, default=d.task_ms, help="each task sleeps")
     parser.add_argument("--timeout", type=float, default=d.timeout)
+    parser.add_argument(
+        "--compare", action="store_true", help="each broker in turn (with REDIS_URL: Redis too)"
+    )
     args = parser.parse_args(argv)
     if min(args.messages, args.producers, args.workers, args.concurrency, args.prefetch) < 1:
         parser.error("--messages, --producers, --workers, --concurrency, --prefetch: >= 1")
     redis_url = os.environ.get("REDIS_URL", "")
     if args.broker == "redis" and not redis_url:
         parser.error("--broker redis needs REDIS_URL (a database of its own: it is flushed)")
-    opts = Options(**{k: v for k, v in vars(args).items()}, redis_url=redis_url)
+    if args.compare:
+        print(compare(args.messages, redis_url, progress=lambda s: print(s, flush=True)))
+        return 0
+    opts = Options(**{k: v for k, v in vars(args).items() if k != "compare"}, redis_url=redis_url)
     result = run(opts, progress=lambda s: print(s, flush=True))
     print(report(result))
     return 0 if result.ok else 1
