@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import batches, permissions
+from transfers import batches, downtime, permissions
 from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
     AwsAccount,
@@ -221,6 +221,7 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "state": state,
         "states": Transfer.Status.choices,
         "query": f"state={state}" if state else "",
+        "downtime": downtime.summarize(batch.transfers.all()),
     }
     return render(request, "transfers/batch_detail.html", context)
 

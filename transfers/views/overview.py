@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from transfers import charts
+from transfers import charts, downtime
 from transfers.models import AwsAccount, Certificate, Transfer, TransferBatch, TransferEvent
 
 DAYS = 30
@@ -172,7 +172,10 @@ def home(request: HttpRequest) -> HttpResponse:
         for (name, account_id), counts in sorted(per_account.items())
     ]
 
-    # 6. Recent activity (events are append-only: the newest have the highest ids), the same
+    # 6. Device downtime of the certificates that landed usable in the last DAYS days.
+    landed = downtime.summarize(transfers.filter(usable_at__gte=since))
+
+    # 7. Recent activity (events are append-only: the newest have the highest ids), the same
     # step of many transfers of a batch as one row.
     events = recent_activity(transfers)
 
@@ -195,6 +198,9 @@ def home(request: HttpRequest) -> HttpResponse:
         ),
         "cert_rows": cert_rows,
         "events": events,
+        "downtime": landed,
+        "downtime_title": f"Device downtime, last {DAYS} days",
+        "downtime_empty": f"in the last {DAYS} days",
         "now": now,
     }
     return render(request, "transfers/overview.html", context)
