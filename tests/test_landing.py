@@ -288,3 +288,95 @@ def test_the_transfer_page_shows_the_landing_and_the_target_approves_it(
     client.force_login(requester)
     response = client.post(reverse("transfer_approve_landing", args=[transfer.pk]))
     assert response.status_code == 403
+
+
+# ----------------------------------------------------------------- the forms and the API
+
+
+def test_the_request_form_takes_a_landing_plan(world, requester, client):
+    client.force_login(requester)
+    url = reverse("transfer_new", args=[world["cert"].pk])
+    form = {
+        "target": TARGET,
+        "message": "For Acme",
+        "reason": "Sale",
+        "deactivate": "on",
+        "detach_policies": "on",
+        "detach_things": "on",
+        "restore": "on",
+        "land": "on",
+        "activate": "on",
+        "create_policies": "on",
+        "create_things": "on",
+    }
+    page = client.post(url, {**form, "action": "preview"}).content.decode()
+    assert "Create and attach policy DevicePublish in the target." in page
+    assert "rewritten for the target" in page
+    fingerprint = page.split('name="fingerprint" value="')[1].split('"')[0]
+    response = client.post(url, {**form, "action": "submit", "fingerprint": fingerprint})
+    assert response.status_code == 302
+    transfer = Transfer.objects.get()
+    assert transfer.landing_state == Transfer.Landing.PLANNED
+    assert [p["name"] for p in transfer.landing["policies"]] == ["DevicePublish", "Telemetry"]
+
+    bad = client.post(url, {**form, "policy_map": "no equals sign", "action": "preview"})
+    assert "write SourceName=TargetName" in bad.content.decode()
+
+
+def test_the_api_takes_a_landing_plan(world, requester):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=requester).key}")
+    body = {
+        "certificate": world["cert"].pk,
+        "target_account_id": TARGET,
+        "reason": "Sale",
+        "landing": {"policy_map": [{"source": "DevicePublish", "target": "Telemetry"}]},
+    }
+    plan = api.post(f"/api/certificates/{world['cert'].pk}/plan/", body, format="json").json()
+    assert plan["blockers"] == []
+    assert [(p["source"], p["name"]) for p in plan["landing"]["policies"]] == [
+        ("DevicePublish", "Telemetry"),
+        ("Telemetry", "Telemetry"),
+    ]
+    created = api.post("/api/transfers/", body, format="json")
+    assert created.status_code == 201, created.json()
+    transfer = Transfer.objects.get()
+    assert transfer.landing["activate"] is True
+    refused = api.post(
+        "/api/transfers/",
+        {**body, "landing": {"policy_map": [{"source": "", "target": "x"}]}},
+        format="json",
+    )
+    assert refused.status_code == 400
+    assert Transfer.objects.count() == 1
+
+
+def test_a_batch_takes_a_landing_plan_and_skips_what_it_cannot_land(world, requester, source):
+    from transfers import batches
+
+    other = add_certificate(world["iot"], "INACTIVE", ["OnlyInTheSource"])
+    fine = add_certificate(world["iot"], "INACTIVE", ["Telemetry"])
+    run, _ = inventory.queue_sync(source, "us-east-1")
+    inventory.sync_region(run.pk)
+    certs = list(Certificate.objects.filter(account=source))
+    batch = batches.request_batch(
+        requester,
+        certs,
+        [],
+        target_account_id=TARGET,
+        message="m",
+        reason="r",
+        options=Options(),
+        landing=LandingChoice(),  # no creating: DevicePublish and OnlyInTheSource block
+    )
+    assert {s["certificate_id"] for s in batch.skipped} == {
+        world["cert"].certificate_id,
+        other["certificateId"],
+    }
+    (transfer,) = batch.transfers.all()
+    assert transfer.certificate_id == fine["certificateId"]
+    assert transfer.landing_state == Transfer.Landing.PLANNED
+    assert [p["name"] for p in transfer.landing["policies"]] == ["Telemetry"]

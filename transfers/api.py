@@ -386,6 +386,40 @@ class TransferFilterSerializer(serializers.Serializer):
         return data
 
 
+POLICY_NAME = r"^[A-Za-z0-9_+=,.@-]{1,128}$"  # AWS IoT's policy name rule
+
+
+@extend_schema_field({"type": "string", "pattern": POLICY_NAME, "minLength": 1, "maxLength": 128})
+class PolicyNameField(serializers.RegexField):
+    def __init__(self, **kwargs):
+        super().__init__(POLICY_NAME, max_length=128, **kwargs)
+
+
+class PolicyPairSerializer(serializers.Serializer):
+    source = PolicyNameField(help_text="The policy's name in the source account.")
+    target = PolicyNameField(help_text="The target policy to attach instead.")
+
+
+class LandingSerializer(serializers.Serializer):
+    """What happens in the target after acceptance (omit it: the certificate is only
+    transferred)."""
+
+    activate = serializers.BooleanField(default=True)
+    create_policies = serializers.BooleanField(
+        default=False, help_text="Create policies the target lacks from the source's documents."
+    )
+    policy_map = serializers.ListField(
+        child=PolicyPairSerializer(),
+        max_length=100,
+        required=False,
+        default=list,
+        help_text="Source policies to attach as other target policies.",
+    )
+    skip_things = serializers.BooleanField(default=False)
+    create_things = serializers.BooleanField(default=True)
+    copy_thing_details = serializers.BooleanField(default=True)
+
+
 class PlanRequestSerializer(serializers.Serializer):
     target_account_id = AccountIdField(
         max_length=64,
@@ -396,6 +430,7 @@ class PlanRequestSerializer(serializers.Serializer):
     detach_policies = serializers.BooleanField(default=True)
     detach_things = serializers.BooleanField(default=True)
     restore = serializers.BooleanField(default=True)
+    landing = LandingSerializer(required=False)
 
     def validate_target_account_id(self, value: str) -> str:
         # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣") and its $ a
@@ -407,6 +442,13 @@ class PlanRequestSerializer(serializers.Serializer):
     def options(self) -> Options:
         d = self.validated_data
         return Options(d["deactivate"], d["detach_policies"], d["detach_things"], d["restore"])
+
+    def landing_choice(self) -> workflow.LandingChoice | None:
+        landing = self.validated_data.get("landing")
+        if landing is None:
+            return None
+        pairs = {p["source"]: p["target"] for p in landing.get("policy_map", [])}
+        return workflow.LandingChoice(**{**landing, "policy_map": pairs})
 
 
 class TransferCreateSerializer(PlanRequestSerializer):
@@ -523,7 +565,7 @@ def certificate_plan(request, pk: int) -> Response:
     serializer = PlanRequestSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     target = serializer.validated_data["target_account_id"].strip()
-    plan = workflow.make_plan(cert, target, serializer.options())
+    plan = workflow.make_plan(cert, target, serializer.options(), serializer.landing_choice())
     return Response(plan.as_dict())
 
 
@@ -577,6 +619,7 @@ class TransferList(generics.ListAPIView):
             reason=data["reason"],
             options=serializer.options(),
             fingerprint=data["plan_fingerprint"],
+            landing=serializer.landing_choice(),
         )
         location = reverse("api:transfer-detail", args=[transfer.pk])
         return Response(

@@ -161,6 +161,30 @@ class TransferRequestForm(forms.Form):
         required=False,
         initial=True,
     )
+    # Landing in the target (workflow.landing): what happens there after acceptance.
+    land = forms.BooleanField(
+        label="Land it in the target: accept and attach what the plan says (for a target the "
+        "portal does not manage, the notice carries the AWS CLI commands)",
+        required=False,
+    )
+    activate = forms.BooleanField(label="Activate it on acceptance", required=False, initial=True)
+    create_policies = forms.BooleanField(
+        label="Create policies the target lacks from the source's documents (shown as a diff)",
+        required=False,
+    )
+    policy_map = forms.CharField(
+        label="Map policies to other target policies (Source=Target, one per line)",
+        required=False,
+        max_length=4000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    skip_things = forms.BooleanField(label="Do not attach things in the target", required=False)
+    create_things = forms.BooleanField(
+        label="Create things the target lacks", required=False, initial=True
+    )
+    copy_thing_details = forms.BooleanField(
+        label="…with the source thing's type and attributes", required=False, initial=True
+    )
     fingerprint = forms.CharField(required=False, widget=forms.HiddenInput, max_length=32)
 
     def __init__(self, *args, source: AwsAccount, allow_new: bool, **kwargs):
@@ -194,6 +218,30 @@ class TransferRequestForm(forms.Form):
 
         d = self.cleaned_data
         return Options(d["deactivate"], d["detach_policies"], d["detach_things"], d["restore"])
+
+    def clean_policy_map(self):
+        from transfers.workflow import LandingChoice, TransferError
+
+        try:
+            return LandingChoice.parse_map(self.cleaned_data.get("policy_map", ""))
+        except TransferError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+    def landing_choice(self):
+        """The landing asked for, or None when the certificate is only to be transferred."""
+        from transfers.workflow import LandingChoice
+
+        d = self.cleaned_data
+        if not d.get("land"):
+            return None
+        return LandingChoice(
+            activate=d["activate"],
+            create_policies=d["create_policies"],
+            policy_map=d["policy_map"],
+            skip_things=d["skip_things"],
+            create_things=d["create_things"],
+            copy_thing_details=d["copy_thing_details"],
+        )
 
 
 class DecisionForm(forms.Form):

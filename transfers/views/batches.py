@@ -96,6 +96,7 @@ def batch_new(request: HttpRequest) -> HttpResponse:
                     message=data["message"],
                     reason=data["reason"],
                     options=form.options(),
+                    landing=form.landing_choice(),
                 )
                 messages.success(
                     request,

@@ -51,6 +51,7 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
                     reason=data["reason"],
                     options=form.options(),
                     fingerprint=data["fingerprint"],
+                    landing=form.landing_choice(),
                 )
             except workflow.TransferError as exc:
                 form.add_error(None, exc.message)
@@ -61,7 +62,9 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
                     "must approve it before anything happens in AWS.",
                 )
                 return redirect(transfer)
-        plan = workflow.make_plan(cert, data["target_account_id"], form.options())
+        plan = workflow.make_plan(
+            cert, data["target_account_id"], form.options(), form.landing_choice()
+        )
         form.data = form.data.copy()
         form.data["fingerprint"] = plan.fingerprint
     return render(
