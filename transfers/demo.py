@@ -44,7 +44,11 @@ class DemoUser:
 USERS = [
     DemoUser("alice", "requester", "requests transfers from Fleet production"),
     DemoUser("bob", "approver", "approves transfers from Fleet production"),
-    DemoUser("carol", "", "admin of the Acme customer account: accepts incoming transfers"),
+    DemoUser(
+        "carol",
+        "",
+        "admin of the Acme customer account: accepts incoming transfers, approves landings",
+    ),
     DemoUser("victor", "viewer", "read-only on both managed accounts"),
     DemoUser("admin", "admin", "portal admin: every account, Django admin"),
 ]
@@ -86,7 +90,14 @@ FLEETS = [
     # A fleet of a thousand, for bulk transfers; its first sync runs in the worker.
     (SOURCE, BULK_REGION, 1000, "meter"),
 ]
+# Every managed fleet's account and region gets these policies, so Acme devices (us-east-1)
+# holds the very names Fleet production's us-east-1 certificates use: a pre-accepted move
+# there (README, "Move devices with a pre-accepted landing") attaches them without mapping
+# or creating any; the devices' things are created in Acme by the landing.
 POLICIES = ["DevicePublish", "DeviceSubscribe", "FleetTelemetry"]
+# Fleet production us-east-1 certificates that land cleanly in Acme: ACTIVE, with one, two and
+# three of POLICIES and a thing each (see _plan).
+LANDING_EXAMPLES = ["sensor-001", "sensor-002", "sensor-003"]
 POLICY_DOCUMENT = (
     '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect",'
     '"Resource":"*"}]}'
@@ -199,7 +210,7 @@ def seed_portal() -> None:
         (SOURCE, "group", "approver", Role.APPROVER),
         (SOURCE, "group", "viewer", Role.VIEWER),
         (TARGET, "group", "viewer", Role.VIEWER),
-        (TARGET, "user", "carol", Role.ADMIN),
+        (TARGET, "user", "carol", Role.ADMIN),  # approves landings into Acme in advance too
         (SOURCE, "group", "admin", Role.ADMIN),
         (TARGET, "group", "admin", Role.ADMIN),
         (KNOWN, "group", "admin", Role.ADMIN),
