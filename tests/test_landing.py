@@ -380,3 +380,15 @@ def test_a_batch_takes_a_landing_plan_and_skips_what_it_cannot_land(world, reque
     assert transfer.certificate_id == fine["certificateId"]
     assert transfer.landing_state == Transfer.Landing.PLANNED
     assert [p["name"] for p in transfer.landing["policies"]] == ["Telemetry"]
+
+
+def test_the_approvals_queue_lists_landings_for_the_target_side(
+    world, requester, approver, client
+):
+    transfer = request(world, requester)
+    client.force_login(world["carol"])
+    page = client.get(reverse("approvals")).content.decode()
+    assert "Landings to approve for your accounts" in page
+    assert reverse("transfer_approve_landing", args=[transfer.pk]) in page
+    client.force_login(approver)  # the source's approver: nothing to approve for the target
+    assert "Landings to approve" not in client.get(reverse("approvals")).content.decode()

@@ -54,9 +54,24 @@ def approvals(request: HttpRequest) -> HttpResponse:
     # "1 of 2 approvals" under the source's approval policy (policies/).
     page.object_list = list(page.object_list)
     rules.annotate_progress(request.user, page.object_list, batch_rows)
+    # Landings the target side may approve in advance (pre-accepted moves): the target is
+    # an account the user approves for; the checks that it is another person come on click.
+    landings = list(
+        Transfer.objects.filter(
+            target__in=approvable_accounts(request.user).values("pk"),
+            landing_state=Transfer.Landing.PLANNED,
+            target_approver__isnull=True,
+            status__in=Transfer.Status.OPEN,
+        )
+        .exclude(requester=request.user)
+        .exclude(approver=request.user)
+        .select_related("source", "requester")
+        .order_by("created", "pk")[:BATCHES_SHOWN]
+    )
     query = request.GET.copy()
     query.pop("page", None)
     context = {
+        "landings": landings,
         "form": form,
         "page": page,
         "query": query.urlencode(),
