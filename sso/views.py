@@ -10,7 +10,7 @@ import django_otp
 import requests
 from django import forms
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import auth, messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
@@ -95,7 +95,12 @@ class CallbackView(oidc_views.OIDCAuthenticationCallbackView):
         if not discovery.enabled():
             raise Http404("Single sign-on is not configured.")
         if request.GET.get("error"):
-            super().get(request)  # forgets the state, logs out
+            # As mozilla-django-oidc does: the state is spent, nobody stays signed in.
+            states = request.session.get("oidc_states", {})
+            if states.pop(request.GET.get("state"), None) is not None:
+                request.session.save()
+            if request.user.is_authenticated:
+                auth.logout(request)
             return self._refuse(
                 "The identity provider did not sign you in: "
                 f"{request.GET.get('error_description') or request.GET['error']}.",

@@ -296,3 +296,54 @@ class TestMappingsPage:
 def test_users_made_by_sign_in_are_in_no_group_by_default(mapped):
     user = sign_in(ISSUER, claims())
     assert not user.groups.exists() and Group.objects.filter(name="admin").exists()
+
+
+class TestDiscovery:
+    def test_an_unreachable_provider_gets_a_clear_page(self, backend, monkeypatch, db):
+        def down():
+            raise discovery.DiscoveryError("connection refused")
+
+        monkeypatch.setattr(discovery, "document", down)
+        page = Client().get("/oidc/authenticate/")
+        assert page.status_code == 503
+        assert "could not be reached" in page.content.decode()
+
+    def test_a_document_naming_another_issuer_is_refused(self, settings, monkeypatch, db):
+        settings.OIDC_ISSUER = ISSUER
+        settings.OIDC_DISCOVERY_URL = f"{ISSUER}/.well-known/openid-configuration"
+
+        class Answer:
+            def raise_for_status(self):
+                return None
+
+            def json(self):
+                return {
+                    "issuer": "https://evil.example",
+                    "authorization_endpoint": f"{ISSUER}/auth",
+                    "token_endpoint": f"{ISSUER}/token",
+                    "jwks_uri": f"{ISSUER}/jwks",
+                }
+
+        monkeypatch.setattr(discovery.requests, "get", lambda url, timeout: Answer())
+        with pytest.raises(discovery.DiscoveryError, match="names issuer 'https://evil.example'"):
+            discovery.document()
+
+    def test_the_start_sends_the_browser_to_the_provider_with_state_nonce_and_pkce(
+        self, backend, monkeypatch, db
+    ):
+        monkeypatch.setattr(
+            discovery,
+            "document",
+            lambda: {"issuer": ISSUER, "authorization_endpoint": f"{ISSUER}/auth"},
+        )
+        client = Client()
+        answer = client.get("/oidc/authenticate/?next=/transfers/")
+        assert answer.status_code == 302 and answer.url.startswith(f"{ISSUER}/auth?")
+        for part in ("state=", "nonce=", "code_challenge=", "client_id=portal"):
+            assert part in answer.url
+        assert client.session["oidc_login_next"] == "/transfers/"
+
+
+def test_a_provider_error_is_recorded_once(backend, db):
+    Client().get("/oidc/callback/?error=access_denied&state=x")
+    assert AccessEvent.objects.filter(kind=AccessEvent.Kind.REFUSED).count() == 1
