@@ -20,6 +20,7 @@ from tests.conftest import TARGET, add_certificate, committed, iot_for, make_use
 from transfers import inventory, queue, ratelimit, workflow
 from transfers.models import Certificate, Role, Transfer, TransferEvent
 from transfers.workflow import Options, TransferError
+from transfers.workflow.restore import _claim as claim_restore
 
 
 @pytest.fixture
@@ -536,3 +537,19 @@ def test_the_reconciler_never_starts_a_second_feeder(
         assert batches.feed(batch.pk)[1] is not None
         assert batches.feed(batch.pk) == (0, None)
     assert TransferEvent.objects.filter(action="requeued").count() == 0
+
+
+def test_a_restore_whose_worker_died_is_picked_up_when_its_lease_runs_out(
+    world, requester, approver, settings, django_capture_on_commit_callbacks
+):
+    transfer = to_rejected_without_restoring(
+        world, requester, approver, django_capture_on_commit_callbacks
+    )
+    assert claim_restore(transfer.pk)  # a worker took it, then died
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert workflow.sweep_restores() == 0  # its lease still holds
+    later = timezone.now() + timedelta(seconds=settings.TRANSFER_LEASE_SECONDS + 60)
+    with time_machine.travel(later):
+        assert committed(workflow.sweep_restores) == 1
+    transfer.refresh_from_db()
+    assert transfer.restore_state == Transfer.Restore.DONE

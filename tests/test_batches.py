@@ -5,7 +5,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
-from transfers import batches, inventory, services
+from transfers import batches, inventory, services, workflow
 from transfers.models import Certificate, Role, Transfer, TransferBatch
 from transfers.services import Options, TransferError
 
@@ -272,3 +272,52 @@ def test_the_rate_counts_only_the_time_since_approval_in_the_first_minute(
     assert batches.progress(batch)["rate"] == pytest.approx(4 / 50, rel=0.01)
     time_machine.move_to(now + timedelta(seconds=90))
     assert batches.progress(batch)["rate"] == 0  # none in the last minute
+
+
+def test_cancelling_a_batch_answers_at_once_and_cancels_in_the_background(
+    client, fleet, requester, approver, django_capture_on_commit_callbacks
+):
+    batch = request(requester, fleet)
+    committed(batches.approve, approver, batch)
+    assert batches.progress(batch)["pending"] == 4
+    fleet["control"].reset_counters()
+    client.force_login(requester)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = client.post(reverse("batch_cancel", args=[batch.pk]), follow=True)
+    assert response.status_code == 200
+    assert "Cancelling 4 pending transfers in AWS, in the background" in response.content.decode()
+    assert fleet["control"].call_count("CancelCertificateTransfer") == 0  # not in the request
+    batch.refresh_from_db()
+    assert batch.cancel_requested_at is not None and batches.progress(batch)["cancelling"]
+    for callback in queued:  # the worker
+        callback()
+    assert fleet["control"].call_count("CancelCertificateTransfer") == 4
+    assert set(batch.transfers.values_list("status", flat=True)) == {"cancelled"}
+
+
+def test_a_batch_is_approved_in_the_background_a_chunk_per_transaction(
+    fleet, requester, approver, monkeypatch, django_capture_on_commit_callbacks
+):
+    batch = request(requester, fleet)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert batches.approve(approver, batch, "ok") == 4
+    assert batch.transfers.filter(status="requested").count() == 4  # nothing in the request
+    monkeypatch.setattr(batches, "CHUNK", 2)
+    real_approve = workflow.approve
+    seen = []
+
+    def approve_then_die_on_the_third(user, pk, comment="", **kw):
+        seen.append(pk)
+        if len(seen) == 3:
+            raise RuntimeError("the worker died")
+        return real_approve(user, pk, comment, **kw)
+
+    monkeypatch.setattr(workflow, "approve", approve_then_die_on_the_third)
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(RuntimeError):
+        batches.approve_transfers(batch.pk, approver.pk, "ok")
+    # The first chunk was committed on its own; the second rolled back whole.
+    assert batch.transfers.filter(status="approved").count() == 2
+    monkeypatch.setattr(workflow, "approve", real_approve)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert batches.approve_transfers(batch.pk, approver.pk, "ok") == 2  # resumes
+    assert batch.transfers.filter(status="approved").count() == 4
