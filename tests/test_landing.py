@@ -382,9 +382,7 @@ def test_a_batch_takes_a_landing_plan_and_skips_what_it_cannot_land(world, reque
     assert [p["name"] for p in transfer.landing["policies"]] == ["Telemetry"]
 
 
-def test_the_approvals_queue_lists_landings_for_the_target_side(
-    world, requester, approver, client
-):
+def test_the_approvals_queue_lists_landings_for_the_target_side(world, requester, approver, client):
     transfer = request(world, requester)
     client.force_login(world["carol"])
     page = client.get(reverse("approvals")).content.decode()
@@ -392,3 +390,31 @@ def test_the_approvals_queue_lists_landings_for_the_target_side(
     assert reverse("transfer_approve_landing", args=[transfer.pk]) in page
     client.force_login(approver)  # the source's approver: nothing to approve for the target
     assert "Landings to approve" not in client.get(reverse("approvals")).content.decode()
+
+
+def test_the_target_side_approves_a_whole_batchs_landing(world, requester, approver, source):
+    from transfers import batches
+
+    for _ in range(2):
+        add_certificate(world["iot"], "INACTIVE", ["Telemetry"])
+    run, _ = inventory.queue_sync(source, "us-east-1")
+    inventory.sync_region(run.pk)
+    certs = list(Certificate.objects.filter(account=source).exclude(pk=world["cert"].pk))
+    batch = batches.request_batch(
+        requester,
+        certs,
+        [],
+        target_account_id=TARGET,
+        message="m",
+        reason="r",
+        options=Options(),
+        landing=LandingChoice(),
+    )
+    with pytest.raises(TransferError):
+        batches.approve_landing(requester, batch)
+    assert committed(batches.approve_landing, world["carol"], batch) == 2
+    committed(batches.approve, approver, batch)
+    for t in batch.transfers.all():
+        assert t.status == Transfer.Status.ACCEPTED
+        assert t.landing_state == Transfer.Landing.LANDED
+        assert attached(world["tiot"], t.transferred_arn) == (["Telemetry"], [])

@@ -302,6 +302,33 @@ def approve_transfers(batch_pk: int, user_pk: int, comment: str = "") -> int:
     return done
 
 
+def approve_landing(user, batch: TransferBatch, comment: str = "") -> int:
+    """The target side approves the landing of every transfer of the batch that plans one
+    (each checked as a single one: another person than the requester and the source's
+    approvers). Returns how many."""
+    done, after = 0, 0
+    while True:
+        pks = list(
+            batch.transfers.filter(
+                pk__gt=after, landing_state=Transfer.Landing.PLANNED, target_approver__isnull=True
+            )
+            .exclude(status__in=Transfer.Status.TERMINAL)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:CHUNK]
+        )
+        if not pks:
+            return done
+        with transaction.atomic():
+            for pk in pks:
+                try:
+                    workflow.approve_landing(user, pk, comment)
+                    done += 1
+                except TransferError as exc:
+                    if exc.status == 403:
+                        raise
+        after = pks[-1]
+
+
 def decline(user, batch: TransferBatch, comment: str) -> int:
     if not comment.strip():
         raise TransferError("comment_required", "Say why you decline it.")
