@@ -342,7 +342,17 @@ def context(notice: Notice) -> dict:
         "inbox_url": inbox,
         "transfer_url": f"{settings.SITE_URL}{transfer.get_absolute_url()}",
         "region": transfer.region,
+        "landing_commands": landing_commands(transfer),
     }
+
+
+def landing_commands(transfer: Transfer) -> list[str]:
+    """The landing plan as AWS CLI commands, for a target the portal does not manage."""
+    from transfers.workflow.landing import cli_commands
+
+    if not transfer.landing or (transfer.target is not None and transfer.target.managed):
+        return []
+    return cli_commands(transfer)
 
 
 def _when(value) -> str:
@@ -475,6 +485,7 @@ def payload(notice: Notice) -> dict:
             "approved_by": t.approver.get_username() if t.approver else None,
             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
             "url": f"{settings.SITE_URL}{t.get_absolute_url()}",
+            "landing_commands": landing_commands(t),
         },
     }
 
