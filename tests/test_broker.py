@@ -46,14 +46,16 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-def test_filesystem_urls_use_this_transport_in_the_default_settings():
-    from portal.celery import app
+@pytest.mark.skipif(bool(os.environ.get("REDIS_URL")), reason="REDIS_URL picks Redis")
+def test_the_default_settings_send_filesystem_urls_to_this_transport(settings):
+    from kombu.transport import TRANSPORT_ALIASES
 
-    broker.use_for_filesystem_urls()  # what portal/settings.py does without REDIS_URL
+    # portal/settings.py made the choice when it loaded, without REDIS_URL (make test).
+    assert settings.CELERY_BROKER_URL == "filesystem://localhost//"
+    assert TRANSPORT_ALIASES["filesystem"] == "portal.broker:Transport"
+    assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["work_folder"].endswith("broker/work")
     with Connection("filesystem://") as c:
-        assert c.transport_cls == "filesystem"
         assert isinstance(c.transport, broker.Transport)
-    assert app  # the portal's app loads with it
 
 
 def test_a_message_is_delivered_once_and_its_claim_removed_on_ack(conn, tmp_path):
