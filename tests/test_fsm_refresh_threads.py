@@ -4,9 +4,8 @@ modification is not allowed') at ``transfer.refresh_from_db()``, leaving the lan
 'landing' until the sweep took it over after the lease (about 5 minutes of extra downtime).
 
 django-fsm's FSMModelMixin.refresh_from_db switches the shared FSMField's ``protected`` flag
-off and back on around the fetch: not thread-safe. Strict xfail until the workflow stops
-relying on it (re-reading the row instead, or a refresh that does not touch the field):
-then this passes, and the marker goes."""
+off and back on around the fetch: not thread-safe. Transfer.refresh_from_db now refreshes
+without touching the flag (it drops the instance's own status first)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ from tests.conftest import TARGET
 from transfers.models import Transfer
 
 
-@pytest.mark.xfail(strict=True, reason="django-fsm refresh_from_db is not thread-safe")
 @pytest.mark.django_db(transaction=True)
 def test_transfers_refresh_from_db_in_threads(source, requester):
     pk = Transfer.objects.create(

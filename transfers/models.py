@@ -588,6 +588,17 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     def is_open(self) -> bool:
         return self.status in Transfer.Status.OPEN
 
+    def refresh_from_db(self, using=None, fields=None, from_queryset=None) -> None:
+        """django-fsm's refresh_from_db switches the shared status field's protection off and
+        on around the fetch, which races between the threads of one worker (seen in
+        bench/migration.py: "Direct status modification is not allowed"). The descriptor only
+        refuses to overwrite a value already on the instance, so drop ours first and let
+        Django set it afresh, the field staying protected throughout."""
+        if fields is None or "status" in fields:
+            self.__dict__.pop("status", None)
+        models.Model.refresh_from_db(self, using=using, fields=fields, from_queryset=from_queryset)
+        self._update_initial_state()
+
     @property
     def downtime(self) -> timedelta | None:
         if self.unusable_since and self.usable_at:
