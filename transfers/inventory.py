@@ -185,11 +185,13 @@ def _sync(run: SyncRun, progress: _Progress) -> None:
         pks, new = _store_listing(run, listed)
         progress.save()
     arn_to_pk = {c["certificateArn"]: pks[cid] for cid, c in listed.items()}
-    todo = list(
-        Certificate.objects.filter(account=account, region=region, described=False)
+    todo = [
+        (pk, cid)
+        for pk, cid in Certificate.objects.filter(account=account, region=region, described=False)
         .order_by("pk")
         .values_list("pk", "certificate_id")
-    )
+        if cid in listed  # one an earlier attempt stored and AWS no longer lists: removed
+    ]
     checkpoint = dict(run.checkpoint)
     phases = [
         _Describe(run, client, todo),
