@@ -92,9 +92,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    # Second factor for approvers and admins, absolute session lifetime.
     # Pages wait briefly for the shared AWS rate; AWS trouble answers 503, never 500.
     "transfers.busy.AwsBusyMiddleware",
+    # Second factor for approvers and admins, absolute session lifetime.
     "transfers.security.SecurityMiddleware",
     # Turns a lockout signalled during authenticate() into the "locked" page.
     "axes.middleware.AxesMiddleware",
@@ -320,7 +320,6 @@ TRANSFER_STALL_MINUTES = env.integer("TRANSFER_STALL_MINUTES", 3, minimum=1)
 # How long a worker holds a transfer it is executing; no other worker takes it meanwhile.
 # A killed worker's transfers wait this long before the reconciler hands them out again.
 TRANSFER_LEASE_SECONDS = env.integer("TRANSFER_LEASE_SECONDS", 300, minimum=30)
-
 # DetachThingPrincipal is asynchronous: how long the worker waits for AWS to list no things
 # before it sends TransferCertificate (then the transfer fails with a clear message).
 TRANSFER_THING_DETACH_WAIT_SECONDS = env.integer(
@@ -331,6 +330,7 @@ TRANSFER_THING_DETACH_WAIT_SECONDS = env.integer(
 TRANSFER_RESTORE_TRIES = env.integer("TRANSFER_RESTORE_TRIES", 8, minimum=1)
 # How long a web request waits for the shared AWS rate before it answers "AWS is busy".
 AWS_INTERACTIVE_WAIT_SECONDS = env.integer("AWS_INTERACTIVE_WAIT_SECONDS", 5, minimum=1)
+
 # Email. The demo writes messages to ./var/mail; production sets EMAIL_HOST and friends.
 EMAIL_BACKEND = env.string("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
 EMAIL_FILE_PATH = str(VAR_DIR / "mail")
