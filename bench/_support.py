@@ -87,12 +87,21 @@ def load() -> str:
 class Database:
     """A throwaway database for Django, chosen from ``DATABASE_URL`` (SQLite when unset)."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, keep: bool = False, reuse: str | None = None) -> None:
+        """keep: leave the database in place at the end (its URL is printed) for a later
+        run with reuse=that URL, which measures it again without loading it again."""
         self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{label}-"))
         self.pg_admin_url: str | None = None
         self.pg_name: str | None = None
-        given = os.environ.get("DATABASE_URL", "")
-        if given.startswith(("postgres://", "postgresql://")):
+        self.keep = keep or bool(reuse)
+        self.reused = bool(reuse)
+        given = reuse or os.environ.get("DATABASE_URL", "")
+        if reuse:
+            self.url = reuse
+            self.vendor = "postgresql" if reuse.startswith("postgres") else "sqlite"
+            if self.vendor == "sqlite":
+                self.tmp = Path(reuse.removeprefix("sqlite:///")).parent
+        elif given.startswith(("postgres://", "postgresql://")):
             parts = urllib.parse.urlsplit(given)
             self.pg_name = f"bench_{label}_{secrets.token_hex(3)}"
             self.pg_admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
@@ -107,13 +116,15 @@ class Database:
         atexit.register(self.cleanup)
 
     def describe(self) -> str:
+        if self.reused:
+            return f"{'PostgreSQL' if self.vendor == 'postgresql' else 'SQLite (WAL)'}, {self.url}"
         if self.vendor == "postgresql":
             return f"PostgreSQL, throwaway database {self.pg_name}"
         return "SQLite (WAL), throwaway file in a temporary directory"
 
     def setup_django(self) -> None:
         """Create the database, point Django at it, migrate."""
-        if self.pg_name:
+        if self.pg_name and not self.reused:
             self._pg_admin(f'CREATE DATABASE "{self.pg_name}"')
         os.environ["DATABASE_URL"] = self.url
         os.environ["PORTAL_VAR_DIR"] = str(self.tmp / "var")
@@ -145,6 +156,9 @@ class Database:
         if self._cleaned:
             return
         self._cleaned = True
+        if self.keep:
+            print(f"Database kept: --reuse {self.url}", file=sys.stderr)
+            return
         if self.pg_name:
             with contextlib.suppress(Exception):
                 from django.db import connections

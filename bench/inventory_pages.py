@@ -71,6 +71,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument(
+        "--keep", action="store_true", help="leave the loaded database in place (URL printed)"
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="URL",
+        help="measure a database an earlier --keep run loaded, without loading it again",
+    )
+    parser.add_argument(
         "--no-statistics",
         action="store_true",
         help="skip the planner statistics the sync (SQLite) or autovacuum (PostgreSQL) "
@@ -431,14 +439,22 @@ def measure_standin(n: int, finds: int, rng: random.Random):
 def main() -> None:
     args = parse_args()
     rng = random.Random(args.seed)
-    db = Database("pages")
+    db = Database("pages", keep=args.keep, reuse=args.reuse)
     try:
         db.setup_django()
         print(f"Database: {db.describe()} ({db.server_version()})", flush=True)
         load_before = load()
         started = time.perf_counter()
-        viewer = populate(args.certificates, rng)
-        if args.no_statistics:
+        if args.reuse:
+            from django.contrib.auth.models import User
+
+            from transfers.models import Certificate
+
+            viewer = User.objects.get(username="bench-viewer")
+            args.certificates = Certificate.objects.count()
+        else:
+            viewer = populate(args.certificates, rng)
+        if args.no_statistics or args.reuse:
             pass
         elif db.vendor == "postgresql":
             from django.db import connection

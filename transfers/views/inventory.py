@@ -275,7 +275,16 @@ def search_walk(queryset, q: str):
     using = queryset.db
     found = _prefix("certificate_id", q.lower(), using)
     for related in (CertificatePolicy, CertificateThing):
-        linked = related.objects.filter(_prefix("name", q, using), certificate=OuterRef("pk"))
+        # The redundant ``<=`` keeps PostgreSQL from turning the EXISTS into a hashed IN
+        # list: it plans for every certificate, not the few hundred the LIMIT walks, and
+        # so hashes every link with that name first (83,000 at 1,000,000 certificates,
+        # 24 ms; docs/benchmarks.md). A test mixing outer and inner columns other than by
+        # equality cannot be hashed, so each walked row probes the link's own index.
+        linked = related.objects.filter(
+            _prefix("name", q, using),
+            certificate=OuterRef("pk"),
+            certificate__lte=OuterRef("pk"),
+        )
         found |= Exists(linked)
     return queryset.filter(found)
 
