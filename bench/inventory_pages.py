@@ -277,6 +277,15 @@ def scenarios(rng: random.Random, n: int, requests: int):
             [{"q": name, "status": "ACTIVE"} for name in cycle(policy_names)],
             None,
         ),
+        # The count's worst case: a status on few certificates (3 %) with a broad name.
+        # The links know only the account, so the count reads a certificate row per link
+        # until 2 x 1,001 pass, and the walk reads about 33 rows per match it lists.
+        (
+            "search: policy name + rarest status",
+            "search",
+            [{"q": name, "status": "PENDING_TRANSFER"} for name in cycle(policy_names)],
+            None,
+        ),
         (
             "search: thing name",
             "search",
