@@ -479,8 +479,12 @@ def main() -> None:
         print(
             f"  inserted {args.certificates:,} certificates, "
             f"{CertificatePolicy.objects.count():,} policy links, "
-            f"{CertificateThing.objects.count():,} things in "
-            f"{time.perf_counter() - started:.0f} s",
+            f"{CertificateThing.objects.count():,} things "
+            + (
+                f"loaded by an earlier --keep run ({args.reuse})"
+                if args.reuse
+                else f"in {time.perf_counter() - started:.0f} s"
+            ),
             flush=True,
         )
         plan = scenarios(rng, args.certificates, args.requests)
