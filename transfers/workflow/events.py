@@ -6,15 +6,18 @@ AWS calls stay outside transactions and each one writes an event too.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from celery.utils.time import get_exponential_backoff_interval
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from transfers import aws, notices
 from transfers.models import Transfer, TransferEvent
-from transfers.workflow.errors import TransferError
+from transfers.workflow.errors import WORKER, TransferError
 
 
 def _actor(user) -> tuple[Any, str]:
@@ -97,3 +100,49 @@ def transition(pk: int, method: str, by, *, refuse: str, before=None, **details)
         )
         notices.on_transition(transfer)
     return transfer
+
+
+def failed_try(
+    transfer: Transfer,
+    part: str,
+    failures: list[str],
+    steps_left: list[str],
+    backoff: tuple[int, int],
+) -> str:
+    """Record a try of a retried step list (``part``: "restore" or "landing", the prefix of
+    its ``*_state``, ``*_attempts``, ``*_next_at`` and ``*_error`` fields) that left
+    ``failures``: the sweep comes back after an exponential backoff with jitter (``backoff``:
+    base and cap in seconds), or, once TRANSFER_RESTORE_TRIES are used up, the row needs a
+    person. Releases the row's lease. Returns "retry" or "attention"."""
+    now = timezone.now()
+    tries = getattr(transfer, f"{part}_attempts") + 1
+    # Transfer.Restore and Transfer.Landing share these two values.
+    if tries >= settings.TRANSFER_RESTORE_TRIES:
+        state, next_at, outcome = "attention", None, "attention"
+    else:
+        state, outcome = "partial", "retry"
+        base, cap = backoff
+        delay = get_exponential_backoff_interval(base, tries, cap, True)
+        next_at = now + timedelta(seconds=max(delay, 1))
+    Transfer.objects.filter(pk=transfer.pk).update(
+        **{
+            f"{part}_state": state,
+            f"{part}_attempts": tries,
+            f"{part}_next_at": next_at,
+            f"{part}_error": "; ".join(failures)[:2000],
+        },
+        lease_until=None,
+        updated=now,
+    )
+    record(
+        transfer,
+        part,
+        WORKER,
+        ok=False,
+        result=state,
+        tries=tries,
+        failures=failures,
+        steps_left=steps_left,
+        next_try=next_at.isoformat() if next_at else None,
+    )
+    return outcome

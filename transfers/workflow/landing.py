@@ -24,7 +24,6 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
@@ -33,7 +32,7 @@ from django.utils import timezone
 from transfers import aws, permissions, queue
 from transfers.models import AwsAccount, Transfer, TransferEvent
 from transfers.workflow.errors import WORKER, TransferError
-from transfers.workflow.events import aws_call, record, transition
+from transfers.workflow.events import aws_call, failed_try, record, transition
 from transfers.workflow.outcome import moved
 
 BACKOFF_BASE, BACKOFF_MAX = 5, 15 * 60
@@ -516,32 +515,9 @@ def _after_try(transfer: Transfer, failures: list[str]) -> str:
         )
         record(transfer, "landed", WORKER, steps=transfer.landed, active=transfer.set_as_active)
         return "landed"
-    tries = transfer.landing_attempts + 1
-    if tries >= settings.TRANSFER_RESTORE_TRIES:
-        state, next_at, outcome = Transfer.Landing.ATTENTION, None, "attention"
-    else:
-        state, outcome = Transfer.Landing.PARTIAL, "retry"
-        delay = get_exponential_backoff_interval(BACKOFF_BASE, tries, BACKOFF_MAX, True)
-        next_at = now + timedelta(seconds=max(delay, 1))
-    Transfer.objects.filter(pk=transfer.pk).update(
-        landing_state=state,
-        landing_attempts=tries,
-        landing_next_at=next_at,
-        landing_error="; ".join(failures)[:2000],
-        lease_until=None,
-        updated=now,
+    return failed_try(
+        transfer, "landing", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX)
     )
-    record(
-        transfer,
-        "landing",
-        WORKER,
-        ok=False,
-        result=state,
-        tries=tries,
-        failures=failures,
-        steps_left=steps_left(transfer),
-    )
-    return outcome
 
 
 def due_landings(now=None) -> list[int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from celery.utils.time import get_exponential_backoff_interval
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -19,7 +18,7 @@ from django.utils import timezone
 from transfers import aws, permissions, queue
 from transfers.models import Transfer
 from transfers.workflow.errors import WORKER, TransferError
-from transfers.workflow.events import aws_call, record
+from transfers.workflow.events import aws_call, failed_try, record
 
 # Backoff between tries: exponential with full jitter, from 10 s up to 30 minutes.
 BACKOFF_BASE, BACKOFF_MAX = 10, 30 * 60
@@ -121,34 +120,9 @@ def _after_try(transfer: Transfer, failures: list[str]) -> str:
         )
         record(transfer, "restore", WORKER, result="done", steps=transfer.restored)
         return "done"
-    tries = transfer.restore_attempts + 1
-    left = steps_left(transfer)
-    if tries >= settings.TRANSFER_RESTORE_TRIES:
-        state, next_at, outcome = Transfer.Restore.ATTENTION, None, "attention"
-    else:
-        state, outcome = Transfer.Restore.PARTIAL, "retry"
-        delay = get_exponential_backoff_interval(BACKOFF_BASE, tries, BACKOFF_MAX, True)
-        next_at = now + timedelta(seconds=max(delay, 1))
-    Transfer.objects.filter(pk=transfer.pk).update(
-        restore_state=state,
-        restore_attempts=tries,
-        restore_next_at=next_at,
-        restore_error="; ".join(failures)[:2000],
-        lease_until=None,
-        updated=now,
+    return failed_try(
+        transfer, "restore", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX)
     )
-    record(
-        transfer,
-        "restore",
-        WORKER,
-        ok=False,
-        result=state,
-        tries=tries,
-        failures=failures,
-        steps_left=left,
-        next_try=next_at.isoformat() if next_at else None,
-    )
-    return outcome
 
 
 def due_restores(now=None) -> list[int]:
