@@ -52,6 +52,10 @@ def test_a_user_chooses_a_zone_and_every_page_follows(client, requester, transfe
     assert f"{shown(transfer.created, TOKYO)} <small" in listing
     audit = client.get(reverse("audit_log")).content.decode()
     assert '<small class="tz">Asia/Tokyo</small>' in audit
+    certificates = client.get(reverse("certificate_list")).content.decode()
+    assert 'Expires <small class="tz">Asia/Tokyo</small>' in certificates
+    expires = Certificate.objects.get().not_after
+    assert f"{timezone.localtime(expires, TOKYO):%Y-%m-%d}</span>" in certificates
 
 
 def test_the_zone_is_remembered_at_the_next_login(client, requester, transfer):
