@@ -245,3 +245,138 @@ def ec_certificate_pem(name: str, not_before: datetime, not_after: datetime) -> 
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Workers:
+    """Celery worker processes, each in its own session (Ctrl-C reaches only us; we stop
+    them). Logs go to the temporary directory and are shown when something goes wrong."""
+
+    def __init__(self, env: dict, logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, count: int, concurrency: int) -> None:
+        for i in range(count):
+            log = self.logs / f"worker{i + 1}.log"
+            proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--pool",
+                    "threads",
+                    "--concurrency",
+                    str(concurrency),
+                    "--loglevel",
+                    "INFO",
+                    "--hostname",
+                    f"bench{i + 1}@%h",
+                    "--without-heartbeat",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            self.procs.append((proc, log))
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for proc, log in self.procs:
+            while "ready." not in log.read_text(errors="replace"):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a worker exited with {proc.returncode}:\n{tail(log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"a worker did not start in time:\n{tail(log)}")
+                time.sleep(0.2)
+
+    def start_beat(self) -> None:
+        """celery beat, as production runs it: the reconciler (re-sends stalled work,
+        restarts a feeder that died) every RECONCILE_SECONDS, the sync and expiry sweeps."""
+        log = self.logs / "beat.log"
+        proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "--loglevel",
+                "INFO",
+                "--schedule",
+                str(self.logs / "celerybeat-schedule"),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append((proc, log))
+
+    def worker_logs(self) -> list[Path]:
+        return [log for _, log in self.procs if log.name.startswith("worker")]
+
+    def alive(self) -> bool:
+        return all(proc.poll() is None for proc, _ in self.procs)
+
+    def tails(self) -> str:
+        return "\n".join(f"--- {log.name}\n{tail(log)}" for _, log in self.procs)
+
+    def stop(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc, _ in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    """SIGTERM as Ctrl-C, so a benchmark stopped either way stops its workers."""
+    raise KeyboardInterrupt
+
+
+def tail(log: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt
+
+
+def setup_django(db: Database, standin_url: str) -> None:
+    """Point Django (and, through the environment, the workers) at the throwaway database,
+    the broker and the stand-in; migrate."""
+    if db.pg_name:
+        db._pg_admin(f'CREATE DATABASE "{db.pg_name}"')  # noqa: SLF001 - our own helper
+    os.environ.update(STANDIN_ENV)
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ["AWS_ENDPOINT_URL"] = standin_url
+    os.environ["DATABASE_URL"] = db.url
+    os.environ["PORTAL_VAR_DIR"] = str(db.tmp / "var")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)

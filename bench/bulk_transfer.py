@@ -41,7 +41,6 @@ import concurrent.futures
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -51,14 +50,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import (  # noqa: E402 - after the path
-    ROOT,
-    STANDIN_ENV,
     Database,
+    Workers,
     load,
     machine,
     percentile,
+    setup_django,
     standin_process,
     table,
+    terminate,
 )
 
 SOURCE, TARGET, REGION = "210000000001", "210000000002", "us-east-1"
@@ -93,117 +93,6 @@ def parse_args() -> argparse.Namespace:
     if args.timeout is None:
         args.timeout = 3 * args.certificates / args.rate + 120
     return args
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Workers:
-    """Celery worker processes, each in its own session (Ctrl-C reaches only us; we stop
-    them). Logs go to the temporary directory and are shown when something goes wrong."""
-
-    def __init__(self, env: dict, logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.procs: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(self, count: int, concurrency: int) -> None:
-        for i in range(count):
-            log = self.logs / f"worker{i + 1}.log"
-            proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
-                    "worker",
-                    "--pool",
-                    "threads",
-                    "--concurrency",
-                    str(concurrency),
-                    "--loglevel",
-                    "INFO",
-                    "--hostname",
-                    f"bench{i + 1}@%h",
-                    "--without-heartbeat",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            self.procs.append((proc, log))
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        for proc, log in self.procs:
-            while "ready." not in log.read_text(errors="replace"):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a worker exited with {proc.returncode}:\n{tail(log)}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"a worker did not start in time:\n{tail(log)}")
-                time.sleep(0.2)
-
-    def start_beat(self) -> None:
-        """celery beat, as production runs it: the reconciler (re-sends stalled work,
-        restarts a feeder that died) every RECONCILE_SECONDS, the sync and expiry sweeps."""
-        log = self.logs / "beat.log"
-        proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                str(self.logs / "celerybeat-schedule"),
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append((proc, log))
-
-    def worker_logs(self) -> list[Path]:
-        return [log for _, log in self.procs if log.name.startswith("worker")]
-
-    def alive(self) -> bool:
-        return all(proc.poll() is None for proc, _ in self.procs)
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {log.name}\n{tail(log)}" for _, log in self.procs)
-
-    def stop(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc, _ in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
-
-
-def tail(log: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------- set-up
@@ -243,25 +132,6 @@ def seed(url: str, count: int) -> list[str]:
         return list(pool.map(one, range(count)))
     finally:
         pool.shutdown(cancel_futures=True)  # Ctrl-C: drop what has not started
-
-
-def setup_django(db: Database, standin_url: str) -> None:
-    """Point Django (and, through the environment, the workers) at the throwaway database,
-    the broker and the stand-in; migrate."""
-    if db.pg_name:
-        db._pg_admin(f'CREATE DATABASE "{db.pg_name}"')  # noqa: SLF001 - our own helper
-    os.environ.update(STANDIN_ENV)
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ["AWS_ENDPOINT_URL"] = standin_url
-    os.environ["DATABASE_URL"] = db.url
-    os.environ["PORTAL_VAR_DIR"] = str(db.tmp / "var")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0, interactive=False)
 
 
 def make_batch(rate: float, ids: list[str]):
@@ -583,8 +453,8 @@ def report(args, m: dict, db: Database, broker: str, load_before: str, total: fl
 
 def main() -> int:
     args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)  # even when started with SIGINT ignored
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)  # even when started with SIGINT ignored
     redis_url = os.environ.get("REDIS_URL", "")
     db = Database("bulk")
     workers: Workers | None = None

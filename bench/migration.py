@@ -56,12 +56,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import (  # noqa: E402 - after the path
     Database,
+    Workers,
     ec_certificate_pem,
     load,
     machine,
     percentile,
+    setup_django,
     standin_process,
     table,
+    terminate,
 )
 
 REGION = "us-east-1"
@@ -508,10 +511,6 @@ def report(args, results: list[dict], db: Database, broker: str, load_before: st
 # --------------------------------------------------------------------------- main
 
 
-def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
-
-
 def run_phase(args, url, control, label: str, batch, approver, workers) -> dict:
     from transfers import batches
     from transfers.models import RateBucket
@@ -538,9 +537,8 @@ def main() -> int:
         serve_standin(sys.argv[2:])
         return 0
     args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
-    from bulk_transfer import Workers, setup_django
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, terminate)
 
     redis_url = os.environ.get("REDIS_URL", "")
     db = Database("migration")
