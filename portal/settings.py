@@ -317,9 +317,10 @@ if AWS_RETRY_MODE not in {"standard", "adaptive", "legacy"}:
 TRANSFER_EXPIRY_DAYS = env.integer("TRANSFER_EXPIRY_DAYS", 14, minimum=1)
 TRANSFER_REMINDER_HOURS = env.integer("TRANSFER_REMINDER_HOURS", 48, minimum=1)
 TRANSFER_STALL_MINUTES = env.integer("TRANSFER_STALL_MINUTES", 3, minimum=1)
-# How long a worker holds a transfer it is executing; no other worker takes it meanwhile.
-# A killed worker's transfers wait this long before the reconciler hands them out again.
-TRANSFER_LEASE_SECONDS = env.integer("TRANSFER_LEASE_SECONDS", 300, minimum=30)
+# A worker's lease on a transfer it executes, lands or restores; no other worker takes it
+# meanwhile. The worker renews it every third of this while it works (transfers.leases), so
+# a killed worker's transfers are handed out again this long after it died.
+TRANSFER_LEASE_SECONDS = env.integer("TRANSFER_LEASE_SECONDS", 60, minimum=30)
 # DetachThingPrincipal is asynchronous: how long the worker waits for AWS to list no things
 # before it sends TransferCertificate (then the transfer fails with a clear message).
 TRANSFER_THING_DETACH_WAIT_SECONDS = env.integer(

@@ -152,6 +152,8 @@ def services_env(settings, standin_url, monkeypatch, tmp_path) -> dict:
         # Workers decrypt what this process encrypted (webhook secrets): the same keys.
         "FIELD_ENCRYPTION_KEYS": ",".join(django_settings.FIELD_ENCRYPTION_KEYS),
         "TRANSFER_STALL_MINUTES": "1",
+        # Leases renewed every 10 s while a worker works; a killed worker's free after 30 s.
+        "TRANSFER_LEASE_SECONDS": "30",
     }
 
 

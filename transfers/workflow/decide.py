@@ -64,9 +64,7 @@ def _count_approval(user, pk: int, comment: str, check) -> Transfer | None:
     from policies import mail, rules
     from policies.models import Approval
 
-    transfer = (
-        Transfer.objects.select_for_update().select_related("source", "requester").get(pk=pk)
-    )
+    transfer = Transfer.objects.select_for_update().select_related("source", "requester").get(pk=pk)
     if transfer.status != Transfer.Status.REQUESTED:
         return None  # the transition refuses it, with its message
     needed = rules.required(transfer)

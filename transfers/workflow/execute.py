@@ -7,13 +7,12 @@ redelivered task continues instead of repeating an AWS call.
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from transfers import aws
+from transfers import aws, leases
 from transfers.models import Certificate, Transfer, TransferEvent
 from transfers.workflow import landing
 from transfers.workflow.errors import WORKER, RetryLater
@@ -42,12 +41,13 @@ def execute(pk: int) -> str:
             return f"skipped: {transfer.status}"
         elif transfer.lease_until and transfer.lease_until > now:
             return "skipped: another worker holds it"
-        transfer.lease_until = now + timedelta(seconds=settings.TRANSFER_LEASE_SECONDS)
+        transfer.lease_until = leases.until()
         transfer.attempts += 1
         transfer.updated = now
         transfer.save()
     try:
-        outcome = _prepare_and_transfer(transfer)
+        with leases.kept(transfer.pk):
+            outcome = _prepare_and_transfer(transfer)
     except aws.AwsError as exc:
         _release(transfer.pk)
         if exc.retryable:

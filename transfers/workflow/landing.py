@@ -24,12 +24,11 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from transfers import aws, permissions, queue
+from transfers import aws, leases, permissions, queue
 from transfers.models import AwsAccount, Transfer, TransferEvent
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, record, transition
@@ -416,7 +415,7 @@ def _claim(pk: int) -> bool:
         )
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(
-            lease_until=now + timedelta(seconds=settings.TRANSFER_LEASE_SECONDS),
+            lease_until=leases.until(),
             landing_state=Transfer.Landing.LANDING,
         )
     )
@@ -428,6 +427,11 @@ def land(pk: int) -> str:
     AWS trouble: it is recorded and the sweep comes back."""
     if not _claim(pk):
         return "skipped: nothing to land"
+    with leases.kept(pk):
+        return _land(pk)
+
+
+def _land(pk: int) -> str:
     transfer = Transfer.objects.select_related("source", "target", "target_approver").get(pk=pk)
     failures: list[str] = []
     try:

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from transfers import aws, permissions, queue
+from transfers import aws, leases, permissions, queue
 from transfers.models import Transfer
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, record
@@ -73,7 +72,7 @@ def _claim(pk: int) -> bool:
     return bool(
         Transfer.objects.filter(pk=pk, restore_state__in=Transfer.Restore.OPEN)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=now + timedelta(seconds=settings.TRANSFER_LEASE_SECONDS))
+        .update(lease_until=leases.until())
     )
 
 
@@ -83,6 +82,11 @@ def restore(pk: int) -> str:
     if not _claim(pk):
         state = Transfer.objects.filter(pk=pk).values_list("restore_state", flat=True).first()
         return f"skipped: {state or 'nothing to restore'}"
+    with leases.kept(pk):
+        return _restore(pk)
+
+
+def _restore(pk: int) -> str:
     transfer = Transfer.objects.select_related("source").get(pk=pk)
     failures: list[str] = []
     try:
