@@ -62,7 +62,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens, stored as digests (transfers/api_tokens.py)
     "drf_spectacular",
     "django_prometheus",
     "django_otp",
@@ -364,7 +364,7 @@ CACHES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "transfers.api_tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -376,6 +376,9 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "transfers.api.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["transfers.throttling.TokenRateThrottle"],
 }
+# django-rest-knox: `Authorization: Token <token>` as with DRF's tokens before it; a token
+# lives until revoked unless issued with an expiry (manage.py create_api_token --days).
+REST_KNOX = {"AUTH_HEADER_PREFIX": "Token", "TOKEN_TTL": None, "AUTO_REFRESH": False}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Certificate transfer portal API",
     "VERSION": "1",

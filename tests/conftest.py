@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from portal.celery import app as celery_app
-from transfers import aws
+from transfers import api_tokens, aws
 from transfers.demo import certificate_pem
 from transfers.models import AccountGrant, AwsAccount, Role
 
@@ -176,6 +176,12 @@ def portal_admin(db) -> User:
     user = User.objects.create_user("padmin", "padmin@example.com", "pw")
     user.groups.add(Group.objects.get_or_create(name="admin")[0])
     return user
+
+
+def api_token(user: User, *, days: int | None = None) -> str:
+    """A new API token for ``user``, as automation sends it after ``Token ``. Every test
+    makes its tokens here, so the scheme (transfers.api_tokens) lives in one place."""
+    return api_tokens.issue(user, days=days)[1]
 
 
 def iot_for(account: AwsAccount, region: str = "us-east-1"):

@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.conftest import OTHER, SOURCE, TARGET, add_certificate, iot_for, make_user
+from tests.conftest import OTHER, SOURCE, TARGET, add_certificate, api_token, iot_for, make_user
 from transfers import inventory
 from transfers.models import (
     Certificate,
@@ -29,8 +28,7 @@ def api_for(user=None) -> APIClient:
     """A client authenticated the way automation is: with a token."""
     client = APIClient()
     if user is not None:
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

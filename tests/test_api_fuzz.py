@@ -12,11 +12,10 @@ from django.core.handlers.wsgi import WSGIHandler
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.conftest import TARGET, add_certificate, iot_for, make_user
+from tests.conftest import TARGET, add_certificate, api_token, iot_for, make_user
 from transfers import inventory
 from transfers.models import Certificate, Role, Transfer
 
@@ -55,7 +54,7 @@ def api_world(standin, source, target):
             reason="Sale",
             status=status,
         )
-    return Token.objects.create(user=user).key
+    return api_token(user)
 
 
 def load_schema():

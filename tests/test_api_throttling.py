@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import time_machine
 from django.core.cache import caches
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.conftest import make_user
+from tests.conftest import api_token, make_user
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +20,7 @@ def _fresh_counts(settings):
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
@@ -41,6 +40,14 @@ def test_a_token_past_its_rate_gets_429_with_retry_after(requester, target):
 
 def test_each_token_has_its_own_budget(requester, approver):
     first, second = api_for(requester), api_for(approver)
+    for _ in range(3):
+        first.get("/api/transfers/")
+    assert first.get("/api/transfers/").status_code == 429
+    assert second.get("/api/transfers/").status_code == 200
+
+
+def test_two_tokens_of_one_user_have_a_budget_each(requester):
+    first, second = api_for(requester), api_for(requester)
     for _ in range(3):
         first.get("/api/transfers/")
     assert first.get("/api/transfers/").status_code == 429

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 from django.core import mail
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from policies.models import Approval, ApprovalPolicy, BatchApproval, PolicyChange
-from tests.conftest import make_user
+from tests.conftest import api_token, make_user
 from transfers import batches, workflow
 from transfers.models import Role, Transfer, TransferBatch, TransferEvent
 from transfers.workflow import TransferError
@@ -176,7 +175,7 @@ class TestStricterRules:
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

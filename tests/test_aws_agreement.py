@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from portal import urls as portal_urls
 from standin.timing import TIMING
-from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
+from tests.conftest import TARGET, add_certificate, api_token, committed, iot_for, make_user
 from transfers import inventory, queue, ratelimit, workflow
 from transfers.models import Certificate, Role, Transfer, TransferEvent
 from transfers.workflow import Options, TransferError
@@ -410,13 +410,12 @@ def test_a_page_waits_briefly_for_aws_and_says_it_is_busy(
 def test_the_api_answers_503_with_retry_after_when_aws_is_busy(
     world, requester, approver, monkeypatch
 ):
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     transfer = to_pending(world, requester, approver)
     starve(monkeypatch)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world['carol']).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(world['carol'])}")
     response = api.post(f"/api/transfers/{transfer.pk}/accept/", {}, format="json")
     assert response.status_code == 503
     assert response["Retry-After"] == "8"
@@ -470,7 +469,6 @@ def test_aws_trouble_that_reaches_the_top_of_a_request_is_a_503_not_a_500(client
 
 
 def test_the_inbox_the_api_inbox_and_accept_follow_one_rule(world, requester, approver, client):
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     transfer = to_pending(world, requester, approver)
@@ -480,7 +478,7 @@ def test_the_inbox_the_api_inbox_and_accept_follow_one_rule(world, requester, ap
     client.force_login(world["carol"])
     assert f"/transfers/{transfer.pk}/" not in client.get(reverse("incoming")).content.decode()
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=world['carol']).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(world['carol'])}")
     assert api.get("/api/incoming/").json()["count"] == 0
     # And with the relation set, all three agree the other way.
     Transfer.objects.filter(pk=transfer.pk).update(target=transfer.target_id)

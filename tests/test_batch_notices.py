@@ -209,6 +209,10 @@ def test_slack_gets_one_message_in_its_format(fleet, requester, approver, slack)
     assert link["text"]["text"].endswith(f"/batches/{batch.pk}/|Open in the portal>")
     assert slack.headers[0]["content-type"] == "application/json"
     assert slack.headers[0]["webhook-id"].startswith("notice_")
+    # Posted to the account's URL, kept encrypted there; the notice names whose channel.
+    [sent] = Notice.objects.filter(channel=Notice.Channel.SLACK, batch=batch, transfer=None)
+    assert sent.recipient == f"Slack channel of {TARGET}" and sent.status == "sent"
+    assert not Notice.objects.filter(recipient__contains="/services/").exists()
 
 
 def test_a_single_transfer_notice_stays_as_it_was(fleet, requester, approver, slack):
@@ -222,6 +226,47 @@ def test_a_single_transfer_notice_stays_as_it_was(fleet, requester, approver, sl
         f"A certificate transfer to account {TARGET} is waiting for you"
     )
     assert len(slack.posts) == 1 and cert.certificate_id in json.dumps(slack.posts[0])
+
+
+def slack_notice(fleet, requester) -> Notice:
+    """A batch's Slack notice, made and not sent yet."""
+    batch = batches.request_batch(
+        requester,
+        *batches.select(requester, fleet["ids"][:1]),
+        target_account_id=TARGET,
+        message="m",
+        reason="r",
+        options=Options(),
+    )
+    return Notice.objects.create(
+        batch=batch,
+        channel=Notice.Channel.SLACK,
+        recipient=notices.slack_recipient(TARGET),
+        kind=Notice.Kind.NEW,
+    )
+
+
+def test_a_slack_notice_goes_to_the_url_the_account_has_when_it_is_sent(
+    fleet, requester, slack, target
+):
+    notice = slack_notice(fleet, requester)
+    moved = SlackReceiver()  # the channel's URL is replaced before the notice goes
+    try:
+        target.slack_webhook_url = moved.url
+        target.save()
+        assert notices.send(notice.pk) == "sent"
+        assert slack.posts == [] and len(moved.posts) == 1
+    finally:
+        moved.close()
+
+
+def test_a_slack_notice_fails_when_the_account_no_longer_has_a_url(fleet, requester, slack, target):
+    notice = slack_notice(fleet, requester)
+    target.slack_webhook_url = ""
+    target.save()
+    with pytest.raises(notices.DeliveryError, match="no Slack incoming webhook"):
+        notices.send(notice.pk)
+    assert slack.posts == []
 
 
 def test_outcomes_are_one_per_batch_and_say_what_was_put_back(fleet, requester, approver):
@@ -369,6 +414,10 @@ def test_the_slack_url_is_set_like_the_other_contacts(db, monkeypatch):
     assert account.webhook_per_transfer
     bad = AccountForm({**data, "account_id": "666666666666", "slack_webhook_url": "not a url"})
     assert not bad.is_valid() and "slack_webhook_url" in bad.errors
+    # The URL is the secret: never over plain http.
+    plain = "http://hooks.slack.com/services/T0/B0/secret"
+    bad = AccountForm({**data, "account_id": "666666666666", "slack_webhook_url": plain})
+    assert not bad.is_valid() and "https://" in bad.errors["slack_webhook_url"][0]
 
 
 def test_when_the_last_one_fails_the_others_are_announced_at_once(fleet, requester, approver):

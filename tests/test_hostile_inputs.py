@@ -12,13 +12,13 @@ import json
 import pytest
 from django.test import Client
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.conftest import (
     TARGET,
     VerifiedClient,
     add_certificate,
+    api_token,
     committed,
     iot_for,
     make_user,
@@ -102,7 +102,7 @@ def aws_writes(control) -> int:
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

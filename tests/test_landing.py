@@ -14,6 +14,7 @@ from tests.conftest import (
     KNOWN,
     TARGET,
     add_certificate,
+    api_token,
     committed,
     iot_for,
     make_account,
@@ -324,11 +325,10 @@ def test_the_request_form_takes_a_landing_plan(world, requester, client):
 
 
 def test_the_api_takes_a_landing_plan(world, requester):
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=requester).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(requester)}")
     body = {
         "certificate": world["cert"].pk,
         "target_account_id": TARGET,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.conftest import TARGET
+from tests.conftest import TARGET, api_token
 from transfers.models import (
     AwsAccount,
     Certificate,
@@ -165,7 +164,7 @@ def test_an_outsider_gets_404_for_another_accounts_object(name, theirs, outsider
     api = name.startswith("api:")
     if api:
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=outsider).key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(outsider)}")
     else:
         client.force_login(outsider)
     seen_url = reverse(name, kwargs={p: theirs[kind][p] for p in params})

@@ -19,9 +19,8 @@ from django.urls import get_resolver, reverse
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from rest_framework.authtoken.models import Token
 
-from tests.conftest import make_user
+from tests.conftest import api_token, make_user
 from transfers import demo
 from transfers.models import AccountGrant, Role
 from transfers.security import SESSION_STARTED, needs_second_factor
@@ -231,11 +230,11 @@ class TestSecondFactor:
         assert refused.status_code == 403
         assert refused.json()["error"]["code"] == "second_factor_required"
         assert client.get(reverse("api:transfer-list")).status_code == 403
-        token = Token.objects.create(user=bob)
-        automation = Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+        automation = Client(HTTP_AUTHORIZATION=f"Token {api_token(bob)}")
         assert automation.get(reverse("api:transfer-list")).status_code == 200
 
     def test_no_url_trades_a_password_for_a_token(self):
+        from knox.views import LoginView
         from rest_framework.authtoken.views import ObtainAuthToken
 
         def views(patterns):
@@ -248,7 +247,7 @@ class TestSecondFactor:
                     )
 
         assert not any(
-            isinstance(v, type) and issubclass(v, ObtainAuthToken)
+            isinstance(v, type) and issubclass(v, ObtainAuthToken | LoginView)
             for v in views(get_resolver().url_patterns)
         )
 

@@ -1,9 +1,15 @@
+from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
+from django.template.response import TemplateResponse
+from django.utils import timezone
+from knox.models import AuthToken
 
+from transfers import api_tokens
 from transfers.models import (
     AccountGrant,
+    ApiToken,
     AwsAccount,
     Certificate,
     Notice,
@@ -129,3 +135,83 @@ class PortalUserAdmin(UserAdmin):
 @admin.register(Group)
 class PortalGroupAdmin(GroupAdmin):
     inlines = [*GroupAdmin.inlines, GroupGrantInline]
+
+
+# API tokens: knox registers its own admin, which lists digests and puts a new token in a
+# message (a cookie); this one shows a new token once, on the page after "Save", and never
+# shows a stored digest.
+admin.site.unregister(AuthToken)
+
+
+class ApiTokenIssueForm(forms.ModelForm):
+    days = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=api_tokens.MAX_DAYS,
+        help_text="It expires after this many days. Empty: it lives until revoked.",
+    )
+
+    class Meta:
+        model = ApiToken
+        fields = ["user"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if "user" in self.fields:  # adding (the view page shows it read-only)
+            # An inactive user's token would not work.
+            self.fields["user"].queryset = User.objects.filter(is_active=True).order_by(
+                "username"
+            )
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Issue (shown once), list and revoke (delete): a token is never changed."""
+
+    form = ApiTokenIssueForm
+    list_display = ["user", "prefix", "created", "expiry", "state"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "token_key"]
+    ordering = ["-created"]
+
+    def get_fields(self, request, obj=None):
+        return ["user", "days"] if obj is None else ["user", "prefix", "created", "expiry"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [] if obj is None else ["user", "prefix", "created", "expiry"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="starts with")
+    def prefix(self, token: ApiToken) -> str:
+        return f"{token.prefix}…"
+
+    @admin.display(description="state")
+    def state(self, token: ApiToken) -> str:
+        if token.expiry is not None and token.expiry <= timezone.now():
+            return "expired"
+        return "valid"
+
+    def save_form(self, request, form, change):
+        # Only adding gets here. knox makes the token and stores its digest.
+        token, secret = api_tokens.issue(form.cleaned_data["user"], days=form.cleaned_data["days"])
+        token.secret = secret  # for response_add, this request only
+        return token
+
+    def save_model(self, request, obj, form, change) -> None:
+        pass  # api_tokens.issue saved it
+
+    def save_related(self, request, form, formsets, change) -> None:
+        pass
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "API token issued",
+            "token": obj,
+            "secret": obj.secret,
+        }
+        # The admin's views are never cached (admin_view): the page is not kept anywhere.
+        return TemplateResponse(request, "admin/transfers/apitoken/issued.html", context)

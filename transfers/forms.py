@@ -83,7 +83,11 @@ class AccountForm(forms.ModelForm):
         return _public_url(self.cleaned_data["webhook_url"])
 
     def clean_slack_webhook_url(self) -> str:
-        return _public_url(self.cleaned_data["slack_webhook_url"])
+        url = self.cleaned_data["slack_webhook_url"]
+        # The URL is the secret (Slack's incoming webhooks are all https): never sent in clear.
+        if url and not url.lower().startswith("https://"):
+            raise forms.ValidationError("A Slack incoming webhook URL starts with https://.")
+        return _public_url(url)
 
     def clean_account_id(self) -> str:
         # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣"); AWS's are 0-9.

@@ -6,11 +6,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from knox.models import AuthToken
 
 from transfers.fields import EncryptedTextField
 
@@ -97,10 +99,14 @@ class AwsAccount(models.Model):
         default=False,
         help_text="Send the webhook one event per transfer of a batch instead of one per batch.",
     )
-    slack_webhook_url = models.URLField(
+    # The URL is Slack's only secret (whoever has it posts to the channel): encrypted, and
+    # never copied into a notice's recipient (notices.slack_recipient).
+    slack_webhook_url = EncryptedTextField(
         "Slack incoming webhook URL",
         blank=True,
-        help_text="Notices are also posted to this Slack channel (an incoming webhook).",
+        validators=[URLValidator(schemes=["https"])],
+        help_text="Notices are also posted to this Slack channel (an incoming webhook). "
+        "Encrypted in the database.",
     )
     expiry_days = models.PositiveIntegerField(
         null=True, blank=True, help_text="Pending transfers expire after this. Empty: default."
@@ -794,7 +800,11 @@ class Notice(models.Model):
         help_text="The batch notice that carried this transfer's notice.",
     )
     channel = models.CharField(max_length=8, choices=Channel.choices)
-    recipient = models.CharField(max_length=2048, help_text="Email address or webhook URL.")
+    recipient = models.CharField(
+        max_length=2048,
+        help_text="Email address, webhook URL, or whose Slack channel (its URL stays on the "
+        "account, encrypted).",
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)
@@ -831,3 +841,20 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.channel} to {self.recipient}"
+
+
+class ApiToken(AuthToken):
+    """An API token (django-rest-knox): the database keeps a SHA-512 digest of the secret and
+    its first characters to look it up, never the secret (transfers.api_tokens)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"API token of {self.user} ({self.prefix}…)"
+
+    @property
+    def prefix(self) -> str:
+        # Enough to tell a user's tokens apart, far too little to guess the rest.
+        return self.token_key[:8]

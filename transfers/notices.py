@@ -31,6 +31,7 @@ import json
 import logging
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -134,7 +135,7 @@ def create(transfer: Transfer, kind: str) -> list[int]:
         if target.webhook_url and target.webhook_secret:
             rows.append(row(Channel.WEBHOOK, target.webhook_url, each=target.webhook_per_transfer))
         if target.slack_webhook_url:
-            rows.append(row(Channel.SLACK, target.slack_webhook_url))
+            rows.append(row(Channel.SLACK, slack_recipient(target.account_id)))
     if kind in _PEOPLE_KINDS:
         people = {u.email for u in (transfer.requester, transfer.approver) if u and u.email}
         rows += [row(Channel.EMAIL, e) for e in sorted(people)]
@@ -542,12 +543,20 @@ def body_json(notice: Notice) -> str:
     return json.dumps(data, indent=2)
 
 
+def slack_recipient(account_id: str) -> str:
+    """A Slack notice's recipient: whose channel, not the URL. The URL is Slack's secret and
+    stays on the account, encrypted; the notice is posted to the account's URL when it goes."""
+    return f"Slack channel of {account_id}"
+
+
 def _send_slack(notice: Notice) -> None:
     target = _target_account(notice)
+    if target is None or not target.slack_webhook_url:
+        raise DeliveryError("the account has no Slack incoming webhook any more")
     body = json.dumps(slack_payload(notice), separators=(",", ":"))
     # Slack does not check signatures; the URL is its secret. Signed all the same when the
     # account has a webhook secret, by the same delivery as any webhook.
-    deliver(notice, body, target.webhook_secret if target else "")
+    deliver(notice, body, target.webhook_secret, url=target.slack_webhook_url)
 
 
 def _send_webhook(notice: Notice) -> None:
@@ -558,9 +567,10 @@ def _send_webhook(notice: Notice) -> None:
     deliver(notice, json.dumps(payload(notice), separators=(",", ":")), secret)
 
 
-def deliver(notice: Notice, body: str, secret: str) -> None:
-    """POST ``body`` to the notice's URL: Standard Webhooks headers (signed when there is a
-    secret), short timeouts, no redirects; anything but 2xx is a DeliveryError."""
+def deliver(notice: Notice, body: str, secret: str, url: str | None = None) -> None:
+    """POST ``body`` to ``url`` (by default the notice's recipient): Standard Webhooks headers
+    (signed when there is a secret), short timeouts, no redirects; anything but 2xx is a
+    DeliveryError."""
     msg_id = f"notice_{notice.pk}"  # the same id on every attempt: receivers drop repeats
     now = timezone.now()
     headers = {
@@ -574,12 +584,15 @@ def deliver(notice: Notice, body: str, secret: str) -> None:
     # shows a generic error; what exactly failed goes to the log only, or the transfer page
     # would tell whoever set the URL what answers where (a port scanner).
     try:
-        response = outbound.post(notice.recipient, data=body.encode(), headers=headers)
+        response = outbound.post(url or notice.recipient, data=body.encode(), headers=headers)
     except outbound.UnsafeDestination as exc:
         log.warning("notice %s: refused destination: %s", notice.pk, exc.detail)
         raise DeliveryError(f"refused destination: {exc}") from None
     except requests.RequestException as exc:
-        log.warning("notice %s: delivery failed: %r", notice.pk, exc)
+        detail = repr(exc)
+        if url:  # a secret URL (Slack's): its path stays out of the log
+            detail = detail.replace(urlsplit(url).path, "/…")
+        log.warning("notice %s: delivery failed: %s", notice.pk, detail)
         raise DeliveryError("the receiver could not be reached (details in the log)") from None
     if not 200 <= response.status_code < 300:
         raise DeliveryError(f"the receiver answered HTTP {response.status_code}")

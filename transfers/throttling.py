@@ -9,11 +9,9 @@ process counts on its own).
 
 from __future__ import annotations
 
-import hashlib
-
 from django.conf import settings
 from django.core.cache import caches
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.throttling import SimpleRateThrottle
 
 from transfers.security import client_ip
@@ -30,9 +28,9 @@ class TokenRateThrottle(SimpleRateThrottle):
         return settings.API_THROTTLE_RATE
 
     def get_cache_key(self, request, view) -> str:
-        if isinstance(request.auth, Token):
-            # A digest, not the token itself, in the cache's keys.
-            ident = "token:" + hashlib.sha256(request.auth.key.encode()).hexdigest()[:32]
+        if isinstance(request.auth, AuthToken):
+            # The token's stored digest (transfers.api_tokens), never the token itself.
+            ident = "token:" + request.auth.digest[:32]
         elif request.user.is_authenticated:
             ident = f"user:{request.user.pk}"
         else:
