@@ -159,9 +159,7 @@ class ApiTokenIssueForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if "user" in self.fields:  # adding (the view page shows it read-only)
             # An inactive user's token would not work.
-            self.fields["user"].queryset = User.objects.filter(is_active=True).order_by(
-                "username"
-            )
+            self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")
 
 
 @admin.register(ApiToken)
