@@ -139,7 +139,7 @@ def make_batch(rate: float, ids: list[str]):
 
     from transfers import batches, inventory
     from transfers.models import AccountGrant, AwsAccount, RateBucket, Role, SyncRun
-    from transfers.services import Options
+    from transfers.workflow import Options
 
     source = AwsAccount.objects.create(
         account_id=SOURCE,

@@ -17,9 +17,9 @@ from django.utils import timezone
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
 from tests.services.conftest import free_port
 from tests.test_notices import Inbox, Receiver
-from transfers import batches, inventory, notices, services
+from transfers import batches, inventory, notices, workflow
 from transfers.models import Certificate, Notice, Role, Transfer
-from transfers.services import Options
+from transfers.workflow import Options
 
 N = 5
 
@@ -217,10 +217,10 @@ def test_slack_gets_one_message_in_its_format(fleet, requester, approver, slack)
 
 def test_a_single_transfer_notice_stays_as_it_was(fleet, requester, approver, slack):
     cert = Certificate.objects.get(certificate_id=fleet["ids"][0])
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     assert len(mail.outbox) == 2 and mail.outbox[0].attachments == []
     assert mail.outbox[0].subject == (
         f"A certificate transfer to account {TARGET} is waiting for you"
@@ -288,7 +288,7 @@ def test_accepted_transfers_do_not_claim_anything_was_put_back(fleet, requester,
     batch = pending_batch(fleet, requester, approver)
     mail.outbox.clear()
     for pk in batch.transfers.values_list("pk", flat=True):
-        committed(services.accept, fleet["carol"], pk)
+        committed(workflow.accept, fleet["carol"], pk)
     assert sorted(m.to[0] for m in mail.outbox) == ["app@fleet.example", "req@fleet.example"]
     body = mail.outbox[0].body
     assert f"{N} transfers of batch #{batch.pk}" in body and "were accepted" in body
@@ -297,22 +297,22 @@ def test_accepted_transfers_do_not_claim_anything_was_put_back(fleet, requester,
 
 def test_a_single_accepted_or_failed_transfer_says_nothing_was_put_back(fleet, requester, approver):
     cert = Certificate.objects.get(certificate_id=fleet["ids"][0])
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     mail.outbox.clear()
-    committed(services.accept, fleet["carol"], transfer.pk)
+    committed(workflow.accept, fleet["carol"], transfer.pk)
     assert {m.to[0] for m in mail.outbox} == {"req@fleet.example", "app@fleet.example"}
     assert all("put back" not in m.body for m in mail.outbox)
     # A failure before preparation removed anything: nothing to put back, and none claimed.
     other = Certificate.objects.get(certificate_id=fleet["ids"][1])
-    failed = services.request_transfer(
+    failed = workflow.request_transfer(
         requester, other, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
     fleet["iot"].update_certificate(certificateId=other.certificate_id, newStatus="REVOKED")
     mail.outbox.clear()
-    committed(services.approve, approver, failed.pk)
+    committed(workflow.approve, approver, failed.pk)
     failed.refresh_from_db()
     assert failed.status == Transfer.Status.FAILED
     assert mail.outbox and all("put back" not in m.body for m in mail.outbox)
@@ -320,12 +320,12 @@ def test_a_single_accepted_or_failed_transfer_says_nothing_was_put_back(fleet, r
 
 def test_a_rejected_transfer_says_it_was_put_back(fleet, requester, approver):
     cert = Certificate.objects.get(certificate_id=fleet["ids"][0])
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     mail.outbox.clear()
-    committed(services.reject, fleet["carol"], transfer.pk, "not ours")
+    committed(workflow.reject, fleet["carol"], transfer.pk, "not ours")
     transfer.refresh_from_db()
     assert transfer.restore_state == Transfer.Restore.DONE
     bodies = [m.body for m in mail.outbox]
@@ -345,7 +345,7 @@ def test_reminders_wait_for_the_quiet_period_then_go_once_per_batch(
     expires = batch.transfers.order_by("pending_since").first().expires_at
     mail.outbox.clear()
     with time_machine.travel(expires - timedelta(hours=47)):
-        committed(services.send_reminders)
+        committed(workflow.send_reminders)
         assert mail.outbox == []  # held: the batch's other reminders may still come
         held = Notice.objects.filter(batch=batch, kind="reminder", status="held")
         assert held.count() == 2 * N
@@ -353,7 +353,7 @@ def test_reminders_wait_for_the_quiet_period_then_go_once_per_batch(
     with time_machine.travel(expires - timedelta(hours=47) + notices.QUIET + timedelta(seconds=5)):
         assert committed(notices.flush_batches) == 2
         assert committed(notices.flush_batches) == 0  # nothing left held
-        committed(services.send_reminders)  # beat again: each transfer was reminded once
+        committed(workflow.send_reminders)  # beat again: each transfer was reminded once
         assert committed(notices.flush_batches) == 0
     assert sorted(m.to[0] for m in mail.outbox) == ["iot@acme.example", "sec@acme.example"]
     assert mail.outbox[0].subject.startswith(f"Reminder: {N} certificate transfers")
@@ -366,7 +366,7 @@ def test_the_beat_sends_held_notices_through_resend_stale(fleet, requester, appr
     expires = batch.transfers.first().expires_at
     mail.outbox.clear()
     with time_machine.travel(expires - timedelta(hours=47)):
-        committed(services.send_reminders)
+        committed(workflow.send_reminders)
     with time_machine.travel(expires - timedelta(hours=47) + notices.MAX_HOLD):
         committed(notices.resend_stale)
     assert len(mail.outbox) == 2
@@ -451,10 +451,10 @@ def test_expiry_is_one_notice_per_recipient_for_the_batch(fleet, requester, appr
     latest = max(t.expires_at for t in batch.transfers.all())
     mail.outbox.clear()
     with time_machine.travel(latest + timedelta(minutes=1)):
-        due = services.due_for_expiry()
+        due = workflow.due_for_expiry()
         assert sorted(due) == sorted(batch.transfers.values_list("pk", flat=True))
         for pk in due:
-            assert committed(services.expire, pk) == "expired"
+            assert committed(workflow.expire, pk) == "expired"
     told = sorted(m.to[0] for m in mail.outbox)
     assert told == sorted(
         ["iot@acme.example", "sec@acme.example", "req@fleet.example", "app@fleet.example"]

@@ -5,9 +5,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
-from transfers import batches, inventory, services, workflow
+from transfers import batches, inventory, workflow
 from transfers.models import Certificate, Role, Transfer, TransferBatch
-from transfers.services import Options, TransferError
+from transfers.workflow import Options, TransferError
 
 
 @pytest.fixture
@@ -115,11 +115,11 @@ def test_the_feeder_hands_out_a_window_at_a_time(
     waiting, lease = batches.feed(batch.pk, lease)  # the feeder's own next tick
     assert waiting == 4 and len(sent) == 2  # the window is full until those two are done
     for pk in sent:
-        services.execute(pk)
+        workflow.execute(pk)
     waiting, lease = batches.feed(batch.pk, lease)
     assert len(sent) == 4 and len(set(sent)) == 4
     for pk in sent[2:]:
-        services.execute(pk)
+        workflow.execute(pk)
     assert batches.feed(batch.pk, lease) == (0, None)  # done: the lease is given back
     batch.refresh_from_db()
     assert batch.feeder_until is None

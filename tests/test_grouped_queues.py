@@ -7,9 +7,9 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
-from transfers import batches, inventory, services
+from transfers import batches, inventory, workflow
 from transfers.models import Certificate, Role, Transfer, TransferBatch
-from transfers.services import Options
+from transfers.workflow import Options
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def a_batch(user, stock, n) -> TransferBatch:
 
 def a_single(user, stock) -> Transfer:
     cert = Certificate.objects.get(certificate_id=next(stock))
-    return services.request_transfer(
+    return workflow.request_transfer(
         user, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
 
@@ -199,7 +199,7 @@ class TestOverview:
         batch = a_batch(requester, stock, 3)
         single = a_single(requester, stock)
         committed(batches.approve, approver, batch)
-        committed(services.approve, approver, single.pk)
+        committed(workflow.approve, approver, single.pk)
         client.force_login(requester)
         response = client.get(reverse("home"))
         pending = response.context["pending"]

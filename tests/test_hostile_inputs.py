@@ -23,7 +23,7 @@ from tests.conftest import (
     iot_for,
     make_user,
 )
-from transfers import inventory, services
+from transfers import inventory, workflow
 from transfers.models import (
     AccountGrant,
     AwsAccount,
@@ -33,7 +33,7 @@ from transfers.models import (
     Transfer,
     TransferEvent,
 )
-from transfers.services import Options
+from transfers.workflow import Options
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -75,14 +75,14 @@ def carol(target):
 
 def requested(cert, requester, **fields) -> Transfer:
     fields = {"message": "m", "reason": "r"} | fields
-    return services.request_transfer(
+    return workflow.request_transfer(
         requester, cert, target_account_id=TARGET, options=Options(), **fields
     )
 
 
 def pending(cert, requester, approver) -> Transfer:
     transfer = requested(cert, requester)
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
     return transfer

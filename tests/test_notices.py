@@ -18,9 +18,9 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
 from tests.services.conftest import free_port
-from transfers import inventory, notices, services
+from transfers import inventory, notices, workflow
 from transfers.models import Certificate, Notice, Role, Transfer
-from transfers.services import Options
+from transfers.workflow import Options
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def world(standin, source, target, requester, approver):
 
 
 def pending(world, requester, approver, message="For <b>Acme</b>") -> Transfer:
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester,
         world["cert"],
         target_account_id=TARGET,
@@ -46,7 +46,7 @@ def pending(world, requester, approver, message="For <b>Acme</b>") -> Transfer:
         reason="r",
         options=Options(),
     )
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
     return transfer
@@ -98,7 +98,7 @@ def committed_ctx():
 def test_requester_and_approver_hear_how_it_ended(world, requester, approver):
     transfer = pending(world, requester, approver)
     mail.outbox.clear()
-    committed(services.reject, world["carol"], transfer.pk, "Not our devices")
+    committed(workflow.reject, world["carol"], transfer.pk, "Not our devices")
     to = sorted(m.to[0] for m in mail.outbox)
     assert to == ["app@fleet.example", "req@fleet.example"]
     assert "Not our devices" in mail.outbox[0].body
@@ -106,7 +106,7 @@ def test_requester_and_approver_hear_how_it_ended(world, requester, approver):
 
 
 def test_a_withdrawn_request_tells_nobody(world, requester, approver):
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester,
         world["cert"],
         target_account_id=TARGET,
@@ -114,14 +114,14 @@ def test_a_withdrawn_request_tells_nobody(world, requester, approver):
         reason="r",
         options=Options(),
     )
-    committed(services.withdraw, requester, transfer.pk)
+    committed(workflow.withdraw, requester, transfer.pk)
     assert mail.outbox == [] and not transfer.notices.exists()
 
 
 def test_a_failing_notice_never_touches_the_transfer(world, requester, approver, settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester,
         world["cert"],
         target_account_id=TARGET,
@@ -129,8 +129,8 @@ def test_a_failing_notice_never_touches_the_transfer(world, requester, approver,
         reason="r",
         options=Options(),
     )
-    services.approve(approver, transfer.pk)  # inside the test transaction: nothing sent yet
-    services.execute(transfer.pk)
+    workflow.approve(approver, transfer.pk)  # inside the test transaction: nothing sent yet
+    workflow.execute(transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
     for notice in transfer.notices.all():
@@ -272,7 +272,7 @@ def test_a_tampered_body_is_refused_by_the_verifier(world, requester, approver, 
 
 def test_a_receiver_failing_twice_gets_exactly_one_delivery(world, requester, approver, receiver):
     hook = receiver(fail_first=2)
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester,
         world["cert"],
         target_account_id=TARGET,
@@ -280,8 +280,8 @@ def test_a_receiver_failing_twice_gets_exactly_one_delivery(world, requester, ap
         reason="r",
         options=Options(),
     )
-    services.approve(approver, transfer.pk)
-    services.execute(transfer.pk)
+    workflow.approve(approver, transfer.pk)
+    workflow.execute(transfer.pk)
     notice = transfer.notices.get(channel="webhook")
     for _ in range(2):
         with pytest.raises(notices.DeliveryError, match="HTTP 503"):
@@ -324,16 +324,16 @@ def test_reminder_once_before_expiry_then_expiry_restores(world, requester, appr
     expires = transfer.expires_at
     mail.outbox.clear()
     with time_machine.travel(expires - timedelta(hours=47)):
-        assert committed(services.send_reminders) == 2
-        assert committed(services.send_reminders) == 0  # beat ran twice: one reminder each
-        assert services.due_for_expiry() == []
+        assert committed(workflow.send_reminders) == 2
+        assert committed(workflow.send_reminders) == 0  # beat ran twice: one reminder each
+        assert workflow.due_for_expiry() == []
     assert sorted(m.to[0] for m in mail.outbox) == ["iot@acme.example", "sec@acme.example"]
     assert "Reminder" in mail.outbox[0].body
     mail.outbox.clear()
     with time_machine.travel(expires + timedelta(minutes=1)):
-        assert services.due_for_expiry() == [transfer.pk]
-        assert committed(services.expire, transfer.pk) == "expired"
-        assert services.expire(transfer.pk) == "skipped: expired"
+        assert workflow.due_for_expiry() == [transfer.pk]
+        assert committed(workflow.expire, transfer.pk) == "expired"
+        assert workflow.expire(transfer.pk) == "skipped: expired"
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.EXPIRED
     assert transfer.restore_state == Transfer.Restore.DONE

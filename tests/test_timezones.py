@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from profiles.models import Profile
 from tests.conftest import TARGET, add_certificate, committed, iot_for
-from transfers import inventory, services
+from transfers import inventory, workflow
 from transfers.models import Certificate
-from transfers.services import Options
+from transfers.workflow import Options
 
 TOKYO = zoneinfo.ZoneInfo("Asia/Tokyo")
 
@@ -23,7 +23,7 @@ def transfer(standin, source, target, requester):
     made = add_certificate(iot, "INACTIVE")
     inventory.sync_region(inventory.queue_sync(source, "us-east-1")[0].pk)
     cert = Certificate.objects.get(certificate_id=made["certificateId"])
-    return services.request_transfer(
+    return workflow.request_transfer(
         requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
 
@@ -87,7 +87,7 @@ def test_emails_to_a_user_use_their_zone_and_others_utc(
     target.save()
     tokyo_user = django_user_model.objects.create_user("kenji", "iot@acme.example", "pw")
     Profile.objects.create(user=tokyo_user, time_zone="Asia/Tokyo")
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     transfer.refresh_from_db()
     bodies = {m.to[0]: m.body for m in mail.outbox}
     expires = transfer.expires_at

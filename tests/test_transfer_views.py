@@ -5,9 +5,9 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
-from transfers import inventory, services
+from transfers import inventory, workflow
 from transfers.models import Certificate, Role, Transfer
-from transfers.services import Options
+from transfers.workflow import Options
 
 
 @pytest.fixture
@@ -39,14 +39,14 @@ def form(**overrides):
 
 
 def requested(cert, requester) -> Transfer:
-    return services.request_transfer(
+    return workflow.request_transfer(
         requester, cert, target_account_id=TARGET, message="m", reason="r", options=Options()
     )
 
 
 def pending(cert, requester, approver) -> Transfer:
     transfer = requested(cert, requester)
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
     return transfer

@@ -5,9 +5,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
-from transfers import inventory, services
+from transfers import inventory, workflow
 from transfers.models import Certificate, Role, Transfer, TransferEvent
-from transfers.services import Options, TransferError
+from transfers.workflow import Options, TransferError
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def request(world, user, **kw) -> Transfer:
         "options": Options(),
     }
     params.update(kw)
-    return services.request_transfer(user, world["cert"], **params)
+    return workflow.request_transfer(user, world["cert"], **params)
 
 
 def describe(iot, cert_id):
@@ -45,7 +45,7 @@ def attachments(iot, arn):
 
 def to_pending(world, requester, approver) -> Transfer:
     transfer = request(world, requester)
-    committed(services.approve, approver, transfer.pk, "ok")
+    committed(workflow.approve, approver, transfer.pk, "ok")
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE, transfer.error_message
     return transfer
@@ -59,7 +59,7 @@ def test_request_approve_execute_accept(world, requester, approver, target):
     assert transfer.plan["policies"] == ["DevicePublish", "Telemetry"]
 
     committed(
-        services.approve, approver, transfer.pk, "Checked with Acme"
+        workflow.approve, approver, transfer.pk, "Checked with Acme"
     )  # eager: the worker runs it
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
@@ -72,7 +72,7 @@ def test_request_approve_execute_accept(world, requester, approver, target):
     assert attachments(iot, cert.arn) == ([], [])
     assert world["control"].call_count("TransferCertificate", cert.certificate_id) == 1
 
-    committed(services.accept, world["carol"], transfer.pk, set_as_active=True)
+    committed(workflow.accept, world["carol"], transfer.pk, set_as_active=True)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.ACCEPTED
     moved = Certificate.objects.get(certificate_id=cert.certificate_id)
@@ -100,7 +100,7 @@ def test_nobody_approves_their_own_request(world, source):
     both = make_user("both", (source, Role.REQUESTER), (source, Role.APPROVER))
     transfer = request(world, both)
     with pytest.raises(TransferError) as refused:
-        committed(services.approve, both, transfer.pk)
+        committed(workflow.approve, both, transfer.pk)
     assert refused.value.code == "self_approval"
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.REQUESTED and transfer.approver is None
@@ -110,7 +110,7 @@ def test_nobody_approves_their_own_request(world, source):
 def test_approving_needs_the_approver_role_on_that_account(world, requester, viewer):
     transfer = request(world, requester)
     with pytest.raises(TransferError) as refused:
-        committed(services.approve, viewer, transfer.pk)
+        committed(workflow.approve, viewer, transfer.pk)
     assert refused.value.status == 403
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.REQUESTED
 
@@ -119,7 +119,7 @@ def test_a_second_approval_is_refused(world, requester, approver, source):
     other_approver = make_user("approver2", (source, Role.APPROVER))
     transfer = to_pending(world, requester, approver)
     with pytest.raises(TransferError) as refused:
-        committed(services.approve, other_approver, transfer.pk)
+        committed(workflow.approve, other_approver, transfer.pk)
     assert refused.value.code == "invalid_state"
     assert transfer.events.filter(action="approve").count() == 1
 
@@ -127,8 +127,8 @@ def test_a_second_approval_is_refused(world, requester, approver, source):
 def test_decline_needs_a_comment_and_ends_it(world, requester, approver):
     transfer = request(world, requester)
     with pytest.raises(TransferError):
-        services.decline(approver, transfer.pk, "  ")
-    services.decline(approver, transfer.pk, "Not this quarter")
+        workflow.decline(approver, transfer.pk, "  ")
+    workflow.decline(approver, transfer.pk, "Not this quarter")
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.DECLINED
     assert transfer.decision_comment == "Not this quarter"
@@ -138,9 +138,9 @@ def test_decline_needs_a_comment_and_ends_it(world, requester, approver):
 def test_the_requester_withdraws_before_execution(world, requester, approver):
     transfer = request(world, requester)
     with pytest.raises(TransferError) as refused:
-        services.withdraw(approver, transfer.pk)
+        workflow.withdraw(approver, transfer.pk)
     assert refused.value.status == 403
-    services.withdraw(requester, transfer.pk)
+    workflow.withdraw(requester, transfer.pk)
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.CANCELLED
 
 
@@ -200,7 +200,7 @@ def test_a_certificate_never_has_two_open_transfers(world, requester):
 
 def test_a_redelivered_task_transfers_once(world, requester, approver):
     transfer = to_pending(world, requester, approver)
-    assert services.execute(transfer.pk) == "skipped: pending_acceptance"
+    assert workflow.execute(transfer.pk) == "skipped: pending_acceptance"
     assert world["control"].call_count("TransferCertificate", transfer.certificate_id) == 1
 
 
@@ -210,7 +210,7 @@ def test_a_lost_answer_is_not_repeated(
     """The worker died after AWS took the transfer but before the row said so."""
     transfer = request(world, requester)
     with django_capture_on_commit_callbacks(execute=False):
-        services.approve(approver, transfer.pk)
+        workflow.approve(approver, transfer.pk)
     iot = world["iot"]
     iot.update_certificate(certificateId=transfer.certificate_id, newStatus="INACTIVE")
     for name in ("DevicePublish", "Telemetry"):
@@ -223,7 +223,7 @@ def test_a_lost_answer_is_not_repeated(
         targetAwsAccount=TARGET,
         transferMessage=transfer.message,
     )
-    assert services.execute(transfer.pk) == "pending_acceptance"
+    assert workflow.execute(transfer.pk) == "pending_acceptance"
     assert world["control"].call_count("TransferCertificate", transfer.certificate_id) == 1
 
 
@@ -232,14 +232,14 @@ def test_throttling_asks_for_a_retry_and_the_retry_finishes(
 ):
     transfer = request(world, requester)
     with django_capture_on_commit_callbacks(execute=False):
-        services.approve(approver, transfer.pk)
+        workflow.approve(approver, transfer.pk)
     world["control"].set_faults(throttle_rate=1.0, operations=["TransferCertificate"])
-    with pytest.raises(services.RetryLater) as retry:
-        services.execute(transfer.pk)
+    with pytest.raises(workflow.RetryLater) as retry:
+        workflow.execute(transfer.pk)
     assert retry.value.error.code == "ThrottlingException"
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.PREPARING
     world["control"].clear_faults()
-    assert services.execute(transfer.pk) == "pending_acceptance"
+    assert workflow.execute(transfer.pk) == "pending_acceptance"
     assert world["control"].call_count("TransferCertificate", transfer.certificate_id, "ok") == 1
 
 
@@ -252,12 +252,12 @@ def test_failure_then_retry(world, requester, approver, target, django_capture_o
         iot.detach_policy(policyName=name, target=transfer.certificate_arn)
     iot.detach_thing_principal(thingName="sensor-1", principal=transfer.certificate_arn)
     iot.transfer_certificate(certificateId=transfer.certificate_id, targetAwsAccount="999999999999")
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.FAILED
     assert "another account" in transfer.error_message
     iot.cancel_certificate_transfer(certificateId=transfer.certificate_id)
-    committed(services.retry, approver, transfer.pk)
+    committed(workflow.retry, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.PENDING_ACCEPTANCE
 
@@ -266,7 +266,7 @@ def test_a_retry_is_an_approvers_decision_not_the_requesters(world, requester, a
     """A retry runs destructive preparation again: never on the requester's word alone."""
     transfer = request(world, requester)
     world["iot"].update_certificate(certificateId=transfer.certificate_id, newStatus="REVOKED")
-    committed(services.approve, approver, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.FAILED
     both = make_user("both", (world["cert"].account, Role.APPROVER))
@@ -274,7 +274,7 @@ def test_a_retry_is_an_approvers_decision_not_the_requesters(world, requester, a
     transfer.save()
     for user in (requester, both):  # a requester; an approver who requested it
         with pytest.raises(TransferError) as refused:
-            services.retry(user, transfer.pk)
+            workflow.retry(user, transfer.pk)
         assert refused.value.status == 403
         transfer.refresh_from_db()
         assert transfer.status == Transfer.Status.FAILED and transfer.attempts == 1
@@ -282,7 +282,7 @@ def test_a_retry_is_an_approvers_decision_not_the_requesters(world, requester, a
 
 def test_reject_restores_policies_things_and_active(world, requester, approver):
     transfer = to_pending(world, requester, approver)
-    committed(services.reject, world["carol"], transfer.pk, "Wrong devices")
+    committed(workflow.reject, world["carol"], transfer.pk, "Wrong devices")
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.REJECTED
     assert transfer.reject_reason == "Wrong devices"
@@ -297,7 +297,7 @@ def test_reject_restores_policies_things_and_active(world, requester, approver):
 
 def test_cancel_restores(world, requester, approver):
     transfer = to_pending(world, requester, approver)
-    committed(services.cancel, requester, transfer.pk)
+    committed(workflow.cancel, requester, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.CANCELLED
     assert transfer.restore_state == Transfer.Restore.DONE
@@ -307,8 +307,8 @@ def test_cancel_restores(world, requester, approver):
 
 def test_without_restore_nothing_is_put_back(world, requester, approver):
     transfer = request(world, requester, options=Options(restore=False))
-    committed(services.approve, approver, transfer.pk)
-    committed(services.cancel, requester, transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
+    committed(workflow.cancel, requester, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.restore_state == Transfer.Restore.NONE
     assert describe(world["iot"], transfer.certificate_id)["status"] == "INACTIVE"
@@ -317,7 +317,7 @@ def test_without_restore_nothing_is_put_back(world, requester, approver):
 def test_a_failed_restore_step_is_shown(world, requester, approver):
     transfer = to_pending(world, requester, approver)
     world["iot"].delete_policy(policyName="Telemetry")
-    committed(services.cancel, requester, transfer.pk)
+    committed(workflow.cancel, requester, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.restore_state == Transfer.Restore.PARTIAL
     event = transfer.events.get(action="restore")
@@ -329,7 +329,7 @@ def test_accept_needs_rights_on_the_target(world, requester, approver):
     transfer = to_pending(world, requester, approver)
     for user in (requester, approver):
         with pytest.raises(TransferError) as refused:
-            services.accept(user, transfer.pk)
+            workflow.accept(user, transfer.pk)
         assert refused.value.status == 403
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.PENDING_ACCEPTANCE
 
@@ -345,7 +345,7 @@ def test_the_reconciler_catches_what_happened_outside(world, requester, approver
         )
     else:
         world["iot"].cancel_certificate_transfer(certificateId=transfer.certificate_id)
-    outcomes = committed(services.reconcile_pending)
+    outcomes = committed(workflow.reconcile_pending)
     transfer.refresh_from_db()
     expected = {"accept": "accepted", "reject": "rejected", "cancel": "cancelled"}[outside]
     assert transfer.status == expected
@@ -360,7 +360,7 @@ def test_the_reconciler_catches_what_happened_outside(world, requester, approver
 
 def test_the_reconciler_leaves_pending_ones_alone(world, requester, approver):
     transfer = to_pending(world, requester, approver)
-    assert services.reconcile_pending() == {"pending": 1}
+    assert workflow.reconcile_pending() == {"pending": 1}
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.PENDING_ACCEPTANCE
 
 
@@ -368,7 +368,7 @@ def test_cancel_after_an_outside_accept_explains(world, requester, approver, tar
     transfer = to_pending(world, requester, approver)
     iot_for(target).accept_certificate_transfer(certificateId=transfer.certificate_id)
     with pytest.raises(TransferError) as refused:
-        committed(services.cancel, requester, transfer.pk)
+        committed(workflow.cancel, requester, transfer.pk)
     assert refused.value.code == "already_completed"
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.ACCEPTED
 
@@ -380,9 +380,9 @@ def test_stalled_work_is_requeued(world, requester, approver, django_capture_on_
 
     transfer = request(world, requester)
     with django_capture_on_commit_callbacks(execute=False):
-        services.approve(approver, transfer.pk)  # the message is lost
+        workflow.approve(approver, transfer.pk)  # the message is lost
     Transfer.objects.filter(pk=transfer.pk).update(updated=timezone.now() - timedelta(minutes=10))
-    assert services.requeue_stalled() == 1
+    assert workflow.requeue_stalled() == 1
     assert Transfer.objects.get(pk=transfer.pk).status == Transfer.Status.PENDING_ACCEPTANCE
 
 

@@ -1,6 +1,6 @@
 """JSON API for automation: the same objects, permissions and rules as the pages.
 
-Every change goes through ``transfers.services``; objects are fetched through
+Every change goes through ``transfers.workflow``; objects are fetched through
 ``transfers.access`` so a user who may not see one gets the same 404 as for a missing id.
 Errors always have one shape: ``{"error": {"code": ..., "message": ..., "fields": ...}}``.
 """

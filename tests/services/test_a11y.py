@@ -14,9 +14,9 @@ import pytest
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET
 from tests.services.test_browser import CHROMIUM, SHOTS
-from transfers import batches, demo, inventory, services
+from transfers import batches, demo, inventory, workflow
 from transfers.models import AwsAccount, Certificate, Notice, Transfer
-from transfers.services import Options
+from transfers.workflow import Options
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 AXE = Path(__file__).resolve().parents[1] / "a11y" / "node_modules" / "axe-core" / "axe.min.js"
@@ -61,13 +61,13 @@ def world(services_env, standin_url, remote):
         )
 
     waiting = bulk(certs[:3])
-    single = services.request_transfer(
+    single = workflow.request_transfer(
         alice, certs[3], target_account_id=TARGET, message="m", reason="r", options=Options()
     )
     moving = bulk(certs[4:6])
     for t in moving.transfers.all():  # as a worker would, in this process
-        services.approve(bob, t.pk, "ok", enqueue=False)
-        services.execute(t.pk)
+        workflow.approve(bob, t.pk, "ok", enqueue=False)
+        workflow.execute(t.pk)
     pending = moving.transfers.first()
     assert Transfer.objects.get(pk=pending.pk).status == Transfer.Status.PENDING_ACCEPTANCE
     yield {

@@ -25,7 +25,7 @@ from django.utils import timezone
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET, make_account, make_user
 from tests.services.conftest import free_port, wait_until
-from transfers import batches, inventory, services
+from transfers import batches, inventory, workflow
 from transfers.demo import certificate_pem
 from transfers.models import AwsAccount, Notice, Role, SyncRun, Transfer, TransferBatch
 
@@ -97,7 +97,7 @@ def requested_batch(source: AwsAccount, requester, ids: list[str], api_rate: flo
         target_account_id=TARGET,
         message="fleet moves",
         reason="fault test",
-        options=services.Options(),
+        options=workflow.Options(),
     )
     assert batch.transfers.count() == len(ids)
     return batch

@@ -8,7 +8,7 @@ from django.db import connection
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET, make_account, make_user
 from tests.services.conftest import wait_until
-from transfers import inventory, services
+from transfers import inventory, workflow
 from transfers.demo import certificate_pem
 from transfers.models import Certificate, Role, SyncRun, Transfer
 
@@ -72,16 +72,16 @@ def test_an_approved_transfer_is_executed_once_by_the_worker(
     cert = Certificate.objects.get()
     requester = make_user("req", (source, Role.REQUESTER))
     approver = make_user("app", (source, Role.APPROVER))
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester,
         cert,
         target_account_id=TARGET,
         message="m",
         reason="r",
-        options=services.Options(),
+        options=workflow.Options(),
     )
     worker = start_worker()
-    services.approve(approver, transfer.pk)
+    workflow.approve(approver, transfer.pk)
     wait_until(
         lambda: Transfer.objects.get(pk=transfer.pk).status not in Transfer.Status.IN_FLIGHT,
         60,
@@ -101,13 +101,13 @@ def test_two_approvers_at_the_same_moment_give_one_approval(
     cert = Certificate.objects.get()
     requester = make_user("req", (source, Role.REQUESTER))
     approvers = [make_user(f"app{i}", (source, Role.APPROVER)) for i in range(2)]
-    transfer = services.request_transfer(
+    transfer = workflow.request_transfer(
         requester,
         cert,
         target_account_id=TARGET,
         message="m",
         reason="r",
-        options=services.Options(),
+        options=workflow.Options(),
     )
     barrier = threading.Barrier(2)
     outcomes: list[str] = []
@@ -117,9 +117,9 @@ def test_two_approvers_at_the_same_moment_give_one_approval(
 
         barrier.wait()
         try:
-            services.approve(user, transfer.pk)
+            workflow.approve(user, transfer.pk)
             outcomes.append("approved")
-        except services.TransferError as exc:
+        except workflow.TransferError as exc:
             outcomes.append(exc.code)
         finally:
             connections.close_all()
