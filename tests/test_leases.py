@@ -34,9 +34,7 @@ def lease_left(pk: int) -> float:
     return (until - timezone.now()).total_seconds() if until else 0.0
 
 
-def test_the_worker_renews_the_lease_of_the_transfer_it_executes(
-    approved, settings, monkeypatch
-):
+def test_the_worker_renews_the_lease_of_the_transfer_it_executes(approved, settings, monkeypatch):
     seen = {}
     real = execute._prepare_and_transfer
 
