@@ -35,8 +35,6 @@ class AwsBusyMiddleware:
                 {"error": {"code": exc.code, "message": message}}, status=503
             )
         else:
-            response = render(
-                request, "transfers/aws_busy.html", {"message": message}, status=503
-            )
+            response = render(request, "transfers/aws_busy.html", {"message": message}, status=503)
         response["Retry-After"] = str(retry)
         return response

@@ -836,7 +836,7 @@ class Notice(models.Model):
                 fields=["status", "created"],
                 name="notice_unsent_idx",
                 condition=Q(status__in=["pending", "sending"]),
-            )
+            ),
         ]
 
     def __str__(self) -> str:

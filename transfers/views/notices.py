@@ -58,9 +58,7 @@ def notice_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def notice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     _staff(request)
-    notice = get_object_or_404(
-        Notice.objects.select_related("transfer", "batch", "digest"), pk=pk
-    )
+    notice = get_object_or_404(Notice.objects.select_related("transfer", "batch", "digest"), pk=pk)
     rendered = notices.render(notice) if notice.channel == Notice.Channel.EMAIL else None
     body = None if rendered else notices.body_json(notice)
     return render(
