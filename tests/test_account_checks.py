@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 
-from transfers import aws
-from transfers.models import AccountGrant, AwsAccount, Role
+from tests.conftest import add_certificate, make_account
+from transfers import aws, inventory
+from transfers.models import AccountGrant, AwsAccount, Certificate, Role, SyncRun
+
+# The account moto says the tests' own credentials are in: the portal's "home" account.
+HOME = "123456789012"
 
 
 def form(**changes) -> dict:
@@ -63,6 +68,62 @@ class TestRoleBelongsToTheAccount:
 
     def test_the_role_in_its_own_account_works(self, source, standin):
         assert aws.client(source, "us-east-1").list_certificates()["certificates"] == []
+
+
+class TestAccountWithoutRole:
+    """Without a role ARN the portal uses its own credentials: only for the account STS says
+    they are in, and for at most one managed account."""
+
+    def test_another_id_without_a_role_is_refused_and_nothing_is_saved(
+        self, client, portal_admin, standin
+    ):
+        client.force_login(portal_admin)
+        page = client.post("/accounts/new/", form(role_arn=""))
+        assert page.status_code == 200
+        text = page.content.decode()
+        assert "Cannot reach account 555555555555" in text
+        assert "own credentials are in account 123456789012, not 555555555555" in text
+        assert not AwsAccount.objects.filter(account_id="555555555555").exists()
+
+    def test_the_portals_own_account_without_a_role_is_saved(self, client, portal_admin, standin):
+        client.force_login(portal_admin)
+        assert client.post("/accounts/new/", form(account_id=HOME, role_arn="")).status_code == 302
+        assert AwsAccount.objects.get(account_id=HOME).role_arn == ""
+
+    def test_a_row_without_a_role_never_gets_the_home_accounts_certificates(
+        self, db, standin, django_capture_on_commit_callbacks
+    ):
+        add_certificate(aws.client(make_account(HOME, "Home", managed=False), "us-east-1"))
+        # Saved behind the form's back: another id, no role.
+        squatter = make_account("555555555555", "Squatter", role_arn="")
+        with pytest.raises(aws.AwsError) as refused:
+            aws.client(squatter, "us-east-1")
+        assert refused.value.code == "NotOwnAccount"
+        assert "belong to another AWS account" in refused.value.user_message
+
+        with django_capture_on_commit_callbacks(execute=True):
+            run, _ = inventory.queue_sync(squatter, "us-east-1")
+        run.refresh_from_db()
+        assert run.status == SyncRun.Status.FAILED
+        assert not Certificate.objects.filter(account=squatter).exists()
+
+    def test_a_second_managed_account_without_a_role_is_refused(
+        self, client, portal_admin, standin
+    ):
+        make_account(HOME, "Home", role_arn="")
+        client.force_login(portal_admin)
+        page = client.post("/accounts/new/", form(role_arn=""))
+        assert page.status_code == 200
+        assert "Only one managed account can go without a role ARN" in page.content.decode()
+        assert not AwsAccount.objects.filter(account_id="555555555555").exists()
+        with pytest.raises(IntegrityError):
+            make_account("555555555555", role_arn="")
+
+    def test_known_only_accounts_need_no_role_however_many(self, db):
+        make_account(HOME, "Home", role_arn="")
+        make_account("555555555555", managed=False)
+        make_account("666666666666", managed=False)
+        assert AwsAccount.objects.filter(role_arn="").count() == 3
 
 
 class TestAccountIdIsFixed:

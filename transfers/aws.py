@@ -1,8 +1,9 @@
 """The one boundary to AWS: every call goes through here, so errors are mapped once.
 
 Clients are built per managed account and region: assume the account's role (with its
-external id) or use the default credential chain, botocore's retry mode and timeouts, and
-AWS_ENDPOINT_URL when the stand-in plays AWS.
+external id) or use the default credential chain (only for the account STS says those
+credentials are in), botocore's retry mode and timeouts, and AWS_ENDPOINT_URL when the
+stand-in plays AWS.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ MESSAGES = {
     "EndpointConnectionError": "AWS could not be reached",
     "RateLimited": "AWS is busy for this account (the portal keeps to its API rate)",
     "WrongAccount": "The account's role belongs to another AWS account: fix the role ARN",
+    "NotOwnAccount": "Without a role ARN the portal uses its own credentials, which belong to "
+    "another AWS account: enter the role the portal assumes in this account",
     "NoCredentials": "No AWS credentials are configured for the portal",
     "ExpiredToken": "The portal's AWS credentials have expired",
     "InvalidClientTokenId": "The portal's AWS credentials are not valid",
@@ -132,15 +135,36 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def _session(role_arn: str, external_id: str, account_id: str = "") -> boto3.Session:
-    if not role_arn:
-        return boto3.Session()
-    sts = boto3.client(
+def _sts(session: boto3.Session | None = None):
+    return (session or boto3).client(
         "sts",
         endpoint_url=settings.AWS_ENDPOINT_URL,
         config=_config(),
         region_name="us-east-1",
     )
+
+
+def _own_session(account_id: str) -> boto3.Session:
+    """The portal's own credentials, for the one account they are in: STS names it, so a
+    row with another id and no role cannot file the portal's home account under itself."""
+    session = boto3.Session()
+    try:
+        actual = _sts(session).get_caller_identity()["Account"]
+    except _CAUGHT as exc:
+        raise _error_from(exc, "GetCallerIdentity") from exc
+    if account_id and actual != account_id:
+        raise AwsError(
+            "NotOwnAccount",
+            f"the portal's own credentials are in account {actual}, not {account_id}",
+            "GetCallerIdentity",
+        )
+    return session
+
+
+def _session(role_arn: str, external_id: str, account_id: str = "") -> boto3.Session:
+    if not role_arn:
+        return _own_session(account_id)
+    sts = _sts()
     kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": "transfer-portal"}
     if external_id:
         kwargs["ExternalId"] = external_id

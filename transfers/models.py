@@ -83,7 +83,8 @@ class AwsAccount(models.Model):
         "role ARN",
         max_length=2048,
         blank=True,
-        help_text="Role the portal assumes in this account. Empty: the default credential chain.",
+        help_text="Role the portal assumes in this account. Empty: the portal's own credentials "
+        "(the default credential chain), only for the account they are in.",
     )
     external_id = models.CharField("external id", max_length=1224, blank=True)
     api_rate = models.FloatField(
@@ -118,6 +119,18 @@ class AwsAccount(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            # Without a role the portal acts with its own credentials, which are in one
+            # account (aws.client checks which): at most one managed account can be that.
+            models.UniqueConstraint(
+                fields=["role_arn"],
+                condition=Q(managed=True, role_arn=""),
+                name="account_one_managed_without_role",
+                violation_error_message="Only one managed account can go without a role ARN "
+                "(the account the portal's own credentials are in): enter the role the portal "
+                "assumes in this account.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.account_id})"
