@@ -321,3 +321,89 @@ def test_a_batch_is_approved_in_the_background_a_chunk_per_transaction(
     with django_capture_on_commit_callbacks(execute=False):
         assert batches.approve_transfers(batch.pk, approver.pk, "ok") == 2  # resumes
     assert batch.transfers.filter(status="approved").count() == 4
+
+
+@pytest.fixture
+def pending_batch(fleet, requester, approver):
+    batch = request(requester, fleet)
+    committed(batches.approve, approver, batch)
+    assert batches.progress(batch)["pending"] == 4
+    fleet["control"].reset_counters()
+    return batch
+
+
+def test_cancelling_a_batch_calls_aws_outside_any_transaction(
+    pending_batch, requester, fleet, monkeypatch
+):
+    from django.db import connection
+
+    from transfers import aws
+
+    outside = len(connection.atomic_blocks)  # the test's own transaction
+    depths, real_call = [], aws.call
+
+    def call(aws_client, operation, **kwargs):
+        if operation == "cancel_certificate_transfer":
+            depths.append(len(connection.atomic_blocks))
+        return real_call(aws_client, operation, **kwargs)
+
+    monkeypatch.setattr(aws, "call", call)
+    assert committed(batches.cancel_transfers, pending_batch.pk, requester.pk) == (4, [])
+    assert depths == [outside] * 4
+    assert set(pending_batch.transfers.values_list("status", flat=True)) == {"cancelled"}
+
+
+def test_an_error_mid_batch_keeps_the_cancels_aws_already_did(
+    pending_batch, requester, fleet, monkeypatch, django_capture_on_commit_callbacks
+):
+    real_cancel, seen = workflow.cancel, []
+
+    def cancel_then_die_on_the_third(user, pk):
+        seen.append(pk)
+        if len(seen) == 3:
+            raise RuntimeError("the worker died")
+        return real_cancel(user, pk)
+
+    monkeypatch.setattr(workflow, "cancel", cancel_then_die_on_the_third)
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(RuntimeError):
+        batches.cancel_transfers(pending_batch.pk, requester.pk)
+    # AWS cancelled two: the portal still knows it, with the audit trail of each.
+    assert fleet["control"].call_count("CancelCertificateTransfer") == 2
+    cancelled = pending_batch.transfers.filter(status="cancelled")
+    assert sorted(cancelled.values_list("pk", flat=True)) == seen[:2]
+    for t in cancelled:
+        assert t.events.filter(action="CancelCertificateTransfer", ok=True).exists()
+        assert t.events.filter(action="cancel", to_status="cancelled").exists()
+    monkeypatch.setattr(workflow, "cancel", real_cancel)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert batches.cancel_transfers(pending_batch.pk, requester.pk) == (2, [])  # resumes
+    assert fleet["control"].call_count("CancelCertificateTransfer") == 4  # none twice
+    assert set(pending_batch.transfers.values_list("status", flat=True)) == {"cancelled"}
+
+
+def test_declining_a_batch_commits_each_transfer_on_its_own(
+    fleet, requester, approver, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.db import connection
+
+    batch = request(requester, fleet)
+    outside = len(connection.atomic_blocks)  # the test's own transaction
+    real_decline, depths = workflow.decline, []
+
+    def decline_then_die_on_the_third(user, pk, comment=""):
+        depths.append(len(connection.atomic_blocks))
+        if len(depths) == 3:
+            raise RuntimeError("the web process died")
+        return real_decline(user, pk, comment)
+
+    monkeypatch.setattr(workflow, "decline", decline_then_die_on_the_third)
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(RuntimeError):
+        batches.decline(approver, batch, "Not now")
+    assert depths == [outside] * 3  # no transaction around them: each commits its own
+    # The decision and the two declines done before the error stay recorded.
+    batch.refresh_from_db()
+    assert batch.approver == approver and batch.decision_comment == "Not now"
+    assert batch.transfers.filter(status="declined").count() == 2
+    with pytest.raises(TransferError) as refused:  # the decision stands: no approval now
+        batches.approve(approver, batch)
+    assert refused.value.code == "already_decided"

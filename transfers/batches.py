@@ -8,6 +8,7 @@ window of about two seconds of work at a time instead of queueing the whole batc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -28,8 +29,8 @@ REQUEUE_AFTER = timedelta(minutes=2)
 # The feeder holds the batch this long between its ticks; a feeder whose next tick was lost
 # frees it by then, and the reconciler starts another.
 FEEDER_LEASE = timedelta(seconds=30)
-# Approving or cancelling thousands of transfers: this many per transaction (on SQLite a
-# long write transaction blocks every other writer, the rate limiter included).
+# Approving thousands of transfers: this many per transaction (on SQLite a long write
+# transaction blocks every other writer, the rate limiter included).
 CHUNK = 200
 
 
@@ -221,9 +222,14 @@ def request_batch(
     return batch
 
 
-def _each(batch: TransferBatch, status: str, action) -> tuple[int, list[str]]:
-    """Run ``action(pk)`` on each of the batch's transfers in ``status``, a chunk of them per
-    transaction."""
+def _each(
+    batch: TransferBatch, status: str, action, *, chunked: bool = True
+) -> tuple[int, list[str]]:
+    """Run ``action(pk)`` on each of the batch's transfers in ``status``: a chunk of them per
+    transaction, or (``chunked=False``) each committing on its own. An action that calls AWS
+    is never chunked: it would hold the write lock (SQLite) or its rows and the rate
+    limiter's (PostgreSQL) through every call and wait, and an error would roll back the
+    records of what AWS already did."""
     done, errors, after = 0, [], 0
     while True:
         pks = list(
@@ -233,7 +239,7 @@ def _each(batch: TransferBatch, status: str, action) -> tuple[int, list[str]]:
         )
         if not pks:
             return done, errors
-        with transaction.atomic():
+        with transaction.atomic() if chunked else contextlib.nullcontext():
             for pk in pks:
                 try:
                     action(pk)
@@ -333,11 +339,15 @@ def decline(user, batch: TransferBatch, comment: str) -> int:
     if not comment.strip():
         raise TransferError("comment_required", "Say why you decline it.")
     workflow.check_can_approve(user, batch.source)
-    with transaction.atomic():
-        _decided(user, batch, comment)
-        done, _ = _each(
-            batch, Transfer.Status.REQUESTED, lambda pk: workflow.decline(user, pk, comment)
-        )
+    # The decision first (it shuts out a racing approval), then each transfer's decline
+    # committed on its own: thousands of them in one transaction held the write lock.
+    _decided(user, batch, comment)
+    done, _ = _each(
+        batch,
+        Transfer.Status.REQUESTED,
+        lambda pk: workflow.decline(user, pk, comment),
+        chunked=False,
+    )
     return done
 
 
@@ -375,7 +385,10 @@ def cancel_transfers(batch_pk: int, user_pk: int) -> tuple[int, list[str]]:
     batch = TransferBatch.objects.get(pk=batch_pk)
     user = get_user_model().objects.get(pk=user_pk)
     done, errors = _each(
-        batch, Transfer.Status.PENDING_ACCEPTANCE, lambda pk: workflow.cancel(user, pk)
+        batch,
+        Transfer.Status.PENDING_ACCEPTANCE,
+        lambda pk: workflow.cancel(user, pk),
+        chunked=False,  # an AWS call each
     )
     TransferBatch.objects.filter(pk=batch_pk).update(cancel_requested_at=None)
     return done, errors
