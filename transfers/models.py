@@ -507,6 +507,10 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     transferred_arn = models.CharField(max_length=2048, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Who holds the lease (transfers.leases): written when a worker takes it; renewing,
+    # releasing and every progress write match it, so a worker whose lease ran out and was
+    # taken by another finds out and stops.
+    lease_token = models.CharField(max_length=32, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True, help_text="Sent to a worker.")
     # Set just before the first TransferCertificate call: a transfer to this target that AWS
     # dates after it is this transfer's, even when the call's answer was lost.

@@ -6,6 +6,7 @@ AWS calls stay outside transactions and each one writes an event too.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -15,9 +16,11 @@ from django.db import transaction
 from django.utils import timezone
 from django_fsm import can_proceed
 
-from transfers import aws, notices
+from transfers import aws, leases, notices
 from transfers.models import Transfer, TransferEvent
 from transfers.workflow.errors import WORKER, TransferError
+
+log = logging.getLogger(__name__)
 
 
 def _actor(user) -> tuple[Any, str]:
@@ -108,12 +111,14 @@ def failed_try(
     failures: list[str],
     steps_left: list[str],
     backoff: tuple[int, int],
+    token: str,
 ) -> str:
     """Record a try of a retried step list (``part``: "restore" or "landing", the prefix of
     its ``*_state``, ``*_attempts``, ``*_next_at`` and ``*_error`` fields) that left
     ``failures``: the sweep comes back after an exponential backoff with jitter (``backoff``:
     base and cap in seconds), or, once TRANSFER_RESTORE_TRIES are used up, the row needs a
-    person. Releases the row's lease. Returns "retry" or "attention"."""
+    person. Releases the row's lease (``token``; LeaseLost when another worker holds it).
+    Returns "retry" or "attention"."""
     now = timezone.now()
     tries = getattr(transfer, f"{part}_attempts") + 1
     # Transfer.Restore and Transfer.Landing share these two values.
@@ -124,16 +129,19 @@ def failed_try(
         base, cap = backoff
         delay = get_exponential_backoff_interval(base, tries, cap, True)
         next_at = now + timedelta(seconds=max(delay, 1))
-    Transfer.objects.filter(pk=transfer.pk).update(
+    released = leases.release(
+        transfer.pk,
+        token,
         **{
             f"{part}_state": state,
             f"{part}_attempts": tries,
             f"{part}_next_at": next_at,
             f"{part}_error": "; ".join(failures)[:2000],
         },
-        lease_until=None,
         updated=now,
     )
+    if not released:
+        raise leases.LeaseLost(transfer.pk)
     record(
         transfer,
         part,
@@ -146,3 +154,18 @@ def failed_try(
         next_try=next_at.isoformat() if next_at else None,
     )
     return outcome
+
+
+def lease_lost(transfer: Transfer, work: str) -> str:
+    """A worker found its lease on the row taken by another (it stalled past the lease): it
+    stops here, with no further AWS call, and leaves the row to the worker that holds it."""
+    log.warning("Transfer %s: %s stopped, another worker took its lease", transfer.pk, work)
+    record(
+        transfer,
+        "lease_lost",
+        WORKER,
+        ok=False,
+        work=work,
+        reason="this worker's lease ran out and another worker took the transfer: it stopped",
+    )
+    return "stopped: lease lost"

@@ -16,7 +16,7 @@ from transfers import aws, leases
 from transfers.models import Certificate, Transfer, TransferEvent
 from transfers.workflow import landing
 from transfers.workflow.errors import WORKER, RetryLater
-from transfers.workflow.events import aws_call, record, transition
+from transfers.workflow.events import aws_call, lease_lost, record, transition
 from transfers.workflow.reconcile import CLOCK_SKEW, as_datetime, decide
 
 
@@ -42,22 +42,25 @@ def execute(pk: int) -> str:
         elif transfer.lease_until and transfer.lease_until > now:
             return "skipped: another worker holds it"
         transfer.lease_until = leases.until()
+        # This worker's lease: its progress writes match it (the instance is not refreshed
+        # while it works, so transfer.lease_token stays the one taken here).
+        transfer.lease_token = leases.new_token()
         transfer.attempts += 1
         transfer.updated = now
         transfer.save()
     try:
-        with leases.kept(transfer.pk):
+        with leases.kept(transfer.pk, transfer.lease_token):
             outcome = _prepare_and_transfer(transfer)
+    except leases.LeaseLost:
+        return lease_lost(transfer, "execute")
     except aws.AwsError as exc:
-        _release(transfer.pk)
         if exc.retryable:
+            if not leases.release(transfer.pk, transfer.lease_token):
+                return lease_lost(transfer, "execute")
             raise RetryLater(exc) from exc
-        fail(transfer.pk, exc.code, exc.user_message)
-        return f"failed: {exc.code}"
+        return _fail(transfer, exc.code, exc.user_message)
     except _Refused as exc:
-        _release(transfer.pk)
-        fail(transfer.pk, exc.code, exc.message)
-        return f"failed: {exc.code}"
+        return _fail(transfer, exc.code, exc.message)
     pre_accepted = Transfer.objects.filter(
         pk=transfer.pk, landing_state=Transfer.Landing.PLANNED, target_approved_at__isnull=False
     ).exists()
@@ -74,14 +77,24 @@ class _Refused(Exception):
         super().__init__(message)
 
 
-def _release(pk: int) -> None:
-    Transfer.objects.filter(pk=pk).update(lease_until=None)
+def _fail(transfer: Transfer, code: str, message: str) -> str:
+    try:
+        # A transfer another worker took is theirs (the error may be their work showing).
+        leases.confirm(transfer.pk, transfer.lease_token)
+        fail(transfer.pk, code, message, token=transfer.lease_token)
+    except leases.LeaseLost:
+        return lease_lost(transfer, "execute")
+    return f"failed: {code}"
 
 
 def _save_progress(transfer: Transfer, *fields: str) -> None:
+    """Save steps done, only while this worker holds the lease (LeaseLost otherwise)."""
     transfer.updated = timezone.now()
-    Transfer.objects.filter(pk=transfer.pk).update(
-        updated=transfer.updated, **{f: getattr(transfer, f) for f in fields}
+    leases.write(
+        transfer.pk,
+        transfer.lease_token,
+        updated=transfer.updated,
+        **{f: getattr(transfer, f) for f in fields},
     )
 
 
@@ -147,10 +160,12 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
             "Policies are attached and the request did "
             f"not allow detaching them: {', '.join(policies)}.",
         )
+    # Each name is appended to the row's list before its detach (never the list written
+    # whole, which could erase a name another worker recorded), under this worker's lease.
     for name in policies:
-        if name not in transfer.detached_policies:
-            transfer.detached_policies.append(name)
-            _save_progress(transfer, "detached_policies")
+        transfer.detached_policies = leases.append(
+            transfer.pk, transfer.lease_token, "detached_policies", name
+        )
         aws_call(transfer, WORKER, iot, "detach_policy", policyName=name, target=arn)
 
     things = _attached_things(iot, arn)
@@ -161,9 +176,9 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
             f"not allow detaching them: {', '.join(things)}.",
         )
     for name in things:
-        if name not in transfer.detached_things:
-            transfer.detached_things.append(name)
-            _save_progress(transfer, "detached_things")
+        transfer.detached_things = leases.append(
+            transfer.pk, transfer.lease_token, "detached_things", name
+        )
         try:
             aws_call(transfer, WORKER, iot, "detach_thing_principal", thingName=name, principal=arn)
         except aws.AwsError as exc:
@@ -176,6 +191,8 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
     if transfer.first_transfer_at is None:
         transfer.first_transfer_at = timezone.now()
         _save_progress(transfer, "first_transfer_at")
+    else:
+        leases.confirm(transfer.pk, transfer.lease_token)  # never a second worker's call
     try:
         answer = aws_call(
             transfer,
@@ -254,11 +271,15 @@ def _mark_pending(transfer: Transfer, arn: str | None) -> None:
     partition_arn = arn or transfer.certificate_arn.replace(
         f":{transfer.source.account_id}:", f":{transfer.target_account_id}:"
     )
+    # Checked before the transition too: a worker whose lease was taken stops here, whatever
+    # state the new holder has brought the transfer to.
+    leases.confirm(transfer.pk, transfer.lease_token)
 
     def fill(row: Transfer) -> None:
+        leases.check(row, transfer.lease_token)
         row.transferred_arn = partition_arn
         row.transfer_date = transfer.transfer_date or timezone.now()
-        row.lease_until = None
+        row.lease_until, row.lease_token = None, ""
 
     transition(
         transfer.pk,
@@ -271,10 +292,14 @@ def _mark_pending(transfer: Transfer, arn: str | None) -> None:
     Certificate.objects.filter(pk=transfer.cert_id).update(status="PENDING_TRANSFER")
 
 
-def fail(pk: int, code: str, message: str) -> Transfer:
+def fail(pk: int, code: str, message: str, token: str | None = None) -> Transfer:
+    """``token``: a worker fails the transfer only while it holds its lease (LeaseLost)."""
+
     def fill(row: Transfer) -> None:
+        if token is not None:
+            leases.check(row, token)
         row.error_code, row.error_message = code, message
-        row.lease_until = None
+        row.lease_until, row.lease_token = None, ""
 
     return transition(
         pk, "fail", WORKER, before=fill, refuse="Cannot fail it.", error_code=code, error=message

@@ -31,7 +31,7 @@ from django.utils import timezone
 from transfers import aws, leases, permissions, queue
 from transfers.models import AwsAccount, Transfer, TransferEvent
 from transfers.workflow.errors import WORKER, TransferError
-from transfers.workflow.events import aws_call, failed_try, record, transition
+from transfers.workflow.events import aws_call, failed_try, lease_lost, record, transition
 from transfers.workflow.outcome import moved
 
 BACKOFF_BASE, BACKOFF_MAX = 5, 15 * 60
@@ -401,9 +401,11 @@ def approve_landing(user, pk: int, comment: str = "") -> Transfer:
 # ----------------------------------------------------------------------------- landing
 
 
-def _claim(pk: int) -> bool:
-    now = timezone.now()
-    return bool(
+def _claim(pk: int) -> str | None:
+    """Take the row's lease for landing: its token, or None when there is nothing to land
+    or another worker holds it."""
+    now, token = timezone.now(), leases.new_token()
+    taken = (
         Transfer.objects.filter(pk=pk)
         .filter(
             Q(landing_state__in=Transfer.Landing.OPEN)
@@ -416,35 +418,43 @@ def _claim(pk: int) -> bool:
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(
             lease_until=leases.until(),
+            lease_token=token,
             landing_state=Transfer.Landing.LANDING,
         )
     )
+    return token if taken else None
 
 
 def land(pk: int) -> str:
     """Accept (if still pending, for a pre-accepted move) and run every landing step not
     done yet. Returns "landed", "retry", "attention" or "skipped: ...". Never raises for
     AWS trouble: it is recorded and the sweep comes back."""
-    if not _claim(pk):
+    token = _claim(pk)
+    if token is None:
         return "skipped: nothing to land"
-    with leases.kept(pk):
-        return _land(pk)
+    with leases.kept(pk, token):
+        try:
+            return _land(pk, token)
+        except leases.LeaseLost:
+            return lease_lost(Transfer(pk=pk), "landing")
 
 
-def _land(pk: int) -> str:
+def _land(pk: int, token: str) -> str:
     transfer = Transfer.objects.select_related("source", "target", "target_approver").get(pk=pk)
     failures: list[str] = []
     try:
         tiot = aws.client(transfer.target, transfer.region)
         if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
+            leases.confirm(pk, token)  # stop here if another worker took the row
             outcome = _accept(transfer, tiot)
             if outcome != "accepted":
-                _release(pk, Transfer.Landing.PLANNED if outcome == "pending" else "")
+                _release(pk, token, Transfer.Landing.PLANNED if outcome == "pending" else "")
                 return f"skipped: {outcome}"
             transfer.refresh_from_db()
         for key, operation, params in steps(transfer):
             if key in transfer.landed:
                 continue
+            leases.confirm(pk, token)
             try:
                 aws_call(transfer, WORKER, tiot, operation, **params)
             except aws.AwsError as exc:
@@ -456,11 +466,10 @@ def _land(pk: int) -> str:
                 ):
                     failures.append(f"{operation}: {exc.user_message}")
                     continue
-            transfer.landed.append(key)
-            Transfer.objects.filter(pk=pk).update(landed=transfer.landed, updated=timezone.now())
+            transfer.landed = leases.append(pk, token, "landed", key)
     except aws.AwsError as exc:
         failures.append(exc.user_message)
-    return _after_try(transfer, failures)
+    return _after_try(transfer, failures, token)
 
 
 def _accept(transfer: Transfer, tiot) -> str:
@@ -500,27 +509,30 @@ def _accept(transfer: Transfer, tiot) -> str:
     return "accepted"
 
 
-def _release(pk: int, state: str) -> None:
-    Transfer.objects.filter(pk=pk).update(lease_until=None, landing_state=state)
+def _release(pk: int, token: str, state: str) -> None:
+    if not leases.release(pk, token, landing_state=state):
+        raise leases.LeaseLost(pk)
 
 
-def _after_try(transfer: Transfer, failures: list[str]) -> str:
+def _after_try(transfer: Transfer, failures: list[str], token: str) -> str:
     now = timezone.now()
     transfer.refresh_from_db()
     if not failures:
         usable = now if transfer.set_as_active else None
-        Transfer.objects.filter(pk=transfer.pk).update(
+        if not leases.release(
+            transfer.pk,
+            token,
             landing_state=Transfer.Landing.LANDED,
             landing_next_at=None,
             landing_error="",
-            lease_until=None,
             usable_at=usable,
             updated=now,
-        )
+        ):
+            raise leases.LeaseLost(transfer.pk)
         record(transfer, "landed", WORKER, steps=transfer.landed, active=transfer.set_as_active)
         return "landed"
     return failed_try(
-        transfer, "landing", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX)
+        transfer, "landing", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX), token
     )
 
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from transfers import aws, leases, permissions, queue
 from transfers.models import Transfer
 from transfers.workflow.errors import WORKER, TransferError
-from transfers.workflow.events import aws_call, failed_try, record
+from transfers.workflow.events import aws_call, failed_try, lease_lost, record
 
 # Backoff between tries: exponential with full jitter, from 10 s up to 30 minutes.
 BACKOFF_BASE, BACKOFF_MAX = 10, 30 * 60
@@ -66,27 +66,33 @@ def steps_left(transfer: Transfer) -> list[str]:
     ]
 
 
-def _claim(pk: int) -> bool:
-    """Take the row's lease for this restore; False when another worker holds it."""
-    now = timezone.now()
-    return bool(
+def _claim(pk: int) -> str | None:
+    """Take the row's lease for this restore: its token, or None when another worker holds
+    it."""
+    now, token = timezone.now(), leases.new_token()
+    taken = (
         Transfer.objects.filter(pk=pk, restore_state__in=Transfer.Restore.OPEN)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-        .update(lease_until=leases.until())
+        .update(lease_until=leases.until(), lease_token=token)
     )
+    return token if taken else None
 
 
 def restore(pk: int) -> str:
     """One try at putting everything back. Returns "done", "retry" (the sweep comes back
     after a backoff), "attention" (tries used up) or "skipped: ..."."""
-    if not _claim(pk):
+    token = _claim(pk)
+    if token is None:
         state = Transfer.objects.filter(pk=pk).values_list("restore_state", flat=True).first()
         return f"skipped: {state or 'nothing to restore'}"
-    with leases.kept(pk):
-        return _restore(pk)
+    with leases.kept(pk, token):
+        try:
+            return _restore(pk, token)
+        except leases.LeaseLost:
+            return lease_lost(Transfer(pk=pk), "restore")
 
 
-def _restore(pk: int) -> str:
+def _restore(pk: int, token: str) -> str:
     transfer = Transfer.objects.select_related("source").get(pk=pk)
     failures: list[str] = []
     try:
@@ -94,6 +100,7 @@ def _restore(pk: int) -> str:
         for key, operation, params in steps(transfer):
             if key in transfer.restored:
                 continue
+            leases.confirm(pk, token)  # stop here if another worker took the row
             try:
                 aws_call(transfer, WORKER, iot, operation, **params)
             except aws.AwsError as exc:
@@ -101,31 +108,30 @@ def _restore(pk: int) -> str:
                     raise
                 failures.append(f"{operation}: {exc.user_message}")
                 continue
-            transfer.restored.append(key)
-            Transfer.objects.filter(pk=pk).update(
-                restored=transfer.restored, updated=timezone.now()
-            )
+            transfer.restored = leases.append(pk, token, "restored", key)
     except aws.AwsError as exc:
         # Throttled, AWS unavailable, no token from the rate limiter, role not assumable:
         # the remaining steps wait for the next try.
         failures.append(exc.user_message)
-    return _after_try(transfer, failures)
+    return _after_try(transfer, failures, token)
 
 
-def _after_try(transfer: Transfer, failures: list[str]) -> str:
+def _after_try(transfer: Transfer, failures: list[str], token: str) -> str:
     now = timezone.now()
     if not failures:
-        Transfer.objects.filter(pk=transfer.pk).update(
+        if not leases.release(
+            transfer.pk,
+            token,
             restore_state=Transfer.Restore.DONE,
             restore_next_at=None,
             restore_error="",
-            lease_until=None,
             updated=now,
-        )
+        ):
+            raise leases.LeaseLost(transfer.pk)
         record(transfer, "restore", WORKER, result="done", steps=transfer.restored)
         return "done"
     return failed_try(
-        transfer, "restore", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX)
+        transfer, "restore", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX), token
     )
 
 
