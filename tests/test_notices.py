@@ -63,8 +63,6 @@ def test_the_target_is_told_with_everything_it_needs(world, requester, approver)
         "111111111111",
         "us-east-1",
         "For <b>Acme</b>",
-        "requester",
-        "approver",
         f"accept-certificate-transfer --certificate-id {transfer.certificate_id} "
         "--region us-east-1",
         "--set-as-active",
@@ -73,6 +71,7 @@ def test_the_target_is_told_with_everything_it_needs(world, requester, approver)
         f"/transfers/{transfer.pk}/",
     ):
         assert needed in body, needed
+    assert "requester" not in body and "approver" not in body  # the source's (target_view)
     html = message.alternatives[0][0]
     assert "For &lt;b&gt;Acme&lt;/b&gt;" in html and "<b>Acme</b>" not in html
     assert set(transfer.notices.values_list("status", flat=True)) == {"sent"}

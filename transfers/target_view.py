@@ -3,16 +3,43 @@
 The source's people see everything. Someone who sees a transfer only through the target
 account sees what concerns them: the certificate, the transfer message, dates, states and
 their own side's actions; not the source's internal reason, requester and approver, its
-options and plan, its errors, its notices, nor the rest of its timeline. The page
-(views.transfers.transfer_detail) and the API (api.TransferSerializer) both ask here.
+options and plan, its errors, its notices, nor the rest of its timeline. Every page,
+partial, export and email that shows a transfer or a batch asks here:
+- one transfer or batch: ``sees_source_side`` (the transfer and batch pages, the API);
+- a list: ``with_source_side`` annotates the same answer per row (the transfer, incoming and
+  batch lists, the API's lists);
+- events: ``events_seen_by`` narrows and blanks them per row in the query (the audit log
+  and its CSV, the overview's recent activity), ``events_for_target`` for one transfer;
+- a notice: ``notice_to_source_side`` (the emails).
 """
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, Q, Value
+from django.db.models import (
+    BooleanField,
+    Case,
+    Exists,
+    ExpressionWrapper,
+    F,
+    JSONField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 
-from transfers.models import AwsAccount, Transfer, TransferEvent
+from transfers.models import (
+    AccountGrant,
+    AwsAccount,
+    Notice,
+    Transfer,
+    TransferBatch,
+    TransferEvent,
+)
+
+# What the target side reads in place of the action of an event that is not its own.
+STATE_CHANGE = "state_change"
 
 
 def source_account_pks(user) -> set[int]:
@@ -20,7 +47,11 @@ def source_account_pks(user) -> set[int]:
     return set(AwsAccount.objects.visible_to(user).values_list("pk", flat=True))
 
 
-def sees_source_side(user, transfer: Transfer, source_pks: set[int] | None = None) -> bool:
+def sees_source_side(
+    user, transfer: Transfer | TransferBatch, source_pks: set[int] | None = None
+) -> bool:
+    """Whether ``user`` sees the whole of a transfer or a batch (it leaves one of their
+    accounts), rather than only what concerns its target."""
     if user.is_superuser:
         return True
     annotated = getattr(transfer, "source_side", None)  # with_source_side
@@ -31,27 +62,54 @@ def sees_source_side(user, transfer: Transfer, source_pks: set[int] | None = Non
     return transfer.source_id in source_pks
 
 
-def target_people(transfer: Transfer) -> set[int]:
-    """Users holding a role on the target account, directly or through a group."""
-    if transfer.target_id is None:
-        return set()
-    grants = Q(grants__account_id=transfer.target_id) | Q(
-        groups__grants__account_id=transfer.target_id
+def _on_source_side(user, source: str):
+    """True for a row whose source account (the field ``source`` names) is one of the
+    user's: the same rule as sees_source_side, as an expression."""
+    if user.is_superuser:
+        return Value(True)
+    return Exists(AwsAccount.objects.visible_to(user).filter(pk=OuterRef(source)))
+
+
+def _by_target_people():
+    """True for an event whose actor holds a role on its transfer's target account,
+    directly or through a group."""
+    grants = AccountGrant.objects.filter(
+        account__account_id=OuterRef("transfer__target_account_id")
     )
-    return set(get_user_model().objects.filter(grants).values_list("pk", flat=True))
+    return Exists(
+        grants.filter(Q(user_id=OuterRef("actor_id")) | Q(group__user=OuterRef("actor_id")))
+    )
+
+
+def _shown(events: QuerySet[TransferEvent], whole) -> QuerySet[TransferEvent]:
+    """``events`` annotated ``whole`` (shown as they are) and what is shown of them:
+    ``shown_actor``, ``shown_action``, ``shown_details``. An event not shown whole is shown
+    only when it is a state change, and then without who, what or why."""
+    events = events.annotate(whole=ExpressionWrapper(whole, output_field=BooleanField()))
+    return events.filter(Q(whole=True) | Q(kind=TransferEvent.Kind.TRANSITION)).annotate(
+        shown_actor=Case(When(whole=True, then=F("actor_name")), default=Value("")),
+        shown_action=Case(When(whole=True, then=F("action")), default=Value(STATE_CHANGE)),
+        shown_details=Case(
+            When(whole=True, then=F("details")), default=Value(None), output_field=JSONField()
+        ),
+    )
+
+
+def events_seen_by(user, events: QuerySet[TransferEvent]) -> QuerySet[TransferEvent]:
+    """``events`` as ``user`` may see them, decided per row in the query: whole on the
+    source side, and the target side's own; other state changes without who, what or why;
+    nothing else. Filter and show the ``shown_*`` fields (see _shown)."""
+    if user.is_superuser:
+        return _shown(events, Value(True))
+    return _shown(events, Q(_on_source_side(user, "transfer__source_id")) | Q(_by_target_people()))
 
 
 def events_for_target(transfer: Transfer) -> list[TransferEvent]:
     """State changes (without who or why, unless the target's people did them) and every
     event of the target's people; ``own`` marks theirs."""
-    people = target_people(transfer)
-    rows = list(
-        transfer.events.select_related("actor").filter(
-            Q(kind=TransferEvent.Kind.TRANSITION) | Q(actor_id__in=people)
-        )
-    )
+    rows = list(_shown(transfer.events.select_related("actor"), _by_target_people()))
     for row in rows:
-        row.own = row.actor_id in people
+        row.own = row.whole
     return rows
 
 
@@ -84,8 +142,8 @@ def redact(data: dict, transfer: Transfer, with_events: bool) -> dict:
                 "id": e.pk,
                 "created": e.created.isoformat().replace("+00:00", "Z"),
                 "kind": e.kind,
-                "action": e.action if e.own else "state_change",
-                "actor": e.actor_name if e.own else "",
+                "action": e.shown_action,
+                "actor": e.shown_actor,
                 "from_status": e.from_status,
                 "to_status": e.to_status,
                 "ok": e.ok,
@@ -96,9 +154,18 @@ def redact(data: dict, transfer: Transfer, with_events: bool) -> dict:
     return data
 
 
-def with_source_side(transfers, user):
-    """Annotate ``source_side`` on a queryset, so a list needs no query per row."""
-    if user.is_superuser:
-        return transfers.annotate(source_side=Value(True))
-    visible = AwsAccount.objects.visible_to(user).filter(pk=OuterRef("source_id"))
-    return transfers.annotate(source_side=Exists(visible))
+def with_source_side(rows: QuerySet, user) -> QuerySet:
+    """Annotate ``source_side`` on a queryset of transfers or batches, so a list needs no
+    query per row (sees_source_side reads it)."""
+    return rows.annotate(source_side=_on_source_side(user, "source_id"))
+
+
+def notice_to_source_side(notice: Notice) -> bool:
+    """Whether a notice may carry the source's side: only an email to the transfer's (or
+    batch's) requester or approver. The target's contacts, webhook and Slack channel get
+    what concerns the target."""
+    subject = notice.transfer or notice.batch
+    if notice.channel != Notice.Channel.EMAIL or subject is None:
+        return False
+    people = (subject.requester, subject.approver)
+    return notice.recipient in {u.email for u in people if u is not None and u.email}

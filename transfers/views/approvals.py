@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from policies import rules
-from transfers import permissions
+from transfers import permissions, target_view
 from transfers.models import Transfer, TransferBatch
 from transfers.views.transfers import PAGE_SIZE, _filtered
 
@@ -56,8 +56,10 @@ def approvals(request: HttpRequest) -> HttpResponse:
     rules.annotate_progress(request.user, page.object_list, batch_rows)
     # Landings the target side may approve in advance (pre-accepted moves): the target is
     # an account the user approves for; the checks that it is another person come on click.
+    # Seen only through the target: no requester (target_view).
     landings = list(
-        Transfer.objects.filter(
+        target_view.with_source_side(Transfer.objects.all(), request.user)
+        .filter(
             target__in=approvable_accounts(request.user).values("pk"),
             landing_state=Transfer.Landing.PLANNED,
             target_approver__isnull=True,

@@ -1,5 +1,8 @@
 """The audit log: every event of every transfer the user can see, filtered, paged, and a
-CSV export that streams (flat memory for any size; bench/audit_export.py measures it)."""
+CSV export that streams (flat memory for any size; bench/audit_export.py measures it).
+Both show the events as target_view.events_seen_by shows them: someone who sees a transfer
+only through its target gets its state changes without who or why, and their own side's
+events; filters match what is shown, so they find nothing else either."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from transfers import target_view
 from transfers.models import ACCOUNT_ID_RE, Transfer, TransferEvent
 
 PAGE_SIZE = 50
@@ -36,12 +40,12 @@ COLUMNS = [
     ("target_account", "transfer__target_account_id"),
     ("certificate_id", "transfer__certificate_id"),
     ("kind", "kind"),
-    ("action", "action"),
-    ("actor", "actor_name"),
+    ("action", "shown_action"),
+    ("actor", "shown_actor"),
     ("from_status", "from_status"),
     ("to_status", "to_status"),
     ("ok", "ok"),
-    ("details", "details"),
+    ("details", "shown_details"),
 ]
 
 
@@ -65,9 +69,13 @@ class AuditFilterForm(forms.Form):
 
 
 def visible_events(user) -> QuerySet[TransferEvent]:
-    """Events of the transfers the user can see: out of or into their accounts."""
-    return TransferEvent.objects.filter(
-        transfer__in=Transfer.objects.visible_to(user).order_by().values("pk")
+    """Events of the transfers the user can see (out of or into their accounts), as
+    target_view lets them see each."""
+    return target_view.events_seen_by(
+        user,
+        TransferEvent.objects.filter(
+            transfer__in=Transfer.objects.visible_to(user).order_by().values("pk")
+        ),
     )
 
 
@@ -89,9 +97,9 @@ def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[TransferE
     if data.get("batch"):
         qs = qs.filter(transfer__batch_id=data["batch"])
     if data.get("user"):
-        qs = qs.filter(actor_name__iexact=data["user"].strip())
+        qs = qs.filter(shown_actor__iexact=data["user"].strip())
     if data.get("action"):
-        qs = qs.filter(action__iexact=data["action"].strip())
+        qs = qs.filter(shown_action__iexact=data["action"].strip())
     if data.get("kind"):
         qs = qs.filter(kind=data["kind"])
     if data.get("since"):
@@ -110,7 +118,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     page.object_list = list(page.object_list)
     for e in page.object_list:
-        e.details_text = json.dumps(e.details, sort_keys=True) if e.details else ""
+        e.details_text = json.dumps(e.shown_details, sort_keys=True) if e.shown_details else ""
     query = request.GET.copy()
     query.pop("page", None)
     context = {

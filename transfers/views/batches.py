@@ -12,7 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import batches, downtime, permissions
+from transfers import batches, downtime, permissions, target_view
 from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
     AwsAccount,
@@ -151,7 +151,12 @@ def _filtered_batches(request: HttpRequest, qs):
 
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
-    form, qs = _filtered_batches(request, visible_batches(request.user))
+    # A batch seen only through its target shows no requester, and the requester filter
+    # skips it (target_view).
+    qs = target_view.with_source_side(visible_batches(request.user), request.user)
+    form, qs = _filtered_batches(request, qs)
+    if form.cleaned_data.get("requester"):
+        qs = qs.filter(source_side=True)
     qs = qs.select_related("source", "requester").order_by("-created", "-pk")
     page = Paginator(qs, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
     shown = list(page.object_list)
@@ -201,6 +206,8 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     progress = batches.progress(batch)
     context = {
         "batch": batch,
+        # Seen only through the target: no reason, people, decision, errors or skipped ids.
+        "source_side": target_view.sees_source_side(request.user, batch),
         "p": progress,
         "can_approve": permissions.can_decide_batch(request.user, batch)
         and batch.requester_id != request.user.pk,

@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from transfers import charts, downtime
+from transfers import charts, downtime, target_view
 from transfers.models import AwsAccount, Certificate, Transfer, TransferBatch, TransferEvent
 
 DAYS = 30
@@ -84,27 +84,28 @@ def oldest_waiting(transfers) -> list:
     return rows[:PENDING_SHOWN]
 
 
-def recent_activity(transfers) -> list[Activity]:
-    """The newest events, the same step of a batch's transfers as one row."""
+def recent_activity(transfers, user) -> list[Activity]:
+    """The newest events as ``user`` may see them (target_view), the same step of a batch's
+    transfers as one row."""
     fields = (
         "pk",
         "created",
         "transfer_id",
         "transfer__batch_id",
-        "actor_name",
-        "action",
+        "shown_actor",
+        "shown_action",
         "kind",
         "ok",
         "from_status",
         "to_status",
     )
     rows: dict[tuple, Activity] = {}
-    for values in (
-        TransferEvent.objects.filter(transfer__in=transfers.values("pk"))
-        .order_by("-pk")
-        .values_list(*fields)[:EVENT_WINDOW]
-    ):
+    seen = target_view.events_seen_by(
+        user, TransferEvent.objects.filter(transfer__in=transfers.values("pk"))
+    )
+    for values in seen.order_by("-pk").values_list(*fields)[:EVENT_WINDOW]:
         e = dict(zip(fields, values, strict=True))
+        e["actor_name"], e["action"] = e.pop("shown_actor"), e.pop("shown_action")
         batch = e["transfer__batch_id"]
         key = (
             (batch, e["action"], e["actor_name"], e["kind"], e["ok"], e["to_status"])
@@ -177,7 +178,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
     # 7. Recent activity (events are append-only: the newest have the highest ids), the same
     # step of many transfers of a batch as one row.
-    events = recent_activity(transfers)
+    events = recent_activity(transfers, user)
 
     context = {
         "states": states,

@@ -90,7 +90,12 @@ def _filtered(request: HttpRequest, qs):
 
 
 def _list(request: HttpRequest, qs, template: str, **extra) -> HttpResponse:
+    # A row seen only through the target account shows what concerns the target
+    # (target_view): no requester, approver or restore, and the requester filter skips it.
+    qs = target_view.with_source_side(qs, request.user)
     form, qs = _filtered(request, qs)
+    if form.cleaned_data.get("requester"):
+        qs = qs.filter(source_side=True)
     qs = qs.select_related("source", "target", "requester", "approver")
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
