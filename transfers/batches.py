@@ -18,9 +18,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from transfers import aws, queue, workflow
+from transfers import aws, permissions, queue, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
+from transfers.workflow.decide import landing_approver_refused
 from transfers.workflow.landing import LandingChoice, TargetReader, plan_landing
 
 CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
@@ -273,6 +274,8 @@ def approve(user, batch: TransferBatch, comment: str = "") -> int:
             status=403,
         )
     workflow.check_can_approve(user, batch.source)
+    if permissions.approved_a_landing_of(user, batch):
+        raise landing_approver_refused()
     from policies import mail, rules
 
     with transaction.atomic():
@@ -298,7 +301,14 @@ def approve_transfers(batch_pk: int, user_pk: int, comment: str = "") -> int:
 
     def one(pk: int) -> None:
         nonlocal done, fed
-        workflow.approve(user, pk, comment, enqueue=False)
+        try:
+            workflow.approve(user, pk, comment, enqueue=False)
+        except TransferError as exc:
+            if exc.code == "landing_approver":
+                # They approved this one's landing after approving the batch (a race with
+                # the checks of both): it waits for another approver, and says why.
+                workflow.record(Transfer(pk=pk), "approval_refused", user, reason=exc.message)
+            raise
         done += 1
         if not fed:
             _feed_soon(batch.pk)

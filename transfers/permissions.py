@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from transfers.models import CAN_APPROVE, CAN_OPERATE, CAN_REQUEST, AwsAccount, Role, Transfer
+from transfers.models import (
+    CAN_APPROVE,
+    CAN_OPERATE,
+    CAN_REQUEST,
+    AwsAccount,
+    Role,
+    Transfer,
+    TransferBatch,
+)
 
 
 def roles(user, account: AwsAccount | None) -> set[str]:
@@ -97,15 +105,37 @@ def requestable_accounts(user) -> QuerySet[AwsAccount]:
     return _accounts_where(user, CAN_REQUEST)
 
 
+def approved_the_move(user, transfer: Transfer) -> bool:
+    """Whether ``user`` approved the source side: the transfer itself, one of its approvals,
+    or its batch (a batch's approvals are recorded at once, its transfers' own ones later in
+    the background)."""
+    if transfer.approver_id == user.pk or transfer.approvals.filter(user=user).exists():
+        return True
+    return (
+        transfer.batch_id is not None
+        and TransferBatch.objects.filter(pk=transfer.batch_id)
+        .filter(Q(approver=user) | Q(approvals__user=user))
+        .exists()
+    )
+
+
+def approved_the_landing(user, transfer: Transfer) -> bool:
+    return transfer.target_approver_id == user.pk
+
+
+def approved_a_landing_of(user, batch) -> bool:
+    return batch.transfers.filter(target_approver=user).exists()
+
+
 def can_approve_landing(user, transfer: Transfer) -> bool:
-    """The target side approves a landing in advance: an approver or admin of the managed
-    target, never the requester nor anyone who approved the source side."""
+    """The target side approves a landing (in advance, or by accepting a transfer that plans
+    one): an approver or admin of the managed target, never the requester nor anyone who
+    approved the source side. The same rule whatever the order of the clicks: approving the
+    move checks the other way round (approved_the_landing)."""
     target = transfer.target
     if target is None or not target.managed or not can_approve(user, target):
         return False
-    if user.pk in (transfer.requester_id, transfer.approver_id):
-        return False
-    return not transfer.approvals.filter(user=user).exists()
+    return transfer.requester_id != user.pk and not approved_the_move(user, transfer)
 
 
 def operable_targets(user) -> QuerySet[AwsAccount]:

@@ -21,6 +21,7 @@ from transfers.models import (
     AwsAccount,
     Transfer,
 )
+from transfers.workflow.landing import NOT_APPROVED as NOT_LANDED
 from transfers.workflow.landing import cli_commands
 from transfers.workflow.landing import steps_left as landing_steps_left
 
@@ -188,16 +189,17 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "transfers/transfer_detail.html", context)
 
 
-def _act(request: HttpRequest, pk: int, done: str, action) -> HttpResponse:
+def _act(request: HttpRequest, pk: int, done, action) -> HttpResponse:
+    """``done``: the message on success, or a function of the action's result that says it."""
     transfer = get_transfer_for_user(request.user, pk)  # 404 before anything else
     try:
-        action(transfer)
+        result = action(transfer)
     except workflow.TransferError as exc:
         if exc.status == 403:
             raise PermissionDenied(exc.message) from None
         messages.error(request, exc.message)
     else:
-        messages.success(request, done)
+        messages.success(request, done(result) if callable(done) else done)
     if request.htmx:
         return HttpResponseClientRedirect(transfer.get_absolute_url())
     return redirect(transfer)
@@ -261,11 +263,20 @@ def transfer_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def transfer_accept(request: HttpRequest, pk: int) -> HttpResponse:
     active = request.POST.get("set_as_active") == "on"
+
+    def done(t: Transfer) -> str:
+        if t.landing_state == Transfer.Landing.ATTENTION and not t.landed:
+            return NOT_LANDED
+        if t.landing:
+            return "Accepted: the certificate now belongs to your account and lands as planned."
+        return "Accepted: the certificate now belongs to your account" + (
+            " and is ACTIVE." if active else " (INACTIVE)."
+        )
+
     return _act(
         request,
         pk,
-        "Accepted: the certificate now belongs to your account"
-        + (" and is ACTIVE." if active else " (INACTIVE)."),
+        done,
         lambda t: workflow.accept(request.user, t.pk, set_as_active=active),
     )
 

@@ -24,6 +24,17 @@ def check_can_approve(user, account) -> None:
         )
 
 
+def landing_approver_refused() -> TransferError:
+    """Nobody authorises both sides alone: whoever approved the landing in the target does
+    not approve the move (the other way round is permissions.can_approve_landing's)."""
+    return TransferError(
+        "landing_approver",
+        "You approved the landing in the target: another approver of the source account "
+        "must approve the move, so that nobody authorises both sides alone.",
+        status=403,
+    )
+
+
 def approve(user, pk: int, comment: str = "", *, enqueue: bool = True) -> Transfer:
     """One approval. Under the source's approval policy (policies/) a request may need
     several distinct approvers: until the last one it stays requested, each approval an
@@ -38,6 +49,8 @@ def approve(user, pk: int, comment: str = "", *, enqueue: bool = True) -> Transf
                 "Nobody approves their own request: another approver must decide.",
                 status=403,
             )
+        if permissions.approved_the_landing(user, transfer):
+            raise landing_approver_refused()
         transfer.approver = user
         transfer.decision_comment = comment.strip()
 

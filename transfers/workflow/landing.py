@@ -37,6 +37,7 @@ from transfers.workflow.outcome import moved
 BACKOFF_BASE, BACKOFF_MAX = 5, 15 * 60
 ARN_ACCOUNT = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
 ANY_ACCOUNT_ID = re.compile(r"(?<!\d)(\d{12})(?!\d)")
+ACTIVATE = "update_certificate:ACTIVE"
 
 
 @dataclass
@@ -311,6 +312,20 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
                 {"thingName": t["name"], "principal": arn},
             )
         )
+    if (
+        plan.get("activate")
+        and transfer.status == Transfer.Status.ACCEPTED
+        and not transfer.set_as_active
+    ):
+        # Accepted inactive (outside the portal, or by someone without the landing right):
+        # activating is the plan's last step.
+        out.append(
+            (
+                ACTIVATE,
+                "update_certificate",
+                {"certificateId": transfer.certificate_id, "newStatus": "ACTIVE"},
+            )
+        )
     return out
 
 
@@ -320,6 +335,7 @@ def steps_left(transfer: Transfer) -> list[str]:
         "attach_policy": "Attach policy {}",
         "create_thing": "Create thing {}",
         "attach_thing_principal": "Attach thing {}",
+        "update_certificate": "Set the certificate {}",
     }
     done = set(transfer.landed)
     left = []
@@ -370,32 +386,75 @@ def cli_commands(transfer: Transfer) -> list[str]:
 def approve_landing(user, pk: int, comment: str = "") -> Transfer:
     """The target side approves the landing in advance: with it the worker accepts and
     lands right after the transfer, with no human wait between the two accounts."""
-    transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
-    if not permissions.can_approve_landing(user, transfer):
-        raise TransferError(
-            "forbidden",
-            "Only an approver or admin of the managed target account approves a landing, "
-            "and never the requester or the source's approver.",
-            status=403,
-        )
-    if not transfer.landing or transfer.landing_state != Transfer.Landing.PLANNED:
-        raise TransferError("invalid_state", "There is no planned landing to approve.", 409)
     open_states = [
         Transfer.Status.REQUESTED,
         Transfer.Status.APPROVED,
         Transfer.Status.PREPARING,
         Transfer.Status.PENDING_ACCEPTANCE,
     ]
-    changed = Transfer.objects.filter(
-        pk=pk, status__in=open_states, target_approver__isnull=True
-    ).update(target_approver=user, target_approved_at=timezone.now())
-    if not changed:
-        raise TransferError("invalid_state", "The landing was already decided or it ended.", 409)
-    record(transfer, "landing_approved", user, comment=(comment or "").strip()[:2000])
+    with transaction.atomic():
+        # Checked on the locked row: approving the move locks it too, so the two never pass
+        # their checks against each other's old state.
+        transfer = Transfer.objects.select_for_update().get(pk=pk)
+        if not permissions.can_approve_landing(user, transfer):
+            raise TransferError(
+                "forbidden",
+                "Only an approver or admin of the managed target account approves a landing, "
+                "and never the requester or anyone who approved the move.",
+                status=403,
+            )
+        if not transfer.landing or transfer.landing_state != Transfer.Landing.PLANNED:
+            raise TransferError("invalid_state", "There is no planned landing to approve.", 409)
+        if transfer.status not in open_states or transfer.target_approver_id is not None:
+            raise TransferError(
+                "invalid_state", "The landing was already decided or it ended.", 409
+            )
+        Transfer.objects.filter(pk=pk).update(
+            target_approver=user, target_approved_at=timezone.now()
+        )
+        record(transfer, "landing_approved", user, comment=(comment or "").strip()[:2000])
+        if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
+            queue.enqueue("land_transfer", pk)
     transfer.refresh_from_db()
-    if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
-        queue.enqueue("land_transfer", pk)
     return transfer
+
+
+NOT_APPROVED = (
+    "Accepted without the landing: nobody approved it. An approver of the target account "
+    "(not the requester nor anyone who approved the move) can run it with “Try landing "
+    "again”, or the steps below can be done by hand."
+)
+
+
+def after_acceptance(transfer: Transfer, by) -> None:
+    """Every acceptance comes here (outcome.moved): in the portal's inbox, by the worker of a
+    pre-accepted move, or seen by the reconciler when the target accepted in AWS itself. A
+    planned landing that was approved starts (in the background, after commit); one nobody
+    approved needs a person, with its steps."""
+    target = transfer.target
+    if target is None or not target.managed:
+        return  # the portal cannot act there: the notice's CLI commands are the landing
+    now = timezone.now()
+    planned = Transfer.objects.filter(
+        pk=transfer.pk, status=Transfer.Status.ACCEPTED, landing_state=Transfer.Landing.PLANNED
+    )
+    if planned.filter(target_approved_at__isnull=False).update(
+        landing_state=Transfer.Landing.LANDING, updated=now
+    ):
+        queue.enqueue("land_transfer", transfer.pk)
+    elif planned.update(
+        landing_state=Transfer.Landing.ATTENTION, landing_error=NOT_APPROVED, updated=now
+    ):
+        fresh = Transfer.objects.get(pk=transfer.pk)
+        record(
+            fresh,
+            "landing",
+            by,
+            ok=False,
+            result="attention",
+            reason="not approved",
+            steps_left=steps_left(fresh),
+        )
 
 
 # ----------------------------------------------------------------------------- landing
@@ -505,7 +564,7 @@ def _accept(transfer: Transfer, tiot) -> str:
         set_as_active=bool(plan.get("activate")),
         pre_accepted_by=transfer.target_approver.get_username() if transfer.target_approver else "",
     )
-    moved(transfer)
+    moved(transfer, WORKER)
     return "accepted"
 
 
@@ -518,7 +577,8 @@ def _after_try(transfer: Transfer, failures: list[str], token: str) -> str:
     now = timezone.now()
     transfer.refresh_from_db()
     if not failures:
-        usable = now if transfer.set_as_active else None
+        active = transfer.set_as_active or ACTIVATE in transfer.landed
+        usable = now if active else None
         if not leases.release(
             transfer.pk,
             token,
@@ -529,7 +589,7 @@ def _after_try(transfer: Transfer, failures: list[str], token: str) -> str:
             updated=now,
         ):
             raise leases.LeaseLost(transfer.pk)
-        record(transfer, "landed", WORKER, steps=transfer.landed, active=transfer.set_as_active)
+        record(transfer, "landed", WORKER, steps=transfer.landed, active=active)
         return "landed"
     return failed_try(
         transfer, "landing", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX), token
@@ -565,23 +625,44 @@ def sweep_landings() -> int:
 
 
 def retry_landing(user, pk: int) -> Transfer:
+    """Try a stopped landing again. One nobody approved (the target accepted without it) is
+    run only by someone who may approve it, and that person is recorded as its approver."""
     transfer = Transfer.objects.select_related("target").get(pk=pk)
-    if not permissions.can_act_as_target(user, transfer):
+    approving = transfer.target_approver_id is None
+    if approving and not permissions.can_approve_landing(user, transfer):
+        raise TransferError(
+            "forbidden",
+            "Nobody approved this landing: only an approver or admin of the target account, "
+            "never the requester or anyone who approved the move, runs it.",
+            status=403,
+        )
+    if not approving and not permissions.can_act_as_target(user, transfer):
         raise TransferError(
             "forbidden", "Only an operator of the target account can land it.", status=403
         )
-    changed = Transfer.objects.filter(
-        pk=pk, landing_state__in=[Transfer.Landing.ATTENTION, Transfer.Landing.PARTIAL]
-    ).update(
-        landing_state=Transfer.Landing.PARTIAL,
-        landing_attempts=0,
-        landing_next_at=timezone.now(),
-        updated=timezone.now(),
+    now = timezone.now()
+    rows = Transfer.objects.filter(
+        pk=pk,
+        landing_state__in=[Transfer.Landing.ATTENTION, Transfer.Landing.PARTIAL],
+        target_approver__isnull=approving,
     )
-    if not changed:
-        raise TransferError("invalid_state", "Only a landing that stopped can be tried again.", 409)
-    record(transfer, "landing_retry", user, steps_left=steps_left(transfer))
-    queue.enqueue("land_transfer", pk)
+    approval = {"target_approver": user, "target_approved_at": now} if approving else {}
+    with transaction.atomic():
+        changed = rows.update(
+            landing_state=Transfer.Landing.PARTIAL,
+            landing_attempts=0,
+            landing_next_at=now,
+            updated=now,
+            **approval,
+        )
+        if not changed:
+            raise TransferError(
+                "invalid_state", "Only a landing that stopped can be tried again.", 409
+            )
+        if approving:
+            record(transfer, "landing_approved", user, on_retry=True)
+        record(transfer, "landing_retry", user, steps_left=steps_left(transfer))
+        queue.enqueue("land_transfer", pk)
     transfer.refresh_from_db()
     return transfer
 

@@ -6,6 +6,7 @@ from django.db import transaction
 
 from transfers import inventory, queue
 from transfers.models import Certificate, Transfer
+from transfers.workflow.errors import RECONCILER
 from transfers.workflow.events import transition
 
 
@@ -32,9 +33,15 @@ def end(pk: int, method: str, by, **details) -> Transfer:
     return transfer
 
 
-def moved(transfer: Transfer) -> None:
-    """The certificate left the source: drop its row there, refresh the target's inventory."""
+def moved(transfer: Transfer, by=RECONCILER) -> None:
+    """The certificate left the source: drop its row there, refresh the target's inventory,
+    and start the landing it plans. Every acceptance passes here, whoever saw it (``by``: the
+    person who accepted, the worker, or the reconciler when the target accepted in AWS)."""
+    # Imported here: landing accepts through this module too.
+    from transfers.workflow.landing import after_acceptance
+
     Certificate.objects.filter(pk=transfer.cert_id).delete()
     target = transfer.target
     if target is not None and target.managed and transfer.region in target.regions:
         inventory.queue_sync(target, transfer.region)
+    after_acceptance(transfer, by)

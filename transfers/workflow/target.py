@@ -7,10 +7,10 @@ import contextlib
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from transfers import aws, permissions, queue
+from transfers import aws, permissions
 from transfers.models import Transfer, validate_transfer_text
 from transfers.workflow.errors import TransferError
-from transfers.workflow.events import aws_call, transition
+from transfers.workflow.events import aws_call, record, transition
 from transfers.workflow.outcome import end, moved
 from transfers.workflow.reconcile import reconcile_one
 
@@ -34,6 +34,10 @@ def act_in_aws(transfer: Transfer, user, account, operation: str, already: str, 
 
 
 def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
+    """Accept in AWS as the target. A planned landing (creating and attaching in the target)
+    runs only when it was approved, or when the person accepting may approve it (and so
+    does, by accepting); otherwise the transfer is accepted without it and the landing
+    needs attention, with its steps (landing.after_acceptance)."""
     transfer = Transfer.objects.select_related("target").get(pk=pk)
     if not permissions.can_act_as_target(user, transfer):
         raise TransferError(
@@ -41,6 +45,15 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
         )
     if transfer.status != Transfer.Status.PENDING_ACCEPTANCE:
         raise TransferError("invalid_state", "Only a pending transfer can be accepted.", 409)
+    planned = transfer.landing_state == Transfer.Landing.PLANNED
+    approves = (
+        planned
+        and transfer.target_approver_id is None
+        and permissions.can_approve_landing(user, transfer)
+    )
+    lands = planned and (transfer.target_approver_id is not None or approves)
+    if lands:
+        set_as_active = bool(transfer.landing.get("activate"))  # the approved plan decides
     act_in_aws(
         transfer,
         user,
@@ -53,6 +66,8 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
     def fill(row: Transfer) -> None:
         row.accept_date = timezone.now()
         row.set_as_active = set_as_active
+        if approves and row.target_approver_id is None:
+            row.target_approver, row.target_approved_at = user, row.accept_date
 
     transfer = transition(
         pk,
@@ -62,14 +77,13 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
         refuse="It already ended.",
         set_as_active=set_as_active,
     )
-    moved(transfer)
-    if transfer.landing_state == Transfer.Landing.PLANNED:
-        # The landing plan runs now: attach what the plan says, in the background.
-        Transfer.objects.filter(pk=pk).update(landing_state=Transfer.Landing.LANDING)
-        queue.enqueue("land_transfer", pk)
-    elif set_as_active and not transfer.landing:
+    if approves:
+        record(transfer, "landing_approved", user, on_accept=True)
+    moved(transfer, user)  # starts the landing, or marks it as needing attention
+    if set_as_active and not transfer.landing:
         # No landing planned: usable once ACTIVE (nothing else was planned for it).
         Transfer.objects.filter(pk=pk).update(usable_at=transfer.accept_date)
+    transfer.refresh_from_db()
     return transfer
 
 
