@@ -46,6 +46,7 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
             *TRANSFER_ACTIONS,
             "reconcile",
             "restore_retry",
+            "restored_by_hand",
             "approve_landing",
             "retry_landing",
             "landed_by_hand",

@@ -84,12 +84,27 @@ def preflight(
         .filter(certificate_id__in=[c.certificate_id for c in certs])
         .values_list("certificate_id", flat=True)
     )
+    # Earlier transfers still putting back what they removed (workflow.plan.unfinished_restore).
+    restoring = {
+        (source, region, cid): pk
+        for source, region, cid, pk in Transfer.objects.filter(
+            certificate_id__in=[c.certificate_id for c in certs],
+            restore_state__in=Transfer.Restore.UNFINISHED,
+        )
+        .order_by("pk")
+        .values_list("source_id", "region", "certificate_id", "pk")
+    }
     for cert in certs:
         policies = [p.name for p in cert.policies.all()]
         things = [t.name for t in cert.things.all()]
         why = None
         if cert.certificate_id in open_ids:
             why = "already has an open transfer"
+        elif earlier := restoring.get((cert.account_id, cert.region, cert.certificate_id)):
+            why = (
+                f"transfer #{earlier} has not finished putting back what it removed: "
+                "its restore must be done first"
+            )
         elif cert.account.account_id == target_id:
             why = "already belongs to the target account"
         elif cert.status == "ACTIVE" and not options.deactivate:

@@ -451,6 +451,8 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
         ATTENTION = "attention", "Restore needs attention"
 
     Restore.OPEN = ["pending", "partial"]  # type: ignore[attr-defined]  # the sweep retries these
+    # Not finished: the restore owns the certificate, which cannot be requested again.
+    Restore.UNFINISHED = ["pending", "partial", "attention"]  # type: ignore[attr-defined]
 
     class Landing(models.TextChoices):
         NONE = "", "No landing"

@@ -66,6 +66,7 @@ for action in (
     "reject",
     "reconcile",
     "restore_retry",
+    "restored_by_hand",
     "approve_landing",
     "retry_landing",
     "landed_by_hand",

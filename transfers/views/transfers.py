@@ -351,6 +351,17 @@ def transfer_restore_retry(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def transfer_restored_by_hand(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(
+        request,
+        pk,
+        "Recorded: what was left of the restore was finished by hand.",
+        lambda t: workflow.restored_by_hand(request.user, t.pk),
+    )
+
+
+@login_required
+@require_POST
 def notice_resend(request: HttpRequest, pk: int, notice_pk: int) -> HttpResponse:
     def act(t):
         if not permissions.can_resend_notice(request.user, t):

@@ -32,7 +32,13 @@ from transfers.workflow.landing import (
 from transfers.workflow.plan import EXPIRING_DAYS, Options, Plan, make_plan, read_certificate
 from transfers.workflow.reconcile import reconcile_one, reconcile_pending, requeue_stalled
 from transfers.workflow.request import check_request, open_transfer, request_transfer
-from transfers.workflow.restore import restore, retry_restore, steps_left, sweep_restores
+from transfers.workflow.restore import (
+    restore,
+    restored_by_hand,
+    retry_restore,
+    steps_left,
+    sweep_restores,
+)
 from transfers.workflow.target import accept, reject
 
 __all__ = [
@@ -70,6 +76,7 @@ __all__ = [
     "request_transfer",
     "requeue_stalled",
     "restore",
+    "restored_by_hand",
     "retry",
     "retry_restore",
     "steps_left",

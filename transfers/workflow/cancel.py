@@ -16,6 +16,8 @@ def cancel(user, pk: int) -> Transfer:
         raise TransferError(
             "forbidden", "You may not cancel transfers from this account.", status=403
         )
+    if transfer.status == Transfer.Status.FAILED and transfer.needs_restore():
+        _no_newer_open_transfer(transfer)
     if transfer.status == Transfer.Status.FAILED and transfer.first_transfer_at:
         _catch_up_first(transfer)
         transfer.refresh_from_db()
@@ -53,5 +55,29 @@ def _catch_up_first(transfer: Transfer) -> None:
         raise TransferError(
             "already_completed",
             "AWS says the target account already accepted it; the portal has caught up.",
+            status=409,
+        )
+
+
+def _no_newer_open_transfer(transfer: Transfer) -> None:
+    """Cancelling a failed transfer puts back what it removed; while a newer transfer of the
+    certificate is open that restore would undo its preparation (the rule of
+    workflow.plan.unfinished_restore, from the other side)."""
+    newer = (
+        Transfer.objects.open()
+        .filter(
+            source_id=transfer.source_id,
+            region=transfer.region,
+            certificate_id=transfer.certificate_id,
+        )
+        .exclude(pk=transfer.pk)
+        .first()
+    )
+    if newer is not None:
+        raise TransferError(
+            "newer_transfer_open",
+            f"Transfer #{newer.pk} of this certificate is open: cancelling this one would put "
+            f"back what it removed while #{newer.pk} prepares the certificate. Cancel this "
+            f"one once #{newer.pk} has ended.",
             status=409,
         )

@@ -166,6 +166,15 @@ def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options,
         .exists()
     ):
         plan.blockers.append("This certificate already has an open transfer.")
+    earlier = unfinished_restore(cert)
+    if earlier is not None:
+        plan.blockers.append(
+            f"Transfer #{earlier.pk} has not finished putting back what it removed from this "
+            f"certificate ({earlier.get_restore_state_display().lower()}); a new transfer "
+            "would prepare the certificate while that restore re-attaches and reactivates it. "
+            f"It can be requested once the restore is done: on transfer #{earlier.pk}'s page, "
+            "try again, or say you finished it by hand."
+        )
     if not_after is not None:
         if not_after <= timezone.now():
             plan.warnings.append(f"The certificate expired on {not_after:%Y-%m-%d}.")
@@ -183,3 +192,20 @@ def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options,
         plan.warnings.append(
             f"{target.name} has no notice contacts: nobody will be told the transfer is waiting."
         )
+
+
+def unfinished_restore(cert: Certificate) -> Transfer | None:
+    """An earlier transfer of ``cert`` still putting back what it removed (pending, partial
+    or needing attention). Until it is done the restore owns the certificate: a new transfer
+    is not requested meanwhile (and one is not cancelled into a restore while another is
+    open: workflow.cancel)."""
+    return (
+        Transfer.objects.filter(
+            source_id=cert.account_id,
+            region=cert.region,
+            certificate_id=cert.certificate_id,
+            restore_state__in=Transfer.Restore.UNFINISHED,
+        )
+        .order_by("-pk")
+        .first()
+    )

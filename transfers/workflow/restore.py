@@ -180,3 +180,39 @@ def retry_restore(user, pk: int) -> Transfer:
     queue.enqueue("restore_transfer", pk)
     transfer.refresh_from_db()
     return transfer
+
+
+def restored_by_hand(user, pk: int) -> Transfer:
+    """A person put back the rest in AWS themselves (or it is to stay off): record it with
+    the steps that were left, stop retrying. The way out of a restore that cannot finish,
+    which otherwise keeps the certificate from being requested again."""
+    transfer = Transfer.objects.select_related("source").get(pk=pk)
+    if not permissions.can_operate(user, transfer.source):
+        raise TransferError(
+            "forbidden", "You may not restore certificates in this account.", status=403
+        )
+    left, now = steps_left(transfer), timezone.now()
+    # Not while a worker holds the row; and a stalled one whose lease ran out finds it gone
+    # (leases: no token), so it cannot write over the person's word.
+    changed = (
+        Transfer.objects.filter(
+            pk=pk, restore_state__in=[Transfer.Restore.ATTENTION, Transfer.Restore.PARTIAL]
+        )
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(
+            restore_state=Transfer.Restore.DONE,
+            restore_next_at=None,
+            lease_until=None,
+            lease_token="",
+            updated=now,
+        )
+    )
+    if not changed:
+        raise TransferError(
+            "invalid_state",
+            "Only a restore that stopped or waits for its next try can be finished by hand.",
+            409,
+        )
+    record(transfer, "restored_by_hand", user, steps_left=left)
+    transfer.refresh_from_db()
+    return transfer
