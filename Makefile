@@ -14,20 +14,29 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The demo talks to the embedded AWS stand-in with throwaway credentials.
+# The demo talks to the embedded AWS stand-in with throwaway credentials. Its database,
+# broker, logs and pidfiles are under PORTAL_VAR_DIR.
 AWS_STANDIN_PORT ?= 5000
+WEB_PORT ?= 8000
+PORTAL_VAR_DIR ?= var
 run: export AWS_STANDIN_PORT := $(AWS_STANDIN_PORT)
+run: export WEB_PORT := $(WEB_PORT)
+run: export SITE_URL := $(or $(SITE_URL),http://127.0.0.1:$(WEB_PORT))
+run: export PORTAL_VAR_DIR := $(abspath $(PORTAL_VAR_DIR))
 run: export AWS_ENDPOINT_URL := http://127.0.0.1:$(AWS_STANDIN_PORT)
 run: export AWS_ACCESS_KEY_ID := demo
 run: export AWS_SECRET_ACCESS_KEY := demo
 run: export AWS_DEFAULT_REGION := us-east-1
 
 # Stand-in, web, worker and beat as separate processes under supervisor, which starts again
-# any that dies and prints it; Ctrl-C stops all of them (deploy/supervisord-dev.conf).
+# any that dies and prints it; Ctrl-C stops all of them (deploy/supervisord-dev.conf), and
+# they end with supervisord however it ends. First, whatever an earlier run of this
+# checkout left running is stopped, and named (deploy/stop_earlier_run.py).
 run: $(STAMP)
+	$(PY) deploy/stop_earlier_run.py
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
-	$(VENV)/bin/supervisord -c deploy/supervisord-dev.conf
+	$(VENV)/bin/supervisord -c $(CURDIR)/deploy/supervisord-dev.conf
 
 # The service and browser tiers need real services: .ci/run enables them.
 # One pytest-xdist worker per core (TEST_WORKERS=0 runs in one process); the total wall
