@@ -62,7 +62,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
-    "knox",  # API tokens, stored as digests (transfers/api_tokens.py)
+    "knox",  # API tokens, stored as digests (transfers/api/tokens.py)
     "drf_spectacular",
     "django_prometheus",
     "django_otp",
@@ -348,7 +348,7 @@ DEFAULT_FROM_EMAIL = env.string("DEFAULT_FROM_EMAIL", "transfer-portal@localhost
 # company's network; the tests' receivers on 127.0.0.1).
 WEBHOOK_ALLOW_PRIVATE = env.boolean("WEBHOOK_ALLOW_PRIVATE", False)
 
-# API throttling per token (transfers/throttling.py): past the rate, 429 with Retry-After.
+# API throttling per token (transfers/api/throttling.py): past the rate, 429 with Retry-After.
 # Counted in the "throttle" cache, shared through Redis when REDIS_URL is set.
 API_THROTTLE_RATE = env.string("API_THROTTLE_RATE", "300/minute")
 if not re.fullmatch(r"[1-9][0-9]*/(second|minute|hour|day)", API_THROTTLE_RATE):
@@ -364,7 +364,7 @@ CACHES = {
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "transfers.api_tokens.TokenAuthentication",
+        "transfers.api.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -373,8 +373,8 @@ REST_FRAMEWORK = {
     # JSON in only: a form or multipart body is a 415, never silently read as empty.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "PAGE_SIZE": 50,
-    "EXCEPTION_HANDLER": "transfers.api.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["transfers.throttling.TokenRateThrottle"],
+    "EXCEPTION_HANDLER": "transfers.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["transfers.api.throttling.TokenRateThrottle"],
 }
 # django-rest-knox: `Authorization: Token <token>` as with DRF's tokens before it; a token
 # lives until revoked unless issued with an expiry (manage.py create_api_token --days).

@@ -15,9 +15,9 @@ urlpatterns = [
     path("login/verify/", second_factor.second_factor, name="second_factor"),
     path("login/enrol/", second_factor.second_factor_enrol, name="second_factor_enrol"),
     path("admin/", admin.site.urls),
-    path("api/", include("transfers.api")),
+    path("api/", include("transfers.api.routes")),
     path("", include("transfers.urls")),
 ]
 
 # An unknown URL under /api/ answers JSON, like every other API error.
-handler404 = "transfers.api.not_found"
+handler404 = "transfers.api.errors.not_found"

@@ -12,7 +12,8 @@ from django.core.cache import cache
 from django.test import Client
 
 from portal.celery import app as celery_app
-from transfers import api_tokens, aws
+from transfers import aws
+from transfers.api import tokens as api_tokens
 from transfers.demo import certificate_pem
 from transfers.models import AccountGrant, AwsAccount, Role
 
@@ -180,7 +181,7 @@ def portal_admin(db) -> User:
 
 def api_token(user: User, *, days: int | None = None) -> str:
     """A new API token for ``user``, as automation sends it after ``Token ``. Every test
-    makes its tokens here, so the scheme (transfers.api_tokens) lives in one place."""
+    makes its tokens here, so the scheme (transfers.api.tokens) lives in one place."""
     return api_tokens.issue(user, days=days)[1]
 
 

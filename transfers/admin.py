@@ -6,7 +6,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from knox.models import AuthToken
 
-from transfers import api_tokens
+from transfers.api import tokens as api_tokens
 from transfers.models import (
     AccountGrant,
     ApiToken,

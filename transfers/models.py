@@ -864,7 +864,7 @@ class Notice(models.Model):
 
 class ApiToken(AuthToken):
     """An API token (django-rest-knox): the database keeps a SHA-512 digest of the secret and
-    its first characters to look it up, never the secret (transfers.api_tokens)."""
+    its first characters to look it up, never the secret (transfers.api.tokens)."""
 
     class Meta:
         proxy = True

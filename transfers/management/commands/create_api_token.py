@@ -8,7 +8,7 @@ standard error. Revoke it in /admin/ (API tokens)."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from transfers import api_tokens
+from transfers.api import tokens as api_tokens
 
 
 class Command(BaseCommand):

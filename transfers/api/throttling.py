@@ -29,7 +29,7 @@ class TokenRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view) -> str:
         if isinstance(request.auth, AuthToken):
-            # The token's stored digest (transfers.api_tokens), never the token itself.
+            # The token's stored digest (transfers.api.tokens), never the token itself.
             ident = "token:" + request.auth.digest[:32]
         elif request.user.is_authenticated:
             ident = f"user:{request.user.pk}"

@@ -55,7 +55,7 @@ class TokenAuthentication(auth.TokenAuthentication):
 class TokenScheme(OpenApiAuthenticationExtension):
     """The OpenAPI schema names the scheme as it did with DRF's tokens (``tokenAuth``)."""
 
-    target_class = "transfers.api_tokens.TokenAuthentication"
+    target_class = "transfers.api.tokens.TokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema):

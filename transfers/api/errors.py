@@ -1,0 +1,104 @@
+"""The API's one error shape, ``{"error": {"code", "message", "fields"}}``, and the error
+responses each operation documents in the schema."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views.defaults import page_not_found
+from django_fsm import ConcurrentTransition
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import exceptions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from transfers import aws
+from transfers.workflow import TransferError
+
+
+def _error(code: str, message: str, http_status: int, fields=None, headers=None) -> Response:
+    body: dict = {"code": code, "message": message}
+    if fields is not None:
+        body["fields"] = fields
+    set_rollback()
+    return Response({"error": body}, status=http_status, headers=headers)
+
+
+def _flatten(detail, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        return [m for key, value in detail.items() for m in _flatten(value, f"{prefix}{key}: ")]
+    if isinstance(detail, list):
+        return [m for item in detail for m in _flatten(item, prefix)]
+    return [f"{prefix}{detail}"]
+
+
+def exception_handler(exc, context) -> Response | None:
+    """Every refusal as ``{"error": {"code", "message"}}`` with a stable code."""
+    if isinstance(exc, TransferError):
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return _error(exc.code, exc.message, exc.status, headers=retry)
+    if isinstance(exc, aws.AwsError):  # AWS or the rate limiter, wherever it surfaced
+        refusal = TransferError.from_aws(exc)
+        retry = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
+        return _error(refusal.code, refusal.message, refusal.status, headers=retry)
+    if isinstance(exc, Http404):
+        return _error("not_found", str(exc) or "Not found.", status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, DjangoPermissionDenied):
+        message = str(exc) or "You may not do this."
+        return _error("forbidden", message, status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, ConcurrentTransition):
+        message = "Someone else changed this transfer at the same time; reload and retry."
+        return _error("conflict", message, status.HTTP_409_CONFLICT)
+    if isinstance(exc, exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        message = "Invalid input. " + " ".join(_flatten(fields))
+        return _error("invalid", message.strip(), status.HTTP_400_BAD_REQUEST, fields=fields)
+    if isinstance(exc, exceptions.APIException):
+        headers = {}
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        if code == "permission_denied":
+            code = "forbidden"  # one code for every "visible but not allowed"
+        return _error(code, str(exc.detail), exc.status_code, headers=headers)
+    return None  # an unexpected error: Django's 500
+
+
+def not_found(request, exception=None) -> HttpResponse:
+    """handler404: an unknown URL under /api/ answers in the API's error shape."""
+    if request.path_info.startswith("/api/"):
+        body = {"error": {"code": "not_found", "message": "No such URL in this API."}}
+        return JsonResponse(body, status=status.HTTP_404_NOT_FOUND)
+    return page_not_found(request, exception)
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, machine-readable, e.g. self_approval.")
+    message = serializers.CharField(help_text="For the person who asked.")
+    fields = serializers.DictField(
+        required=False, help_text="Only for code 'invalid': the errors of each field."
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()
+
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, "Invalid input or refused by a rule."),
+    401: OpenApiResponse(ErrorSerializer, "Not authenticated."),
+    403: OpenApiResponse(ErrorSerializer, "Visible, but your role does not allow it."),
+    404: OpenApiResponse(
+        ErrorSerializer, "No such object, or one you may not see (lists: no such page)."
+    ),
+    409: OpenApiResponse(ErrorSerializer, "The state does not allow it (or a race was lost)."),
+    502: OpenApiResponse(ErrorSerializer, "AWS refused or failed; the code is AWS's."),
+}
+
+
+def errors(*codes: int) -> dict:
+    """The documented error responses of an operation, by status code."""
+    return {code: ERRORS[code] for code in codes}

@@ -1,0 +1,183 @@
+"""What the API reads: request bodies and query parameters, with the rules the schema states
+(the checks themselves, and their error codes, stay in the workflow)."""
+
+from __future__ import annotations
+
+import re
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.fields import empty
+
+from transfers import workflow
+from transfers.forms import SORTS
+from transfers.models import Certificate, Transfer
+from transfers.workflow import Options, TransferError
+
+
+def documented_string(**schema):
+    """A CharField whose OpenAPI entry states the rules the services apply to it (so clients
+    know them); the checks, and their error codes, stay in the workflow. A blank value is
+    passed on as it is: where the pattern requires text, the service refuses it with its own
+    code (comment_required, invalid_reason)."""
+
+    @extend_schema_field({"type": "string", **schema})
+    class Field(serializers.CharField):
+        def run_validation(self, data=empty):
+            if isinstance(data, str) and not data.strip():
+                return "" if self.trim_whitespace else data
+            return super().run_validation(data)
+
+    return Field
+
+
+# DRF refuses NUL characters (and lone surrogates) in every text field.
+NO_NUL = r"^[^\x00]*$"
+SOME_TEXT = r"^[^\x00]*[^\s\x00][^\x00]*$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # AWS's transferMessage and rejectReason
+SOME_PRINTABLE = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+AccountIdField = documented_string(pattern=r"^[0-9]{12}$")
+# "+": with allow_blank the schema says "either empty or this", and empty must not be both.
+QueryText = documented_string(pattern=r"^[^\x00]+$")
+
+
+class CertificateFilterSerializer(serializers.Serializer):
+    q = QueryText(
+        required=False,
+        allow_blank=True,
+        max_length=2048,
+        help_text="Id or ARN prefix, or a policy or thing name prefix.",
+    )
+    account = QueryText(
+        required=False, allow_blank=True, max_length=12, help_text="AWS account id."
+    )
+    region = QueryText(required=False, allow_blank=True, max_length=32)
+    status = serializers.ChoiceField(
+        choices=Certificate.Status.choices, required=False, allow_blank=True
+    )
+    sort = serializers.ChoiceField(choices=list(SORTS), required=False, allow_blank=True)
+
+
+class TransferFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=Transfer.Status.choices, required=False, allow_blank=True
+    )
+    account = QueryText(
+        required=False, allow_blank=True, max_length=12, help_text="Source AWS account id."
+    )
+    requester = QueryText(required=False, allow_blank=True, max_length=150, help_text="User name.")
+    since = serializers.DateField(required=False, help_text="Created on or after (YYYY-MM-DD).")
+    until = serializers.DateField(required=False, help_text="Created on or before (YYYY-MM-DD).")
+
+    def validate(self, data):
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise serializers.ValidationError({"until": ["Must not be before since."]})
+        return data
+
+
+POLICY_NAME = r"^[A-Za-z0-9_+=,.@-]{1,128}$"  # AWS IoT's policy name rule
+
+
+@extend_schema_field({"type": "string", "pattern": POLICY_NAME, "minLength": 1, "maxLength": 128})
+class PolicyNameField(serializers.RegexField):
+    def __init__(self, **kwargs):
+        super().__init__(POLICY_NAME, max_length=128, **kwargs)
+
+
+class PolicyPairSerializer(serializers.Serializer):
+    source = PolicyNameField(help_text="The policy's name in the source account.")
+    target = PolicyNameField(help_text="The target policy to attach instead.")
+
+
+class LandingSerializer(serializers.Serializer):
+    """What happens in the target after acceptance (omit it: the certificate is only
+    transferred)."""
+
+    activate = serializers.BooleanField(default=True)
+    create_policies = serializers.BooleanField(
+        default=False, help_text="Create policies the target lacks from the source's documents."
+    )
+    policy_map = serializers.ListField(
+        child=PolicyPairSerializer(),
+        max_length=100,
+        required=False,
+        default=list,
+        help_text="Source policies to attach as other target policies.",
+    )
+    skip_things = serializers.BooleanField(default=False)
+    create_things = serializers.BooleanField(default=True)
+    copy_thing_details = serializers.BooleanField(default=True)
+
+
+class PlanRequestSerializer(serializers.Serializer):
+    target_account_id = AccountIdField(
+        max_length=64,
+        trim_whitespace=False,
+        help_text="The 12-digit AWS account id that receives it (not the source's).",
+    )
+    deactivate = serializers.BooleanField(default=True)
+    detach_policies = serializers.BooleanField(default=True)
+    detach_things = serializers.BooleanField(default=True)
+    restore = serializers.BooleanField(default=True)
+    landing = LandingSerializer(required=False)
+
+    def validate_target_account_id(self, value: str) -> str:
+        # ACCOUNT_ID_RE's \d also matches other scripts' digits (e.g. "١٢٣") and its $ a
+        # final line break; AWS's ids are 12 digits 0-9, nothing else.
+        if not re.fullmatch(r"[0-9]{12}", value):
+            raise TransferError("invalid_target", "The target must be a 12-digit AWS account id.")
+        return value
+
+    def options(self) -> Options:
+        d = self.validated_data
+        return Options(d["deactivate"], d["detach_policies"], d["detach_things"], d["restore"])
+
+    def landing_choice(self) -> workflow.LandingChoice | None:
+        landing = self.validated_data.get("landing")
+        if landing is None:
+            return None
+        pairs = {p["source"]: p["target"] for p in landing.get("policy_map", [])}
+        return workflow.LandingChoice(**{**landing, "policy_map": pairs})
+
+
+class TransferCreateSerializer(PlanRequestSerializer):
+    certificate = serializers.IntegerField(help_text="The portal's certificate id.")
+    # The services check the texts (AWS's limits, control characters): keep them verbatim.
+    message = documented_string(pattern=PRINTABLE, maxLength=128)(
+        required=False,
+        default="",
+        trim_whitespace=False,
+        help_text="AWS transferMessage, seen by the target: 128 printable characters at most.",
+    )
+    reason = documented_string(pattern=SOME_TEXT, maxLength=2000)(
+        help_text="Why, for the approver."
+    )
+    plan_fingerprint = documented_string(pattern=NO_NUL, maxLength=64)(
+        required=False,
+        default="",
+        max_length=64,
+        help_text="The fingerprint of the plan you reviewed.",
+    )
+
+
+class CommentSerializer(serializers.Serializer):
+    comment = documented_string(pattern=NO_NUL, maxLength=2000)(
+        required=False, default="", max_length=2000
+    )
+
+
+class DeclineSerializer(serializers.Serializer):
+    comment = documented_string(pattern=SOME_TEXT, maxLength=2000)(
+        max_length=2000, help_text="Why: the requester sees it."
+    )
+
+
+class AcceptSerializer(serializers.Serializer):
+    set_as_active = serializers.BooleanField(default=False)
+
+
+class RejectSerializer(serializers.Serializer):
+    reason = documented_string(pattern=SOME_PRINTABLE, maxLength=128)(
+        trim_whitespace=False,
+        help_text="Sent to AWS, seen by the source account: 128 printable characters at most.",
+    )
