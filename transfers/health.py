@@ -1,4 +1,5 @@
-"""Health checks for /health/: database, broker, worker heartbeat, AWS.
+"""Health checks for /health/: database, broker, worker heartbeat, AWS; and, for staff, what
+the periodic sweeps could not handle lately.
 
 Written here rather than with django-health-check: its JSON answers 500 (not 503) and has
 no public/staff split, and its Celery check pings workers over the broadcast channel and
@@ -16,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import boto3
@@ -23,9 +25,11 @@ from botocore.config import Config
 from celery import shared_task
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from portal.celery import app as celery_app
 from transfers import aws
+from transfers.models import SweepFailure
 
 HEARTBEAT_KEY = "transfer-portal:heartbeat"
 TIMEOUT = 2.0  # seconds, for every network check
@@ -157,3 +161,29 @@ def run_checks() -> list[Result]:
             detail, ok = f"{type(exc).__name__}: {exc}", False
         results.append(Result(name, ok, detail, (time.perf_counter() - start) * 1000))
     return results
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+RECENT_FAILURES = timedelta(hours=1)
+
+
+def recent_sweep_failures(limit: int = 20) -> list[dict]:
+    """What the periodic sweeps could not handle in the last hour, latest first: for staff
+    (errors name transfers and accounts). Not a check: one bad transfer does not make the
+    portal unhealthy, and the sweeps went on with the others."""
+    since = timezone.now() - RECENT_FAILURES
+    try:
+        rows = list(SweepFailure.objects.filter(last_at__gte=since).order_by("-last_at")[:limit])
+    except Exception as exc:  # the database check says why
+        return [{"sweep": "", "subject": "", "error": f"cannot read: {type(exc).__name__}"}]
+    return [
+        {
+            "sweep": row.sweep,
+            "subject": row.subject,
+            "error": row.error,
+            "count": row.count,
+            "last_at": row.last_at.isoformat(),
+        }
+        for row in rows
+    ]

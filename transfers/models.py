@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from transfers.fields import EncryptedTextField
 ACCOUNT_ID_RE = re.compile(r"^[0-9]{12}\Z")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]\Z")
 EXPIRING_SOON = timedelta(days=30)
+log = logging.getLogger(__name__)
 
 
 def validity(not_after, now) -> str:
@@ -579,6 +581,9 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
             # The reconciler's and the queues' scans: transfers in one state, oldest first.
             models.Index(fields=["status", "updated"], name="transfer_status_idx"),
             models.Index(fields=["target_account_id", "status"], name="transfer_target_idx"),
+            # reconcile.newer_transfer: a certificate's later transfers (the reconciler asks
+            # for each transfer it watches).
+            models.Index(fields=["certificate_id"], name="transfer_certificate_idx"),
             # The landing sweep (workflow.landing.due_landings): unfinished landings only.
             models.Index(
                 fields=["landing_next_at"],
@@ -860,6 +865,51 @@ class Notice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.channel} to {self.recipient}"
+
+
+class SweepFailure(models.Model):
+    """Something a periodic sweep could not handle (a transfer, a batch, an account's
+    listing, or the whole sweep): logged, counted in /metrics/ and shown to staff on
+    /health/, while the sweep goes on with the others. One row per sweep and subject;
+    ``count`` adds up its failures, so the metric only grows."""
+
+    class Sweep(models.TextChoices):
+        RECONCILE = "reconcile", "Reconciler"
+        REQUEUE = "requeue", "Re-sending stalled work"
+        RESTORES = "restores", "Restore sweep"
+        LANDINGS = "landings", "Landing sweep"
+
+    sweep = models.CharField(max_length=16, choices=Sweep.choices)
+    subject = models.CharField(max_length=64, help_text='"transfer 12", "batch 3", ...')
+    error = models.TextField()
+    count = models.PositiveIntegerField(default=1)
+    first_at = models.DateTimeField(default=timezone.now)
+    last_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sweep", "subject"], name="sweep_failure_once")
+        ]
+        # /health/: the failures of the last hour.
+        indexes = [models.Index(fields=["last_at"], name="sweep_failure_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.sweep}: {self.subject} failed {self.count} times"
+
+    @classmethod
+    def note(cls, sweep: str, subject: str, exc: BaseException) -> None:
+        """Log and count one failure. Never raises: it runs in a sweep's error path, where
+        the database itself may be what failed."""
+        log.error("%s sweep: %s failed", sweep, subject, exc_info=exc)
+        error, now = f"{type(exc).__name__}: {exc}"[:2000], timezone.now()
+        try:
+            rows = cls.objects.filter(sweep=sweep, subject=subject)
+            if not rows.update(count=models.F("count") + 1, error=error, last_at=now):
+                cls.objects.get_or_create(
+                    sweep=sweep, subject=subject, defaults={"error": error, "last_at": now}
+                )
+        except Exception:  # counted or not, the sweep goes on
+            log.exception("%s sweep: could not record the failure of %s", sweep, subject)
 
 
 class ApiToken(AuthToken):

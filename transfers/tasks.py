@@ -8,7 +8,7 @@ from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 
 from transfers import batches, inventory, notices, workflow
-from transfers.models import AwsAccount
+from transfers.models import AwsAccount, SweepFailure
 
 # A sync is stale after inventory.STALE without saved progress, however long it runs.
 STALE_SYNC = inventory.STALE
@@ -71,12 +71,22 @@ def restore_transfer(pk: int) -> str:
 
 @shared_task
 def reconcile() -> dict:
-    """Beat: catch up with AWS for pending transfers; re-send work a lost message left."""
-    outcomes = workflow.reconcile_pending()
-    outcomes["requeued"] = workflow.requeue_stalled()
-    outcomes["restores"] = workflow.sweep_restores()
-    outcomes["landings"] = workflow.sweep_landings()
+    """Beat: catch up with AWS for pending transfers; re-send work a lost message left.
+    Each part runs whatever became of the others (each also isolates its rows)."""
+    Sweep = SweepFailure.Sweep
+    outcomes = _isolated(Sweep.RECONCILE, workflow.reconcile_pending) or {"exception": 1}
+    outcomes["requeued"] = _isolated(Sweep.REQUEUE, workflow.requeue_stalled)
+    outcomes["restores"] = _isolated(Sweep.RESTORES, workflow.sweep_restores)
+    outcomes["landings"] = _isolated(Sweep.LANDINGS, workflow.sweep_landings)
     return outcomes
+
+
+def _isolated(sweep: str, part):
+    try:
+        return part()
+    except Exception as exc:  # counted and shown (/metrics/, /health/); the others still run
+        SweepFailure.note(sweep, "the sweep", exc)
+        return None
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=6)

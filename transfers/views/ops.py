@@ -45,6 +45,7 @@ def health(request: HttpRequest) -> JsonResponse:
     body: dict = {"status": "ok" if healthy else "error"}
     if _is_staff(request) or _has_token(request):
         body["checks"] = {r.name: r.as_dict() for r in results}
+        body["sweep_failures"] = checks.recent_sweep_failures()
     return JsonResponse(body, status=200 if healthy else 503)
 
 

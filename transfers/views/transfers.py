@@ -163,6 +163,10 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         else 0,
         "can_withdraw": permissions.can_withdraw(request.user, transfer),
         "can_retry": permissions.can_retry(request.user, transfer),
+        # A failed transfer a newer one of the certificate followed: never retried again.
+        "newer": workflow.newer_transfer(transfer)
+        if transfer.status == Transfer.Status.FAILED
+        else None,
         "can_operate_source": permissions.can_operate(request.user, transfer.source),
         "can_operate_target": permissions.can_act_as_target(request.user, transfer),
         "can_approve_landing": transfer.landing_state == Transfer.Landing.PLANNED

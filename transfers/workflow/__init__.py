@@ -30,7 +30,12 @@ from transfers.workflow.landing import (
     sweep_landings,
 )
 from transfers.workflow.plan import EXPIRING_DAYS, Options, Plan, make_plan, read_certificate
-from transfers.workflow.reconcile import reconcile_one, reconcile_pending, requeue_stalled
+from transfers.workflow.reconcile import (
+    newer_transfer,
+    reconcile_one,
+    reconcile_pending,
+    requeue_stalled,
+)
 from transfers.workflow.request import check_request, open_transfer, request_transfer
 from transfers.workflow.restore import (
     restore,
@@ -67,6 +72,7 @@ __all__ = [
     "expire",
     "fail",
     "make_plan",
+    "newer_transfer",
     "open_transfer",
     "read_certificate",
     "reconcile_one",

@@ -6,7 +6,7 @@ from transfers import aws, permissions
 from transfers.models import Transfer
 from transfers.workflow.errors import TransferError
 from transfers.workflow.outcome import end
-from transfers.workflow.reconcile import decide
+from transfers.workflow.reconcile import decide, newer_transfer
 from transfers.workflow.target import act_in_aws
 
 
@@ -18,7 +18,12 @@ def cancel(user, pk: int) -> Transfer:
         )
     if transfer.status == Transfer.Status.FAILED and transfer.needs_restore():
         _no_newer_open_transfer(transfer)
-    if transfer.status == Transfer.Status.FAILED and transfer.first_transfer_at:
+    newer = newer_transfer(transfer) if transfer.status == Transfer.Status.FAILED else None
+    if newer is not None:
+        # AWS's state is the newer transfer's: nothing of this one's to catch up.
+        if transfer.needs_restore():
+            _check_newer_is_done(newer)
+    elif transfer.status == Transfer.Status.FAILED and transfer.first_transfer_at:
         _catch_up_first(transfer)
         transfer.refresh_from_db()
     if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
@@ -38,6 +43,31 @@ def cancel(user, pk: int) -> Transfer:
             status=409,
         )
     return end(pk, "cancel", user)
+
+
+# A newer transfer that ended in one of these left the certificate in the source with
+# nothing under way in AWS: an older failed one can then be given up (and what it removed
+# put back).
+_ENDED_AT_HOME = {
+    Transfer.Status.DECLINED,
+    Transfer.Status.CANCELLED,
+    Transfer.Status.REJECTED,
+    Transfer.Status.EXPIRED,
+}
+
+
+def _check_newer_is_done(newer: Transfer) -> None:
+    if newer.status in _ENDED_AT_HOME or (
+        newer.status == Transfer.Status.FAILED and newer.first_transfer_at is None
+    ):
+        return
+    raise TransferError(
+        "superseded",
+        f"Transfer #{newer.pk} of this certificate was requested after this one and is "
+        f"{newer.get_status_display().lower()}: giving up on this one now would put back "
+        f"what it removed while #{newer.pk} has the certificate. Act on #{newer.pk} instead.",
+        status=409,
+    )
 
 
 def _catch_up_first(transfer: Transfer) -> None:

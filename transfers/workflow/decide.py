@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from transfers import permissions, queue
 from transfers.models import Transfer
 from transfers.workflow.errors import TransferError
 from transfers.workflow.events import record, transition
+from transfers.workflow.reconcile import newer_transfer, superseded
 
 
 def _comment(comment: str | None) -> str:
@@ -147,7 +148,9 @@ def withdraw(user, pk: int) -> Transfer:
 
 def retry(user, pk: int, *, enqueue: bool = True) -> Transfer:
     """Run a failed transfer again. It re-runs destructive preparation (deactivate,
-    detach), so it is an approver's decision, never the requester's own."""
+    detach), so it is an approver's decision, never the requester's own. Not once a newer
+    transfer of the certificate exists: the retry would take that one's state in AWS for
+    its own."""
 
     def check(transfer: Transfer) -> None:
         if not permissions.can_retry(user, transfer):
@@ -157,10 +160,18 @@ def retry(user, pk: int, *, enqueue: bool = True) -> Transfer:
                 "than the requester decides it (or make a new request).",
                 status=403,
             )
+        newer = newer_transfer(transfer)
+        if newer is not None:
+            raise superseded(newer)
 
-    transfer = transition(
-        pk, "retry", user, before=check, refuse="Only a failed transfer can be retried."
-    )
+    try:
+        transfer = transition(
+            pk, "retry", user, before=check, refuse="Only a failed transfer can be retried."
+        )
+    except IntegrityError:  # a newer transfer opened between the check and the write
+        raise TransferError(
+            "already_open", "This certificate already has an open transfer.", status=409
+        ) from None
     if enqueue:
         queue.enqueue("execute_transfer", transfer.pk)
     return transfer

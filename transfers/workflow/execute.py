@@ -17,7 +17,7 @@ from transfers.models import Certificate, Transfer, TransferEvent
 from transfers.workflow import landing
 from transfers.workflow.errors import WORKER, RetryLater
 from transfers.workflow.events import aws_call, lease_lost, record, transition
-from transfers.workflow.reconcile import CLOCK_SKEW, as_datetime, decide
+from transfers.workflow.reconcile import as_datetime, decide, is_ours, newer_transfer
 
 
 def execute(pk: int) -> str:
@@ -107,11 +107,15 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
             transfer, WORKER, iot, "describe_certificate", certificateId=transfer.certificate_id
         )["certificateDescription"]
     except aws.AwsError as exc:
-        if exc.code == "ResourceNotFoundException" and transfer.first_transfer_at:
+        if (
+            exc.code == "ResourceNotFoundException"
+            and transfer.first_transfer_at
+            and newer_transfer(transfer) is None
+        ):
             # Gone since our first TransferCertificate: the target accepted it.
             return _earlier_attempt_landed(transfer, iot)
         raise
-    if transfer.first_transfer_at and _ours(transfer, desc):
+    if _ours(transfer, desc, iot):
         # A TransferCertificate was sent before and AWS dates a transfer after it: that
         # was this transfer's, whatever became of it. Never a second one.
         return _earlier_attempt_landed(transfer, iot, desc)
@@ -207,7 +211,7 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
         # An earlier attempt whose answer was lost already did it: that is success.
         if exc.code in {"TransferConflictException", "CertificateStateException"}:
             again = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)
-            if _ours(transfer, again["certificateDescription"]):
+            if _ours(transfer, again["certificateDescription"], iot):
                 return _earlier_attempt_landed(transfer, iot, again["certificateDescription"])
         raise
     _mark_pending(transfer, answer.get("transferredCertificateArn"))
@@ -238,12 +242,10 @@ def _wait_for_things_detached(transfer: Transfer, iot, arn: str) -> None:
         delay = min(delay * 2, 4.0)
 
 
-def _ours(transfer: Transfer, desc: dict) -> bool:
-    """AWS dates a transfer of this certificate after our first TransferCertificate call."""
-    if transfer.first_transfer_at is None:
-        return False
-    when = as_datetime((desc.get("transferData") or {}).get("transferDate"))
-    return when is not None and when >= transfer.first_transfer_at - CLOCK_SKEW
+def _ours(transfer: Transfer, desc: dict, iot) -> bool:
+    """The transfer AWS describes is this one's, from an earlier TransferCertificate call
+    (reconcile.is_ours: dated after our first call, to our target, no newer transfer)."""
+    return transfer.first_transfer_at is not None and is_ours(transfer, desc, iot)
 
 
 def _earlier_attempt_landed(transfer: Transfer, iot, desc: dict | None = None) -> str:

@@ -29,7 +29,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from transfers import aws, leases, permissions, queue
-from transfers.models import AwsAccount, Transfer, TransferEvent
+from transfers.models import AwsAccount, SweepFailure, Transfer, TransferEvent
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, lease_lost, record, transition
 from transfers.workflow.outcome import moved
@@ -618,10 +618,15 @@ def due_landings(now=None) -> list[int]:
 
 
 def sweep_landings() -> int:
-    due = due_landings()
-    for pk in due:
-        queue.send_now("land_transfer", pk)
-    return len(due)
+    sent = 0
+    for pk in due_landings():
+        try:
+            queue.send_now("land_transfer", pk)
+        except Exception as exc:  # one landing's trouble never stops the sweep
+            SweepFailure.note(SweepFailure.Sweep.LANDINGS, f"transfer {pk}", exc)
+        else:
+            sent += 1
+    return sent
 
 
 def retry_landing(user, pk: int) -> Transfer:

@@ -11,6 +11,14 @@ pending to their target (nothing to decide); everything else is described and de
 | back at the source, no reject date after our transfer  | cancelled                |
 | ResourceNotFound                                       | accepted (confirmed in a |
 |                                                        | managed target)          |
+
+AWS's state is a transfer's only while no newer transfer of the certificate exists: a new
+request can follow a failed one, and from then on what AWS shows is the newer one's. A
+failed transfer is caught up (its TransferCertificate answer was lost) only from a pending
+transfer dated after its first call and not listed as pending to another account.
+
+One transfer's failure here never stops the others: it is logged and counted
+(SweepFailure: /metrics/, and /health/ for staff), and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db import IntegrityError
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from transfers import aws, queue
-from transfers.models import Certificate, Transfer, TransferBatch
+from transfers.models import Certificate, SweepFailure, Transfer, TransferBatch
 from transfers.workflow.errors import RECONCILER, TransferError
 from transfers.workflow.events import record, transition
 from transfers.workflow.outcome import end, moved
@@ -40,15 +49,51 @@ CLOCK_SKEW = timedelta(seconds=60)
 FAILED_WATCH = timedelta(days=14)
 
 
+def newer_transfer(transfer: Transfer) -> Transfer | None:
+    """The latest transfer of the same certificate requested after this one, if any. A new
+    request needs the certificate out of any transfer in AWS (the plan refuses a pending
+    one), so whatever AWS shows from then on is never this transfer's."""
+    return (
+        Transfer.objects.filter(
+            source_id=transfer.source_id,
+            region=transfer.region,
+            certificate_id=transfer.certificate_id,
+            pk__gt=transfer.pk,
+        )
+        .order_by("-pk")
+        .first()
+    )
+
+
+def superseded(newer: Transfer) -> TransferError:
+    """The refusal for a failed transfer that a newer transfer of its certificate followed."""
+    return TransferError(
+        "superseded",
+        f"Transfer #{newer.pk} of this certificate was requested after this one: what AWS "
+        "shows now is that transfer's, so this one is no longer checked with AWS or retried. "
+        f"Act on #{newer.pk}, or make a new request.",
+        status=409,
+    )
+
+
 def reconcile_one(pk: int) -> str:
     transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
     if transfer.status not in (Transfer.Status.PENDING_ACCEPTANCE, Transfer.Status.FAILED):
         return f"skipped: {transfer.status}"
+    newer = newer_transfer(transfer)
+    if newer is not None:
+        raise superseded(newer)
     iot = aws.client(transfer.source, transfer.region)
     return decide(transfer, iot)
 
 
 def _watched() -> list[Transfer]:
+    newer = Transfer.objects.filter(
+        source=OuterRef("source"),
+        region=OuterRef("region"),
+        certificate_id=OuterRef("certificate_id"),
+        pk__gt=OuterRef("pk"),
+    )
     return list(
         Transfer.objects.filter(
             Q(status=Transfer.Status.PENDING_ACCEPTANCE)
@@ -57,8 +102,21 @@ def _watched() -> list[Transfer]:
                 first_transfer_at__isnull=False,
                 finished_at__gte=timezone.now() - FAILED_WATCH,
             )
-        ).select_related("source", "target")
+        )
+        .exclude(Exists(newer))  # a failed transfer a newer one followed: never its state
+        .select_related("source", "target")
     )
+
+
+def outgoing(iot) -> dict[str, str | None]:
+    """What ListOutgoingCertificates shows pending: certificate id -> the account it goes to.
+    It can lag: a certificate missing from it proves nothing."""
+    return {
+        item["certificateId"]: item.get("transferredTo")
+        for item in aws.pages(
+            iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250
+        )
+    }
 
 
 def reconcile_pending() -> dict[str, int]:
@@ -72,15 +130,15 @@ def reconcile_pending() -> dict[str, int]:
         first = group[0]
         try:
             iot = aws.client(first.source, first.region)
-            listed = {
-                item["certificateId"]: item.get("transferredTo")
-                for item in aws.pages(
-                    iot, "list_outgoing_certificates", "outgoingCertificates", pageSize=250
-                )
-            }
+            listed = outgoing(iot)
         except aws.AwsError as exc:
             log.warning("reconcile: cannot list outgoing of %s: %s", first.source, exc)
             outcomes["unreachable"] = outcomes.get("unreachable", 0) + len(group)
+            continue
+        except Exception as exc:  # one account's trouble never stops the others
+            subject = f"account {first.source.account_id} {first.region}"
+            SweepFailure.note(SweepFailure.Sweep.RECONCILE, subject, exc)
+            outcomes["exception"] = outcomes.get("exception", 0) + len(group)
             continue
         for transfer in group:
             if (
@@ -90,10 +148,13 @@ def reconcile_pending() -> dict[str, int]:
                 outcome = "pending"  # listed as pending to its target: nothing to decide
             else:
                 try:
-                    outcome = decide(transfer, iot)
+                    outcome = decide(transfer, iot, listed)
                 except aws.AwsError as exc:
                     log.warning("reconcile: %s: %s", transfer, exc)
                     outcome = "error"
+                except Exception as exc:  # one transfer's trouble never stops the others
+                    SweepFailure.note(SweepFailure.Sweep.RECONCILE, f"transfer {transfer.pk}", exc)
+                    outcome = "exception"
             outcomes[outcome] = outcomes.get(outcome, 0) + 1
     return outcomes
 
@@ -104,8 +165,25 @@ def _since(transfer: Transfer) -> datetime:
     return (start or transfer.created) - CLOCK_SKEW
 
 
-def decide(transfer: Transfer, iot) -> str:
-    """Read the certificate in the source now and move the transfer to what AWS says."""
+def is_ours(transfer: Transfer, desc: dict, iot, listed: dict | None = None) -> bool:
+    """Is the transfer AWS describes (``desc``, the certificate in the source) this one's?
+    Dated after this transfer's first call, no newer transfer of the certificate, and, when
+    pending, not listed as pending to another account (``listed``: what ``outgoing`` read,
+    read here when not given)."""
+    when = as_datetime((desc.get("transferData") or {}).get("transferDate"))
+    if when is None or when < _since(transfer) or newer_transfer(transfer) is not None:
+        return False
+    if desc["status"] != "PENDING_TRANSFER":
+        return True
+    to = (listed if listed is not None else outgoing(iot)).get(transfer.certificate_id)
+    return to is None or to == transfer.target_account_id
+
+
+def decide(transfer: Transfer, iot, listed: dict | None = None) -> str:
+    """Read the certificate in the source now and move the transfer to what AWS says.
+    ``listed``: ListOutgoingCertificates as ``outgoing`` read it, when the caller has it."""
+    if newer_transfer(transfer) is not None:
+        return "superseded"  # what AWS shows is the newer transfer's
     try:
         desc = aws.call(iot, "describe_certificate", certificateId=transfer.certificate_id)[
             "certificateDescription"
@@ -115,12 +193,10 @@ def decide(transfer: Transfer, iot) -> str:
             raise
         return _gone(transfer)
     data = desc.get("transferData") or {}
-    transfer_date = as_datetime(data.get("transferDate"))
-    ours = transfer_date is not None and transfer_date >= _since(transfer)
     if transfer.status == Transfer.Status.FAILED:
-        # Failed in the portal; only a transfer AWS dates after our first call is ours.
-        if desc["status"] == "PENDING_TRANSFER" and ours:
-            return _caught_pending(transfer, transfer_date)
+        # Failed in the portal: caught up only from a pending transfer that is its own.
+        if desc["status"] == "PENDING_TRANSFER" and is_ours(transfer, desc, iot, listed):
+            return _caught_pending(transfer, as_datetime(data.get("transferDate")))
         return "failed"
     if desc["status"] == "PENDING_TRANSFER":
         return "pending"
@@ -164,6 +240,8 @@ def _caught_pending(transfer: Transfer, transfer_date) -> str:
         )
     except TransferError:
         return "raced"
+    except IntegrityError:
+        return "superseded"  # a newer transfer of the certificate opened meanwhile
     Certificate.objects.filter(pk=transfer.cert_id).update(status="PENDING_TRANSFER")
     return "pending"
 
@@ -239,16 +317,23 @@ def requeue_stalled() -> int:
         Transfer.objects.filter(pk__in=stalled, status=Transfer.Status.APPROVED).update(
             queued_at=now
         )
-    for pk in stalled:
-        queue.send_now("execute_transfer", pk)
+    sent = [pk for pk in stalled if _send("execute_transfer", pk, f"transfer {pk}")]
     batches = list(
         TransferBatch.objects.filter(transfers__status=Transfer.Status.APPROVED)
         .filter(Q(feeder_until__isnull=True) | Q(feeder_until__lt=now))
         .values_list("pk", flat=True)
         .distinct()
     )
-    for batch_pk in batches:
-        queue.send_now("feed_batch", batch_pk)
-    for pk in stalled:
+    fed = [pk for pk in batches if _send("feed_batch", pk, f"batch {pk}")]
+    for pk in sent:
         record(Transfer(pk=pk), "requeued", RECONCILER, reason="no progress: sent again")
-    return len(stalled) + len(batches)
+    return len(sent) + len(fed)
+
+
+def _send(task: str, pk: int, subject: str) -> bool:
+    try:
+        queue.send_now(task, pk)
+    except Exception as exc:  # one row's trouble never stops the sweep
+        SweepFailure.note(SweepFailure.Sweep.REQUEUE, subject, exc)
+        return False
+    return True

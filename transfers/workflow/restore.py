@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from transfers import aws, leases, permissions, queue
-from transfers.models import Transfer
+from transfers.models import SweepFailure, Transfer
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, lease_lost, record
 
@@ -151,10 +151,15 @@ def due_restores(now=None) -> list[int]:
 
 def sweep_restores() -> int:
     """Beat: re-drive every restore that did not finish. Returns how many were sent."""
-    due = due_restores()
-    for pk in due:
-        queue.send_now("restore_transfer", pk)
-    return len(due)
+    sent = 0
+    for pk in due_restores():
+        try:
+            queue.send_now("restore_transfer", pk)
+        except Exception as exc:  # one restore's trouble never stops the sweep
+            SweepFailure.note(SweepFailure.Sweep.RESTORES, f"transfer {pk}", exc)
+        else:
+            sent += 1
+    return sent
 
 
 def retry_restore(user, pk: int) -> Transfer:
