@@ -5,6 +5,7 @@ portal admin's page of group mappings."""
 from __future__ import annotations
 
 import logging
+import re
 
 import django_otp
 import requests
@@ -15,6 +16,7 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.db import transaction
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -23,6 +25,7 @@ from mozilla_django_oidc import views as oidc_views
 from sso import discovery
 from sso.models import AccessEvent, GroupMapping, ProviderDevice
 from sso.signin import Refusal
+from transfers import permissions
 from transfers.access import can_manage_accounts
 from transfers.models import AwsAccount
 
@@ -153,7 +156,7 @@ class CallbackView(oidc_views.OIDCAuthenticationCallbackView):
 
 class MappingForm(forms.ModelForm):
     account = forms.ModelChoiceField(
-        queryset=AwsAccount.objects.order_by("name"),
+        queryset=AwsAccount.objects.none(),
         required=False,
         empty_label="Every account",
     )
@@ -161,6 +164,19 @@ class MappingForm(forms.ModelForm):
     class Meta:
         model = GroupMapping
         fields = ["provider_group", "account", "role", "portal_admin", "staff"]
+
+    def __init__(self, *args, user, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Only accounts the editor administers are offered, and accepted: a mapping grants
+        # roles there to everyone in the group (permissions.can_map_groups_on).
+        field = self.fields["account"]
+        field.queryset = permissions.mappable_accounts(user).order_by("name")
+        if not permissions.can_map_groups_on(user, None):
+            field.required = True
+            field.empty_label = "Choose an account you administer"
+            field.error_messages["required"] = (
+                "Choose an account you administer: only a superuser maps a group on every account."
+            )
 
     def clean_provider_group(self) -> str:
         value = self.cleaned_data["provider_group"].strip()
@@ -185,10 +201,44 @@ def _admin_only(request: HttpRequest) -> None:
         raise PermissionDenied("Only portal admins map the provider's groups.")
 
 
+def _visible_mappings(user) -> QuerySet[GroupMapping]:
+    """Mappings on accounts the user can see, and those on every account."""
+    if user.is_superuser:
+        return GroupMapping.objects.all()
+    return GroupMapping.objects.filter(
+        Q(account__isnull=True) | Q(account__in=AwsAccount.objects.visible_to(user).values("pk"))
+    )
+
+
+_CHANGE_ON_ACCOUNT = re.compile(r" on (\d{12})$")
+
+
+def _visible_events(user) -> list[AccessEvent]:
+    """The latest sign-ins and mapping changes, naming only accounts the user can see."""
+    events = list(AccessEvent.objects.select_related("user")[:20])
+    if user.is_superuser:
+        return events
+    seen = set(AwsAccount.objects.visible_to(user).values_list("account_id", flat=True))
+    shown = []
+    for event in events:
+        details = event.details
+        # A mapping's change names its account (None: every account); older rows did not.
+        if "mapping" in details and details.get("account", "?") not in seen | {None}:
+            continue
+        if "changes" in details:
+            details["changes"] = [
+                change
+                for change in details["changes"]
+                if (found := _CHANGE_ON_ACCOUNT.search(change)) is None or found[1] in seen
+            ]
+        shown.append(event)
+    return shown
+
+
 @login_required
 def mappings(request: HttpRequest) -> HttpResponse:
     _admin_only(request)
-    form = MappingForm(request.POST or None)
+    form = MappingForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
             mapping = form.save(commit=False)
@@ -198,7 +248,7 @@ def mappings(request: HttpRequest) -> HttpResponse:
                 kind=AccessEvent.Kind.MAPPING_ADDED,
                 user=request.user,
                 actor_name=request.user.get_username(),
-                details={"mapping": str(mapping)},
+                details={"mapping": str(mapping), "account": _account_id(mapping)},
             )
         messages.success(request, f"Added: {mapping}. It applies at each person's next sign-in.")
         return redirect("sso:mappings")
@@ -207,8 +257,11 @@ def mappings(request: HttpRequest) -> HttpResponse:
         "sso/mappings.html",
         {
             "form": form,
-            "mappings": GroupMapping.objects.select_related("account"),
-            "events": AccessEvent.objects.select_related("user")[:20],
+            "mappings": [
+                (m, permissions.can_map_groups_on(request.user, m.account))
+                for m in _visible_mappings(request.user).select_related("account")
+            ],
+            "events": _visible_events(request.user),
             "sso_enabled": discovery.enabled(),
             "groups_claim": settings.OIDC_GROUPS_CLAIM,
             "nav": "accounts",
@@ -221,14 +274,22 @@ def mappings(request: HttpRequest) -> HttpResponse:
 def mapping_delete(request: HttpRequest, pk: int) -> HttpResponse:
     _admin_only(request)
     with transaction.atomic():
-        mapping = get_object_or_404(GroupMapping.objects.select_for_update(), pk=pk)
-        described = str(mapping)
+        mapping = get_object_or_404(_visible_mappings(request.user).select_for_update(), pk=pk)
+        if not permissions.can_map_groups_on(request.user, mapping.account):
+            raise PermissionDenied(
+                "Only an admin of its account removes this mapping (a superuser, on every account)."
+            )
+        described, account_id = str(mapping), _account_id(mapping)
         mapping.delete()
         AccessEvent.objects.create(
             kind=AccessEvent.Kind.MAPPING_REMOVED,
             user=request.user,
             actor_name=request.user.get_username(),
-            details={"mapping": described},
+            details={"mapping": described, "account": account_id},
         )
     messages.success(request, f"Removed: {described}. People lose the role at their next sign-in.")
     return redirect("sso:mappings")
+
+
+def _account_id(mapping: GroupMapping) -> str | None:
+    return mapping.account.account_id if mapping.account else None

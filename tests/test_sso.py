@@ -245,6 +245,7 @@ class TestMappingsPage:
     url = "/sso/groups/"
 
     def test_a_portal_admin_adds_and_removes_a_mapping(self, client, portal_admin, source):
+        AccountGrant.objects.create(account=source, user=portal_admin, role=Role.ADMIN)
         client.force_login(portal_admin)
         assert client.get(self.url).status_code == 200
         page = client.post(
@@ -257,18 +258,19 @@ class TestMappingsPage:
             source,
             "approver",
         )
-        every = client.post(self.url, {"provider_group": "sec", "account": "", "role": "viewer"})
-        assert (
-            every.status_code == 302
-            and GroupMapping.objects.get(provider_group="sec").account is None
-        )
         client.post(f"/sso/groups/{mapping.pk}/delete/")
         assert not GroupMapping.objects.filter(pk=mapping.pk).exists()
         kinds = list(AccessEvent.objects.values_list("kind", flat=True))
-        assert sorted(kinds) == ["mapping_added", "mapping_added", "mapping_removed"]
+        assert sorted(kinds) == ["mapping_added", "mapping_removed"]
 
-    def test_a_duplicate_is_refused_and_changes_nothing(self, client, portal_admin, source):
-        client.force_login(portal_admin)
+    def test_a_superuser_maps_a_group_on_every_account(self, client, db):
+        client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+        every = client.post(self.url, {"provider_group": "sec", "account": "", "role": "viewer"})
+        assert every.status_code == 302
+        assert GroupMapping.objects.get(provider_group="sec").account is None
+
+    def test_a_duplicate_is_refused_and_changes_nothing(self, client, db):
+        client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
         GroupMapping.objects.create(provider_group="g", account=None, role="viewer")
         page = client.post(self.url, {"provider_group": "g", "account": "", "role": "viewer"})
         assert page.status_code == 200 and "already has this role" in page.content.decode()
@@ -291,6 +293,70 @@ class TestMappingsPage:
         assert client.get(f"/sso/groups/{mapping.pk}/delete/").status_code == 405
         assert client.post("/sso/groups/999999/delete/").status_code == 404
         assert GroupMapping.objects.filter(pk=mapping.pk).exists()
+
+
+class TestMappingsReachOnlyTheEditorsAccounts:
+    """A portal admin maps groups only on accounts where they are ADMIN; every account is a
+    superuser's. Other accounts' mappings and names stay out of their page."""
+
+    url = "/sso/groups/"
+
+    @pytest.fixture
+    def editor(self, portal_admin, source, target):
+        AccountGrant.objects.create(account=source, user=portal_admin, role=Role.ADMIN)
+        AccountGrant.objects.create(account=target, user=portal_admin, role=Role.VIEWER)
+        return portal_admin
+
+    def test_the_form_offers_only_accounts_they_administer(self, client, editor, other):
+        client.force_login(editor)
+        form = client.get(self.url).context["form"]
+        assert [a.account_id for a in form.fields["account"].queryset] == ["111111111111"]
+        assert other.name not in client.get(self.url).content.decode()
+
+    @pytest.mark.parametrize(
+        "where, words",
+        [
+            ("every", "only a superuser maps a group on every account"),
+            ("other", "Select a valid choice"),
+            ("target", "Select a valid choice"),
+        ],
+    )
+    def test_anywhere_else_is_refused_and_nothing_is_saved(
+        self, client, editor, other, target, where, words
+    ):
+        account = {"every": "", "other": other.pk, "target": target.pk}[where]
+        client.force_login(editor)
+        page = client.post(self.url, {"provider_group": "g", "account": account, "role": "admin"})
+        assert page.status_code == 200 and words in page.content.decode()
+        assert not GroupMapping.objects.exists() and not AccessEvent.objects.exists()
+
+    def test_other_accounts_mappings_are_neither_shown_nor_removable(
+        self, client, editor, other, target
+    ):
+        hidden = GroupMapping.objects.create(provider_group="theirs", account=other, role="admin")
+        every = GroupMapping.objects.create(provider_group="everyone", role="viewer")
+        seen = GroupMapping.objects.create(provider_group="viewers", account=target, role="admin")
+        client.force_login(editor)
+        page = client.get(self.url).content.decode()
+        assert "theirs" not in page and other.name not in page
+        assert "everyone" in page and "viewers" in page
+        assert f"/sso/groups/{every.pk}/delete/" not in page
+        assert client.post(f"/sso/groups/{hidden.pk}/delete/").status_code == 404
+        assert client.post(f"/sso/groups/{every.pk}/delete/").status_code == 403
+        assert client.post(f"/sso/groups/{seen.pk}/delete/").status_code == 403
+        assert GroupMapping.objects.count() == 3
+
+    def test_recent_changes_name_only_accounts_they_can_see(self, client, editor, other):
+        GroupMapping.objects.create(provider_group="theirs", account=other, role="admin")
+        sign_in(ISSUER, claims(groups=["theirs"]))
+        AccessEvent.objects.create(
+            kind=AccessEvent.Kind.MAPPING_ADDED,
+            details={"mapping": str(GroupMapping.objects.get()), "account": other.account_id},
+        )
+        client.force_login(editor)
+        page = client.get(self.url).content.decode()
+        assert other.account_id not in page and other.name not in page
+        assert "Signed in" in page  # the sign-in itself, without the other account's grant
 
 
 def test_users_made_by_sign_in_are_in_no_group_by_default(mapped):

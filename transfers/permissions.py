@@ -154,3 +154,14 @@ def incoming(user) -> QuerySet[Transfer]:
 
 def can_manage_accounts(user) -> bool:
     return user.is_superuser or user.groups.filter(name="admin").exists()
+
+
+def mappable_accounts(user) -> QuerySet[AwsAccount]:
+    """Accounts on which this user may map a single sign-on group to a role: their own."""
+    return _accounts_where(user, {Role.ADMIN})
+
+
+def can_map_groups_on(user, account: AwsAccount | None) -> bool:
+    """Add or remove a group mapping on ``account``: its admins. On every account
+    (``None``, which reaches accounts nobody else administers): superusers only."""
+    return user.is_superuser if account is None else is_admin(user, account)
