@@ -14,13 +14,14 @@ from transfers.models import CAN_APPROVE, Transfer, TransferBatch, TransferEvent
 
 
 def _send(subject: str, body: str, recipients: list[str]) -> None:
-    if not recipients:
-        return
+    """One message per recipient, each its own task: approvers never see who else approves
+    for the account, and a retry reaches only the address that failed."""
     from policies.tasks import send_approval_mail
 
-    transaction.on_commit(
-        lambda: send_approval_mail.apply_async((subject, body, sorted(set(recipients))))
-    )
+    for recipient in sorted(set(recipients)):
+        transaction.on_commit(
+            lambda to=recipient: send_approval_mail.apply_async((subject, body, [to]))
+        )
 
 
 def approver_emails(account_pk: int, exclude: set[int]) -> list[str]:
