@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from tests.conftest import make_account
+from tests.conftest import TARGET, make_account
 from transfers import notices, outbound
 from transfers.models import AccountGrant, AwsAccount, Notice, Role, Transfer
 
@@ -201,7 +201,7 @@ class TestNotices:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             url = f"http://127.0.0.1:{server.server_port}/in"
-            Notice.objects.filter(pk=webhook_notice.pk).update(recipient=url)
+            AwsAccount.objects.filter(account_id=TARGET).update(webhook_url=url)
             with pytest.raises(notices.DeliveryError, match="HTTP 307"):
                 notices.send(webhook_notice.pk)
         finally:
@@ -210,7 +210,7 @@ class TestNotices:
 
     def test_loopback_is_refused_without_the_setting(self, webhook_notice):
         # A real loopback address, refused before any connection (nothing listens there).
-        Notice.objects.filter(pk=webhook_notice.pk).update(recipient="http://127.0.0.1:9/in")
+        AwsAccount.objects.filter(account_id=TARGET).update(webhook_url="http://127.0.0.1:9/in")
         with pytest.raises(notices.DeliveryError, match="refused destination"):
             notices.send(webhook_notice.pk)
 

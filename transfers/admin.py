@@ -7,6 +7,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from transfers.api import tokens as api_tokens
+from transfers.forms import AccountForm
 from transfers.models import (
     AccountGrant,
     ApiToken,
@@ -26,6 +27,9 @@ class GrantInline(admin.TabularInline):
 
 @admin.register(AwsAccount)
 class AwsAccountAdmin(admin.ModelAdmin):
+    # The portal's own form: the same checks (a webhook URL must be a public address,
+    # regions, contacts, the API rate) whichever page saves the account.
+    form = AccountForm
     list_display = ["name", "account_id", "managed", "contacts", "api_rate"]
     list_filter = ["managed"]
     search_fields = ["name", "account_id", "contact_emails"]
@@ -155,12 +159,6 @@ class ApiTokenIssueForm(forms.ModelForm):
         model = ApiToken
         fields = ["user"]
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        if "user" in self.fields:  # adding (the view page shows it read-only)
-            # An inactive user's token would not work.
-            self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")
-
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
@@ -174,6 +172,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         return ["user", "days"] if obj is None else ["user", "prefix", "created", "expiry"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            # Offered, and accepted: only those this staff member may issue a token for.
+            kwargs["queryset"] = api_tokens.holders_for(request.user).order_by("username")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
         return [] if obj is None else ["user", "prefix", "created", "expiry"]

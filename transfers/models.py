@@ -834,6 +834,9 @@ class Notice(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     created = models.DateTimeField(default=timezone.now)
+    picked_up = models.DateTimeField(
+        null=True, blank=True, help_text="When a worker last took it to send."
+    )
     sent_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -229,7 +229,7 @@ def resend(notice: Notice) -> None:
 def send(pk: int) -> str:
     """Deliver one notice. Raises DeliveryError when it should be tried again."""
     claimed = Notice.objects.filter(pk=pk, status=Status.PENDING).update(
-        status=Status.SENDING, attempts=F("attempts") + 1
+        status=Status.SENDING, attempts=F("attempts") + 1, picked_up=timezone.now()
     )
     if not claimed:
         return "skipped"
@@ -259,7 +259,9 @@ def resend_stale() -> int:
     notices whose quiet period ended go out."""
     flush_batches()
     cutoff = timezone.now() - STALE_SENDING
-    Notice.objects.filter(status=Status.SENDING, created__lt=cutoff).update(status=Status.PENDING)
+    # Stale by when a worker took it, not by when it was made: an old notice sent again is
+    # being sent right now, and going out twice is what this must not cause.
+    Notice.objects.filter(status=Status.SENDING, picked_up__lt=cutoff).update(status=Status.PENDING)
     stale = list(
         Notice.objects.filter(status=Status.PENDING, created__lt=cutoff).values_list(
             "pk", flat=True
@@ -564,14 +566,18 @@ def _send_slack(notice: Notice) -> None:
 
 def _send_webhook(notice: Notice) -> None:
     target = _target_account(notice)
-    secret = target.webhook_secret if target else ""
-    if not secret:
+    if target is None or not target.webhook_url:
+        raise DeliveryError("the account has no webhook URL any more")
+    if not target.webhook_secret:
         raise DeliveryError("the account has no webhook secret")
-    deliver(notice, json.dumps(payload(notice), separators=(",", ":")), secret)
+    # The account's URL now, like its secret now: sent again after the receiver moved, the
+    # notice goes to the receiver that holds that secret (the recipient is what it was).
+    body = json.dumps(payload(notice), separators=(",", ":"))
+    deliver(notice, body, target.webhook_secret, url=target.webhook_url)
 
 
-def deliver(notice: Notice, body: str, secret: str, url: str | None = None) -> None:
-    """POST ``body`` to ``url`` (by default the notice's recipient): Standard Webhooks headers
+def deliver(notice: Notice, body: str, secret: str, url: str) -> None:
+    """POST ``body`` to ``url`` (the account's, as it is now): Standard Webhooks headers
     (signed when there is a secret), short timeouts, no redirects; anything but 2xx is a
     DeliveryError."""
     msg_id = f"notice_{notice.pk}"  # the same id on every attempt: receivers drop repeats
@@ -587,13 +593,13 @@ def deliver(notice: Notice, body: str, secret: str, url: str | None = None) -> N
     # shows a generic error; what exactly failed goes to the log only, or the transfer page
     # would tell whoever set the URL what answers where (a port scanner).
     try:
-        response = outbound.post(url or notice.recipient, data=body.encode(), headers=headers)
+        response = outbound.post(url, data=body.encode(), headers=headers)
     except outbound.UnsafeDestination as exc:
         log.warning("notice %s: refused destination: %s", notice.pk, exc.detail)
         raise DeliveryError(f"refused destination: {exc}") from None
     except requests.RequestException as exc:
         detail = repr(exc)
-        if url:  # a secret URL (Slack's): its path stays out of the log
+        if notice.channel == Channel.SLACK:  # the URL is Slack's secret: its path stays out
             detail = detail.replace(urlsplit(url).path, "/…")
         log.warning("notice %s: delivery failed: %s", notice.pk, detail)
         raise DeliveryError("the receiver could not be reached (details in the log)") from None

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
@@ -32,6 +34,16 @@ def issue(user: AbstractBaseUser, *, days: int | None = None) -> tuple[ApiToken,
     ``days``: it expires after that many days; None, when revoked."""
     expiry = timedelta(days=days) if days else None
     return ApiToken.objects.create(user, expiry=expiry)
+
+
+def holders_for(issuer) -> QuerySet:
+    """Who ``issuer`` (staff in the admin) may issue a token for: active users (an inactive
+    user's token would not work), and staff or superusers only when the issuer is a
+    superuser. A token skips the second factor, so no one mints one for a higher role."""
+    users = get_user_model().objects.filter(is_active=True)
+    if not issuer.is_superuser:
+        users = users.filter(is_staff=False, is_superuser=False)
+    return users
 
 
 class TokenAuthentication(auth.TokenAuthentication):
