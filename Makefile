@@ -51,9 +51,11 @@ test: $(STAMP)
 	exit $$status
 
 
+# ruff, then the import contracts in pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 clean:
 	rm -rf $(VENV) var staticfiles

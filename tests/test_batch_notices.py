@@ -346,7 +346,7 @@ def test_reminders_wait_for_the_quiet_period_then_go_once_per_batch(
     expires = batch.transfers.order_by("pending_since").first().expires_at
     mail.outbox.clear()
     with time_machine.travel(expires - timedelta(hours=47)):
-        committed(workflow.send_reminders)
+        committed(notices.send_reminders)
         assert mail.outbox == []  # held: the batch's other reminders may still come
         held = Notice.objects.filter(batch=batch, kind="reminder", status="held")
         assert held.count() == 2 * N
@@ -354,7 +354,7 @@ def test_reminders_wait_for_the_quiet_period_then_go_once_per_batch(
     with time_machine.travel(expires - timedelta(hours=47) + notices.QUIET + timedelta(seconds=5)):
         assert committed(notices.flush_batches) == 2
         assert committed(notices.flush_batches) == 0  # nothing left held
-        committed(workflow.send_reminders)  # beat again: each transfer was reminded once
+        committed(notices.send_reminders)  # beat again: each transfer was reminded once
         assert committed(notices.flush_batches) == 0
     assert sorted(m.to[0] for m in mail.outbox) == ["iot@acme.example", "sec@acme.example"]
     assert mail.outbox[0].subject.startswith(f"Reminder: {N} certificate transfers")
@@ -367,7 +367,7 @@ def test_the_beat_sends_held_notices_through_resend_stale(fleet, requester, appr
     expires = batch.transfers.first().expires_at
     mail.outbox.clear()
     with time_machine.travel(expires - timedelta(hours=47)):
-        committed(workflow.send_reminders)
+        committed(notices.send_reminders)
     with time_machine.travel(expires - timedelta(hours=47) + notices.MAX_HOLD):
         committed(notices.resend_stale)
     assert len(mail.outbox) == 2

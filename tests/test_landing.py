@@ -23,7 +23,8 @@ from tests.conftest import (
 from transfers import inventory, workflow
 from transfers.models import Certificate, Role, Transfer
 from transfers.workflow import LandingChoice, Options, TransferError
-from transfers.workflow.landing import cli_commands, due_landings, rewrite_document
+from transfers.workflow.landing import due_landings
+from transfers.workflow.landing_plan import cli_commands, rewrite_document
 
 DOC = {
     "Version": "2012-10-17",
@@ -216,7 +217,7 @@ def test_a_landing_failure_is_shown_retried_and_finished(
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.ACCEPTED
     assert transfer.landing_state == Transfer.Landing.PARTIAL
-    assert workflow.landing.steps_left(transfer) == ["Attach thing sensor-1"]
+    assert workflow.landing_plan.steps_left(transfer) == ["Attach thing sensor-1"]
     assert transfer.usable_at is None  # not landed: no end to the downtime yet
 
     client.force_login(world["carol"])

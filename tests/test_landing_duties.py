@@ -19,7 +19,8 @@ from tests.conftest import TARGET, add_certificate, committed, iot_for, make_use
 from transfers import batches, downtime, inventory, workflow
 from transfers.models import Certificate, Role, Transfer, TransferEvent
 from transfers.workflow import LandingChoice, Options, TransferError
-from transfers.workflow.landing import NOT_APPROVED, steps_left
+from transfers.workflow.landing_plan import steps_left
+from transfers.workflow.outcome import NOT_APPROVED
 
 POLICY = '{"Version":"2012-10-17","Statement":[]}'
 

@@ -18,7 +18,7 @@ from tests.conftest import (
 from transfers import inventory, notices, workflow
 from transfers.models import Certificate, Notice, Role, Transfer
 from transfers.workflow import LandingChoice, Options
-from transfers.workflow.landing import cli_commands
+from transfers.workflow.landing_plan import cli_commands
 
 
 @pytest.fixture

@@ -323,8 +323,8 @@ def test_reminder_once_before_expiry_then_expiry_restores(world, requester, appr
     expires = transfer.expires_at
     mail.outbox.clear()
     with time_machine.travel(expires - timedelta(hours=47)):
-        assert committed(workflow.send_reminders) == 2
-        assert committed(workflow.send_reminders) == 0  # beat ran twice: one reminder each
+        assert committed(notices.send_reminders) == 2
+        assert committed(notices.send_reminders) == 0  # beat ran twice: one reminder each
         assert workflow.due_for_expiry() == []
     assert sorted(m.to[0] for m in mail.outbox) == ["iot@acme.example", "sec@acme.example"]
     assert "Reminder" in mail.outbox[0].body

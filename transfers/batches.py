@@ -22,7 +22,7 @@ from transfers import aws, permissions, queue, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
 from transfers.workflow.decide import landing_approver_refused
-from transfers.workflow.landing import LandingChoice, TargetReader, plan_landing
+from transfers.workflow.landing_plan import LandingChoice, TargetReader, plan_landing
 
 CERT_ID_RE = re.compile(r"(?:cert/)?([0-9a-f]{64})$")
 MAX_BATCH = 10_000

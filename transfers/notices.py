@@ -44,6 +44,7 @@ from standardwebhooks.webhooks import Webhook
 
 from transfers import outbound, queue, target_view
 from transfers.models import Notice, Transfer, TransferBatch
+from transfers.workflow.landing_plan import cli_commands
 
 log = logging.getLogger(__name__)
 Kind, Channel, Status = Notice.Kind, Notice.Channel, Notice.Status
@@ -154,6 +155,22 @@ def create(transfer: Transfer, kind: str) -> list[int]:
         # Every kind: the transfer that fails last also ends the batch's "waiting for you".
         transaction.on_commit(lambda: flush_batch(batch))
     return pks
+
+
+def send_reminders(now=None) -> int:
+    """Beat: remind the target once, a configured time before the transfer expires."""
+    now = now or timezone.now()
+    ahead = timedelta(hours=settings.TRANSFER_REMINDER_HOURS)
+    sent = 0
+    pending = Transfer.objects.filter(status=Transfer.Status.PENDING_ACCEPTANCE).select_related(
+        "target", "source", "requester", "approver"
+    )
+    for transfer in pending:
+        expires = transfer.expires_at
+        if expires and expires - ahead <= now < expires:
+            with transaction.atomic():
+                sent += len(create(transfer, Kind.REMINDER))
+    return sent
 
 
 def _due(batch_pk: int, kind: str, newest, oldest, now) -> bool:
@@ -354,8 +371,6 @@ def context(notice: Notice) -> dict:
 
 def landing_commands(transfer: Transfer) -> list[str]:
     """The landing plan as AWS CLI commands, for a target the portal does not manage."""
-    from transfers.workflow.landing import cli_commands
-
     if not transfer.landing or (transfer.target is not None and transfer.target.managed):
         return []
     return cli_commands(transfer)

@@ -103,7 +103,7 @@ def send_notice(self, pk: int) -> str:
 @shared_task
 def expire_and_remind() -> dict:
     """Beat: remind targets before expiry, then expire what nobody accepted in time."""
-    reminded = workflow.send_reminders()
+    reminded = notices.send_reminders()
     outcomes: dict[str, int] = {"reminders": reminded}
     for pk in workflow.due_for_expiry():
         try:

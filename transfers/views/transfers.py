@@ -21,9 +21,9 @@ from transfers.models import (
     AwsAccount,
     Transfer,
 )
-from transfers.workflow.landing import NOT_APPROVED as NOT_LANDED
-from transfers.workflow.landing import cli_commands
-from transfers.workflow.landing import steps_left as landing_steps_left
+from transfers.workflow.landing_plan import cli_commands
+from transfers.workflow.landing_plan import steps_left as landing_steps_left
+from transfers.workflow.outcome import NOT_APPROVED as NOT_LANDED
 
 PAGE_SIZE = 50
 

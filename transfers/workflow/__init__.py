@@ -8,7 +8,9 @@
 - cancel: the source cancels while it is pending
 - outcome: how a transfer ends (back at the source, or moved)
 - restore: putting back what preparation removed
-- expiry: reminders and expiry
+- landing_plan: what the target side will look like after acceptance (reads, never writes)
+- landing: running that plan in the target
+- expiry: expiry when nobody accepted in time (the reminders before it: notices)
 - reconcile: deciding a transfer's state from what AWS says now; re-sending lost work
 - events: the audit trail and the one way a transfer changes state
 
@@ -20,15 +22,15 @@ from transfers.workflow.decide import approve, check_can_approve, decline, retry
 from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, TransferError
 from transfers.workflow.events import record
 from transfers.workflow.execute import execute, fail
-from transfers.workflow.expiry import due_for_expiry, expire, send_reminders
+from transfers.workflow.expiry import due_for_expiry, expire
 from transfers.workflow.landing import (
-    LandingChoice,
     approve_landing,
     finished_by_hand,
     land,
     retry_landing,
     sweep_landings,
 )
+from transfers.workflow.landing_plan import LandingChoice
 from transfers.workflow.plan import EXPIRING_DAYS, Options, Plan, make_plan, read_certificate
 from transfers.workflow.reconcile import (
     newer_transfer,
@@ -87,6 +89,5 @@ __all__ = [
     "retry_restore",
     "steps_left",
     "sweep_restores",
-    "send_reminders",
     "withdraw",
 ]

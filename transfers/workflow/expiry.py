@@ -1,14 +1,11 @@
-"""Reminders before a transfer expires, and expiry when nobody accepted it in time."""
+"""Expiry when nobody accepted a transfer in time (the reminders before it are notices:
+notices.send_reminders)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
-from transfers import aws, notices
+from transfers import aws
 from transfers.models import Transfer
 from transfers.workflow.errors import EXPIRY, TransferError
 from transfers.workflow.events import aws_call
@@ -47,19 +44,3 @@ def due_for_expiry(now=None) -> list[int]:
         "target"
     )
     return [t.pk for t in pending if t.expires_at and t.expires_at <= now]
-
-
-def send_reminders(now=None) -> int:
-    """Beat: remind the target once, a configured time before the transfer expires."""
-    now = now or timezone.now()
-    ahead = timedelta(hours=settings.TRANSFER_REMINDER_HOURS)
-    sent = 0
-    pending = Transfer.objects.filter(status=Transfer.Status.PENDING_ACCEPTANCE).select_related(
-        "target", "source", "requester", "approver"
-    )
-    for transfer in pending:
-        expires = transfer.expires_at
-        if expires and expires - ahead <= now < expires:
-            with transaction.atomic():
-                sent += len(notices.create(transfer, notices.Kind.REMINDER))
-    return sent

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from transfers import aws
 from transfers.models import ACCOUNT_ID_RE, AwsAccount, Certificate, Transfer
-from transfers.workflow.landing import LandingChoice, TargetReader, plan_landing
+from transfers.workflow.landing_plan import LandingChoice, TargetReader, plan_landing
 
 EXPIRING_DAYS = 30
 
@@ -33,7 +33,7 @@ class Plan:
     steps: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
-    landing: dict = field(default_factory=dict)  # workflow.landing.plan_landing; {} = none
+    landing: dict = field(default_factory=dict)  # workflow.landing_plan.plan_landing; {} = none
 
     @property
     def fingerprint(self) -> str:

@@ -16,7 +16,7 @@ from transfers.models import (
 )
 from transfers.workflow.errors import TransferError
 from transfers.workflow.events import record
-from transfers.workflow.landing import LandingChoice
+from transfers.workflow.landing_plan import LandingChoice
 from transfers.workflow.plan import Options, make_plan
 
 

@@ -37,7 +37,7 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
     """Accept in AWS as the target. A planned landing (creating and attaching in the target)
     runs only when it was approved, or when the person accepting may approve it (and so
     does, by accepting); otherwise the transfer is accepted without it and the landing
-    needs attention, with its steps (landing.after_acceptance)."""
+    needs attention, with its steps (outcome.after_acceptance)."""
     transfer = Transfer.objects.select_related("target").get(pk=pk)
     if not permissions.can_act_as_target(user, transfer):
         raise TransferError(
