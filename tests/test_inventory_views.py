@@ -155,7 +155,7 @@ def test_pages_read_from_the_end_match_pages_read_from_the_start(source, sort):
     from django.core.paginator import Paginator
 
     from transfers.forms import SORTS
-    from transfers.views.inventory import TailPaginator
+    from transfers.search import TailPaginator
 
     for n in range(23):
         cert(source, n, status=["ACTIVE", "INACTIVE"][n % 2])
@@ -219,10 +219,11 @@ def test_a_broad_search_walks_the_sort_and_lists_the_same_pages(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from transfers import search
     from transfers.forms import SORTS
     from transfers.views import inventory
 
-    monkeypatch.setattr(inventory, "SORT_ALL_BELOW", 0)
+    monkeypatch.setattr(search, "SORT_ALL_BELOW", 0)
     monkeypatch.setattr(inventory, "PAGE_SIZE", 7)
     expected = [c.certificate_id for c in fleet.order_by(*SORTS[sort])]
     client.force_login(viewer)
@@ -259,7 +260,7 @@ def test_a_narrow_search_sorts_its_matches_without_walking(client, viewer, fleet
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from transfers.views import inventory
+    from transfers import search
 
     client.force_login(viewer)
     with CaptureQueriesContext(connection) as queries:
@@ -268,7 +269,7 @@ def test_a_narrow_search_sorts_its_matches_without_walking(client, viewer, fleet
     assert not walks(queries)
     # Past the threshold, still sorted when walking would cost more: finding 12 matches
     # spread over 60 certificates means walking about 60 rows, more than 12 probes.
-    monkeypatch.setattr(inventory, "SORT_ALL_BELOW", 0)
+    monkeypatch.setattr(search, "SORT_ALL_BELOW", 0)
     with CaptureQueriesContext(connection) as queries:
         response = client.get(reverse("certificate_list"), {"q": "Fleet-Config"})
     assert response.context["page"].paginator.count == 12
@@ -458,10 +459,11 @@ def test_past_the_count_limit_the_list_says_more_than_and_still_pages_everything
     """A count that stops at its limit is labelled "more than N"; pages forward from the
     start and backward from the end are exactly those of the full sorted list, and the
     exact count comes on a separate request (count=exact)."""
+    from transfers import search
     from transfers.forms import SORTS
     from transfers.views import inventory
 
-    monkeypatch.setattr(inventory, cap, 9)
+    monkeypatch.setattr(search, cap, 9)
     monkeypatch.setattr(inventory, "PAGE_SIZE", 7)
     visible = Certificate.objects.filter(account__in=[fleet.first().account])
     expected_rows = fleet if params else visible
@@ -507,14 +509,14 @@ def test_past_the_count_limit_the_list_says_more_than_and_still_pages_everything
 def test_a_count_within_the_limit_is_exact_and_counts_each_match_once(
     client, viewer, fleet, monkeypatch
 ):
-    from transfers.views import inventory
+    from transfers import search
 
-    monkeypatch.setattr(inventory, "COUNT_UP_TO", 50)  # 50 matches, some found twice
+    monkeypatch.setattr(search, "COUNT_UP_TO", 50)  # 50 matches, some found twice
     client.force_login(viewer)
     response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
     assert response.context["page"].paginator.exact
     assert response.context["page"].paginator.count == 50
-    monkeypatch.setattr(inventory, "COUNT_UP_TO", 49)
+    monkeypatch.setattr(search, "COUNT_UP_TO", 49)
     response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
     assert not response.context["page"].paginator.exact
     assert "More than 49 certificates" in response.content.decode()

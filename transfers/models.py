@@ -255,7 +255,7 @@ class Certificate(models.Model):
         ]
         indexes = [
             # Search by id prefix (the list page's most common query); with the account, a
-            # search counts what it matches from the index alone (views.inventory).
+            # search counts what it matches from the index alone (transfers.search).
             models.Index(fields=["certificate_id", "account"], name="certificate_id_idx"),
             models.Index(fields=["arn"], name="certificate_arn_idx"),
             # The list's sorts (forms.SORTS); the status one also serves the status filter.
@@ -303,7 +303,7 @@ class CertificateLink(models.Model):
 
     ``account`` repeats the certificate's, which never changes: a search by name then counts
     the visible certificates it matches from this table's name index alone, without reading
-    a certificate row per match (views.inventory.CertificatePaginator)."""
+    a certificate row per match (transfers.search.CertificatePaginator)."""
 
     account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="+", db_index=False)
     name = models.CharField(max_length=128)

@@ -1,11 +1,11 @@
-"""PostgreSQL's plans for the certificate list's broad searches (views.inventory)."""
+"""PostgreSQL's plans for the certificate list's broad searches (transfers.search)."""
 
 import pytest
 from django.db import connection
 
 from tests.conftest import SOURCE, make_account
 from transfers.models import Certificate, CertificatePolicy
-from transfers.views.inventory import search_walk
+from transfers.search import search_walk
 
 pytestmark = pytest.mark.django_db
 

@@ -34,8 +34,8 @@ from transfers.api.outputs import (
 )
 from transfers.forms import SORTS
 from transfers.models import AwsAccount, Transfer
+from transfers.search import narrow, search
 from transfers.target_view import with_source_side
-from transfers.views.inventory import narrow, search
 
 
 def _query(request) -> dict:

@@ -4,7 +4,7 @@ from django.db import migrations, models
 
 # PostgreSQL serves LIKE 'prefix%' from a B-tree only under the C collation, or from a
 # varchar_pattern_ops index under any collation: the search's prefixes must not depend on
-# how the database was created. SQLite uses the plain indexes (views.inventory._prefix).
+# how the database was created. SQLite uses the plain indexes (transfers.search._prefix).
 PATTERN_INDEXES = [
     ("certificate_id_pattern_idx", "transfers_certificate", "certificate_id varchar_pattern_ops"),
     ("certificate_arn_pattern_idx", "transfers_certificate", "arn varchar_pattern_ops"),

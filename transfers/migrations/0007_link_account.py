@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 # Policy and thing links carry their certificate's account (which never changes), so a
 # search by name counts the certificates it matches from the name index alone; the page
-# index holds every column a list row shows (views.inventory.page_rows).
+# index holds every column a list row shows (transfers.views.inventory.page_rows).
 
 BACKFILL = """
 UPDATE {table} SET account_id = (

@@ -19,7 +19,7 @@ from transfers.models import (
     Transfer,
     TransferBatch,
 )
-from transfers.views.inventory import filtered_certificates
+from transfers.search import filtered_certificates
 from transfers.workflow import TransferError
 
 MAX_UPLOAD = 1_000_000  # bytes of CSV

@@ -1,18 +1,16 @@
+"""The certificate list and a certificate's page. The search, paging and counts behind the
+list live in transfers.search (the API's certificate list asks it too)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
-from django.core.exceptions import EmptyResultSet
-from django.core.paginator import Page, Paginator
-from django.db import connections
-from django.db.models import Exists, OuterRef, Q, QuerySet, Value
+from django.db.models import Value
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 
 from transfers import permissions
@@ -26,316 +24,23 @@ from transfers.models import (
     Transfer,
     validity,
 )
+from transfers.search import (
+    CertificatePaginator,
+    count_branches,
+    narrowed_certificates,
+    search,
+    search_keys,
+    search_walk,
+)
 
 PAGE_SIZE = 50
-# Below this many matches a search sorts them all (CertificatePaginator).
-SORT_ALL_BELOW = 1_000
-# Counts stop here and the page says "more than N" (exact on request, ?count=exact):
-# counting a million certificates costs more than the page. A count read from the indexes
-# alone stops at COUNT_UP_TO; one that reads a certificate row per match (a search with a
-# status or region filter: the links know only the account) at PROBE_COUNT_UP_TO.
-COUNT_UP_TO = 10_000
-PROBE_COUNT_UP_TO = 1_000
-UNIVERSE_SECONDS = 300
 # What a row of the list shows (templates/transfers/certificate_list.html), all held by
 # certificate_page_idx: the page query returns the rows themselves.
 ROW_FIELDS = ("pk", "account", "region", "certificate_id", "status", "not_after")
 
 
-class TailPaginator(Paginator):
-    """Pages past the middle are read from the other end of the ordering.
-
-    An OFFSET makes the database step over every row before it (about 0.3 s for the last of
-    2,000 pages on SQLite); reading the last pages in reverse makes them as cheap as the
-    first. The ordering must be total (every sort ends with the primary key)."""
-
-    def page(self, number):
-        number = self.validate_number(number)
-        bottom = (number - 1) * self.per_page
-        top = bottom + self.per_page
-        if top + self.orphans >= self.count:
-            top = self.count
-        return self._get_page(self.rows(self.object_list, bottom, top), number, self)
-
-    def rows(self, ordered, bottom: int, top: int) -> list:
-        if bottom <= self.count // 2:
-            return list(ordered[bottom:top])
-        return list(ordered.reverse()[self.count - top : self.count - bottom])[::-1]
-
-
-class CertificatePaginator(TailPaginator):
-    """A list page of certificates, with two shortcuts for a search that matches many.
-
-    ``object_list`` finds the matches through the name and id indexes and sorts all of
-    them: cheap for a few, but each match costs an index probe, twice (count, page), which
-    at 8,000 matches is most of a request. So, given the same search in other forms:
-
-    - ``keys``: the matches' primary keys from the indexes alone (links carry the account),
-      whose count is the page count without reading a certificate per match;
-    - ``walk``: the same rows written as a test on each certificate, which the database
-      answers by walking the sort's index until the page is full. It walks about
-      ``depth x universe / count`` rows, so it is used only when that is fewer than the
-      matches a sort would probe. ``account_pks`` give the number walked over, an upper
-      bound of what the search narrows: the certificates of those accounts, counted from
-      the account index alone (counting one status of 100,000 certificates reads every
-      row) and kept for UNIVERSE_SECONDS, since a stale figure only picks the slower of
-      two plans that list the same rows.
-    """
-
-    def __init__(
-        self,
-        ordered,
-        per_page,
-        *,
-        keys=None,
-        walk=None,
-        account_pks=(),
-        branches=None,
-        up_to=COUNT_UP_TO,
-    ):
-        super().__init__(ordered, per_page)
-        self.keys, self.walk, self.account_pks = keys, walk, sorted(account_pks)
-        # Without ``branches`` the count is exact; with them it stops above ``up_to``.
-        self.branches, self.up_to = branches, up_to
-
-    @cached_property
-    def count(self) -> int:
-        if self.branches is not None:
-            return capped_count(self.branches, self.up_to)
-        return (self.object_list if self.keys is None else self.keys).count()
-
-    @property
-    def exact(self) -> bool:
-        return self.branches is None or self.count <= self.up_to
-
-    def get_page(self, number):
-        """As Paginator.get_page; past an inexact count, any page forward, and ``last`` or
-        ``-k`` (the k-th page from the end, read from the other end of the ordering)."""
-        if self.exact:
-            return super().get_page(number)
-        text = str(number or "1").strip()
-        try:
-            number = -1 if text == "last" else int(text)
-        except ValueError:
-            number = 1
-        number = number or 1
-        if number > 0:
-            bottom = (number - 1) * self.per_page
-            rows = self.rows(self.object_list, bottom, bottom + self.per_page)
-        else:
-            top = -number * self.per_page
-            rows = self.rows(self.object_list.reverse(), top - self.per_page, top)[::-1]
-        return OpenPage(rows, number, self)
-
-    def universe(self) -> int:
-        return cache.get_or_set(
-            "inventory-universe:" + ",".join(map(str, self.account_pks)),
-            lambda: Certificate.objects.filter(account__in=self.account_pks).count(),
-            UNIVERSE_SECONDS,
-        )
-
-    def rows(self, ordered, bottom: int, top: int) -> list:
-        if not self.exact:
-            # More than ``up_to`` match: walking the sort's index finds a page within
-            # about depth x universe / up_to rows; sorting every match could read them
-            # all. The count is a lower bound, so offsets run forward from either end.
-            if self.walk is not None:
-                ordered = self.walk if ordered is self.object_list else self.walk.reverse()
-            return list(ordered[bottom:top])
-        if self.walk is not None and self.count > SORT_ALL_BELOW:
-            depth = min(top, self.count - bottom)  # rows to find, from the nearer end
-            if depth * self.universe() < self.count * self.count:
-                ordered = self.walk
-        return super().rows(ordered, bottom, top)
-
-
-class OpenPage(Page):
-    """A page of a list whose length is only known to exceed the paginator's ``up_to``:
-    numbered from the start (1, 2, ...) or from the end (-1 is the last page)."""
-
-    def has_next(self) -> bool:
-        return self.number < -1 or (self.number > 0 and len(self.object_list) == self.per_page)
-
-    def has_previous(self) -> bool:
-        return self.number > 1 or (self.number < 0 and len(self.object_list) == self.per_page)
-
-    def next_page_number(self) -> int:
-        return self.number + 1
-
-    def previous_page_number(self) -> int:
-        return self.number - 1
-
-    @property
-    def per_page(self) -> int:
-        return self.paginator.per_page
-
-    @property
-    def from_end(self) -> int:
-        return -self.number if self.number < 0 else 0
-
-
-def capped_count(branches: list, up_to: int) -> int:
-    """How many distinct keys the union of ``branches`` (querysets of one key column)
-    holds, exact up to ``up_to``; past it, ``up_to + 1``. One query: the distinct keys
-    among the first 2 x (``up_to`` + 1) rows of each branch of links (``up_to`` + 1 of a
-    branch of certificates, whose keys are distinct) are counted (a LIMIT, so the
-    database stops reading there; a DISTINCT before the LIMIT would make PostgreSQL hash
-    every match first), and only when none passes ``up_to`` are the branches unioned and
-    counted exactly. A certificate with two matching names is one match either way."""
-    limit = up_to + 1
-    parts, params = [], []
-    for branch in branches:
-        try:
-            sql, branch_params = branch.query.sql_with_params()
-        except EmptyResultSet:  # e.g. no visible account: this branch finds nothing
-            continue
-        # A branch of certificates holds each key once: its first up_to + 1 rows, without
-        # DISTINCT (which hashes them: 7 of a list page's 25 ms at 1,000,000).
-        parts.append((sql, branch.model is Certificate))
-        params.extend(branch_params)
-    if not parts:
-        return 0
-    # Built from the ORM's own SQL and integers; every value is a parameter.
-    over = " OR ".join(
-        f"(SELECT COUNT(*) FROM ({sql} LIMIT {limit}) AS b{i}) > {up_to}"  # noqa: S608
-        if unique
-        else f"(SELECT COUNT(*) FROM (SELECT DISTINCT * FROM ({sql} LIMIT {2 * limit}) "  # noqa: S608
-        f"AS b{i}) AS d{i}) > {up_to}"
-        for i, (sql, unique) in enumerate(parts)
-    )
-    union = " UNION ".join(
-        f"SELECT * FROM ({sql}) AS u{i}"  # noqa: S608
-        for i, (sql, _) in enumerate(parts)
-    )
-    query = f"SELECT CASE WHEN {over} THEN {limit} ELSE (SELECT COUNT(*) FROM ({union}) AS m) END"  # noqa: S608, E501
-    with connections[branches[0].db].cursor() as cursor:
-        cursor.execute(query, params + params)
-        return cursor.fetchone()[0]
-
-
-def _prefix(field: str, value: str, using: str) -> Q:
-    """``field`` starts with ``value``, in a form a B-tree index can serve.
-
-    SQLite's LIKE is case-insensitive, so it never uses a plain index and scans the table;
-    a range on the column does use it (the LIKE stays, so the match is exact, and
-    case-sensitive as on PostgreSQL). PostgreSQL's LIKE needs a *_pattern_ops index
-    (docs/benchmarks.md)."""
-    condition = Q(**{f"{field}__startswith": value})
-    if connections[using].vendor == "sqlite" and ord(value[-1]) < 0xD7FF:
-        upper = value[:-1] + chr(ord(value[-1]) + 1)
-        condition &= Q(**{f"{field}__gte": value, f"{field}__lt": upper})
-    return condition
-
-
-def search(queryset, q: str):
-    """Id or ARN prefix, or a policy or thing name (prefix)."""
-    if not q:
-        return queryset
-    using = queryset.db
-    if q.startswith("arn:"):
-        return queryset.filter(_prefix("arn", q, using))
-    # Each branch is found through its own index and the certificates then by primary key.
-    # An OR of EXISTS (or of IN) makes the database test every certificate row instead
-    # (0.1-0.5 s at 100,000 certificates, docs/benchmarks.md); search_walk is that form,
-    # for when most rows pass.
-    first, *rest = _branches(q, using)
-    return queryset.filter(pk__in=first.union(*rest, all=True))
-
-
-def _branches(q: str, using: str, account_pks=None, **narrowing) -> list:
-    """The primary keys of the certificates an id prefix, a policy name and a thing name
-    find, each from its own index (in ``account_pks`` when given, and with the
-    certificate's ``region`` and ``status`` when given)."""
-    branches = [
-        Certificate.objects.filter(_prefix("certificate_id", q.lower(), using)).values("pk"),
-        CertificatePolicy.objects.filter(_prefix("name", q, using)).values("certificate_id"),
-        CertificateThing.objects.filter(_prefix("name", q, using)).values("certificate_id"),
-    ]
-    if account_pks is not None:
-        branches = [b.filter(account__in=account_pks) for b in branches]
-    wanted = {k: v for k, v in narrowing.items() if v}
-    if wanted:
-        branches = [
-            branches[0].filter(**wanted),
-            *(
-                b.filter(**{f"certificate__{k}": v for k, v in wanted.items()})
-                for b in branches[1:]
-            ),
-        ]
-    return [b.order_by() for b in branches]
-
-
-def count_branches(narrowed, q: str, account_pks, data: dict) -> tuple[list, int]:
-    """What the capped count unions for this list or search, and where it stops."""
-    narrowing = {"region": data.get("region"), "status": data.get("status")}
-    if not q or q.startswith("arn:"):
-        return [search(narrowed, q).values("pk").order_by()], COUNT_UP_TO
-    up_to = PROBE_COUNT_UP_TO if any(narrowing.values()) else COUNT_UP_TO
-    return _branches(q, narrowed.db, account_pks, **narrowing), up_to
-
-
-def search_walk(queryset, q: str):
-    """What ``search`` finds (not for an ARN), as a test on each certificate: ordered and
-    sliced, the database walks the sort's index and stops when the page is full."""
-    using = queryset.db
-    found = _prefix("certificate_id", q.lower(), using)
-    for related in (CertificatePolicy, CertificateThing):
-        # The redundant ``<=`` keeps PostgreSQL from turning the EXISTS into a hashed IN
-        # list: it plans for every certificate, not the few hundred the LIMIT walks, and
-        # so hashes every link with that name first (83,000 at 1,000,000 certificates,
-        # 24 ms; docs/benchmarks.md). A test mixing outer and inner columns other than by
-        # equality cannot be hashed, so each walked row probes the link's own index.
-        linked = related.objects.filter(
-            _prefix("name", q, using),
-            certificate=OuterRef("pk"),
-            certificate__lte=OuterRef("pk"),
-        )
-        found |= Exists(linked)
-    return queryset.filter(found)
-
-
-def search_keys(q: str, account_pks: list[int], using: str):
-    """The primary keys ``search`` finds for ``q`` (not an ARN) in those accounts, each
-    once, read from the indexes alone (no certificate row per match)."""
-    first, *rest = _branches(q, using, account_pks)
-    return first.union(*rest)
-
-
 def can_request_anywhere(user) -> bool:
     return permissions.requestable_accounts(user).exists()
-
-
-def narrowed_certificates(user, form: CertificateFilterForm, accounts=None):
-    """The certificates a user may see, narrowed by the list's filters but not its search,
-    and the primary keys of the accounts they are in. Invalid fields are dropped from
-    cleaned_data (the page shows them as errors)."""
-    form.is_valid()
-    if accounts is None:
-        accounts = AwsAccount.objects.visible_to(user).filter(managed=True)
-    return narrow(accounts, form.cleaned_data)
-
-
-def narrow(accounts, data: dict):
-    """The certificates of ``accounts`` narrowed by valid filter values (account id,
-    region, status), and the primary keys of the accounts they are in: a list, or a
-    subquery when ``accounts`` is a queryset (which this does not evaluate)."""
-    wanted = data.get("account")
-    if isinstance(accounts, QuerySet):
-        account_pks = (accounts.filter(account_id=wanted) if wanted else accounts).values("pk")
-    else:
-        account_pks = [a.pk for a in accounts if not wanted or a.account_id == wanted]
-    certs = Certificate.objects.filter(account__in=account_pks)
-    if data.get("region"):
-        certs = certs.filter(region=data["region"])
-    if data.get("status"):
-        certs = certs.filter(status=data["status"])
-    return certs, account_pks
-
-
-def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
-    """The certificates a user may see, narrowed by the list's filters and search."""
-    certs, _ = narrowed_certificates(user, form, accounts)
-    return search(certs, form.cleaned_data.get("q", ""))
 
 
 def _tags(names: tuple[str, ...]) -> str:
