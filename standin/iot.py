@@ -617,6 +617,21 @@ def r_list_principal_things(self: IoTResponse) -> ActionResult:
     return _result("things", page, "nextToken", token)
 
 
+def r_list_thing_principals(self: IoTResponse) -> ActionResult:
+    """moto's, paged, with detachments that have not propagated yet (standin.timing)."""
+    backend = self.iot_backend
+    thing = self._get_param("thingName")
+    principals = backend.list_thing_principals(thing_name=thing)
+    ghosts = TIMING.still_attached_to(backend.account_id, backend.region_name, thing)
+    page, token = paginate_by_key(
+        sorted(set(principals) | set(ghosts)),
+        lambda principal: (principal,),
+        self._get_param("nextToken"),
+        _page_size(self, "maxResults"),
+    )
+    return _result("principals", page, "nextToken", token)
+
+
 def r_list_things(self: IoTResponse) -> ActionResult:
     things, _ = self.iot_backend.list_things(
         attribute_name=self._get_param("attributeName"),
@@ -734,6 +749,7 @@ _RESPONSE_METHODS: dict[str, Callable[..., Any]] = {
     "list_targets_for_policy": r_list_targets_for_policy,
     "list_attached_policies": r_list_attached_policies,
     "list_principal_things": r_list_principal_things,
+    "list_thing_principals": r_list_thing_principals,
     "list_things": r_list_things,
     "call_action": _call_action,
 }

@@ -3,8 +3,9 @@
 - ``outgoing_lag_seconds``: ListOutgoingCertificates omits certificates transferred in the
   last N seconds (a listing that lags behind the transfer).
 - ``detach_propagation_seconds``: a detached thing still shows as attached for N seconds
-  (AWS documents DetachThingPrincipal as asynchronous): ListPrincipalThings lists it and
-  TransferCertificate refuses with TransferConflictException meanwhile.
+  (AWS documents DetachThingPrincipal as asynchronous): ListPrincipalThings lists it,
+  ListThingPrincipals lists the certificate on the thing, and TransferCertificate refuses with
+  TransferConflictException meanwhile.
 - ``lose_answers``: ``{operation: n}``: the next n calls of the operation are carried out,
   then answered with ServiceUnavailableException, as when a response is lost on the way back.
 
@@ -88,15 +89,19 @@ class Timing:
 
     def still_attached(self, account: str, region: str, principal: str) -> list[str]:
         """Things detached from ``principal`` whose detachment has not propagated yet."""
+        return sorted(t for (p, t) in self._propagating(account, region) if p == principal)
+
+    def still_attached_to(self, account: str, region: str, thing: str) -> list[str]:
+        """Principals detached from ``thing`` whose detachment has not propagated yet: the
+        same detachments, seen from the thing's side."""
+        return sorted(p for (p, t) in self._propagating(account, region) if t == thing)
+
+    def _propagating(self, account: str, region: str) -> list[tuple[str, str]]:
         now = time.monotonic()
         with self.lock:
             for key in [k for k, until in self.detaching.items() if until <= now]:
                 del self.detaching[key]
-            return sorted(
-                thing
-                for (a, r, p, thing) in self.detaching
-                if (a, r, p) == (account, region, principal)
-            )
+            return [(p, t) for (a, r, p, t) in self.detaching if (a, r) == (account, region)]
 
 
 TIMING = Timing()

@@ -351,9 +351,27 @@ def test_the_worker_waits_for_a_thing_detachment_to_propagate(
     settings.TRANSFER_THING_DETACH_WAIT_SECONDS = 5
     TIMING.configure(detach_propagation_seconds=1.0)
     transfer = approved(world, requester, approver, django_capture_on_commit_callbacks)
+    world["control"].reset_counters()  # the request read the certificate once to plan
     assert committed(workflow.execute, transfer.pk) == "pending_acceptance"
     assert transfers_sent(world, transfer) == 1
-    assert world["control"].call_count("ListPrincipalThings") >= 2  # it looked again
+    # It looked again from the thing's side: ListPrincipalThings once, whatever the wait.
+    assert world["control"].call_count("ListThingPrincipals") >= 2
+    assert world["control"].call_count("ListPrincipalThings") == 1
+
+
+def test_a_certificate_with_a_thing_calls_no_api_twice(
+    world, requester, approver, django_capture_on_commit_callbacks
+):
+    """Each API has its own allowance: one that is called twice per certificate would hold a
+    move of devices at half the rate (issue 25)."""
+    transfer = approved(world, requester, approver, django_capture_on_commit_callbacks)
+    world["control"].reset_counters()  # the request read the certificate once to plan
+    assert committed(workflow.execute, transfer.pk) == "pending_acceptance"
+    calls = world["control"].calls()["operations"]
+    assert calls["ListPrincipalThings"]["calls"] == 1
+    assert calls["ListThingPrincipals"]["calls"] == 1
+    twice = {op for op, entry in calls.items() if entry["calls"] > 1}
+    assert twice <= {"DetachPolicy"}  # once for each of its two policies
 
 
 def test_a_thing_detachment_that_does_not_propagate_fails_clearly(
@@ -362,10 +380,13 @@ def test_a_thing_detachment_that_does_not_propagate_fails_clearly(
     settings.TRANSFER_THING_DETACH_WAIT_SECONDS = 1
     TIMING.configure(detach_propagation_seconds=30.0)
     transfer = approved(world, requester, approver, django_capture_on_commit_callbacks)
+    world["control"].reset_counters()  # the request read the certificate once to plan
     assert committed(workflow.execute, transfer.pk) == "failed: ThingDetachNotPropagated"
     transfer.refresh_from_db()
     assert "still lists things attached (sensor-1)" in transfer.error_message
     assert transfers_sent(world, transfer) == 0
+    assert world["control"].call_count("ListThingPrincipals") >= 2
+    assert world["control"].call_count("ListPrincipalThings") == 1
 
 
 # ----------------------------------------------------------------- 5. web requests

@@ -69,6 +69,21 @@ def test_a_detached_thing_stays_attached_until_the_detachment_propagates(mock, r
     iot.transfer_certificate(certificateId=cert_id, targetAwsAccount=TARGET)
 
 
+def test_the_thing_lists_the_certificate_until_the_detachment_propagates(mock, registered_cert):
+    iot = mock.iot(SOURCE)
+    cert_id = registered_cert(iot)
+    arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
+        "certificateArn"
+    ]
+    iot.create_thing(thingName="sensor-1")
+    iot.attach_thing_principal(thingName="sensor-1", principal=arn)
+    TIMING.configure(detach_propagation_seconds=0.5)
+    iot.detach_thing_principal(thingName="sensor-1", principal=arn)
+    assert iot.list_thing_principals(thingName="sensor-1")["principals"] == [arn]
+    time.sleep(0.6)
+    assert iot.list_thing_principals(thingName="sensor-1")["principals"] == []
+
+
 def test_a_lost_answer_is_carried_out_and_answered_as_unavailable(mock, registered_cert):
     iot = mock.iot(SOURCE)
     cert_id = registered_cert(iot)
