@@ -66,6 +66,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_prometheus",
     "django_otp",
+    # Their models hold no devices (migration transfers 0018 moved them into the portal's
+    # own, whose secrets are encrypted); installed for that migration and their code.
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",

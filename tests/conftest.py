@@ -82,14 +82,14 @@ class VerifiedClient(Client):
 
     def force_login(self, user, backend=None):
         from django_otp import DEVICE_ID_SESSION_KEY
-        from django_otp.plugins.otp_totp.models import TOTPDevice
 
+        from transfers.models import AuthenticatorApp
         from transfers.security import needs_second_factor
 
         super().force_login(user, backend)
         if needs_second_factor(user):
-            device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
-            device = device or TOTPDevice.objects.create(user=user, name="test")
+            device = AuthenticatorApp.objects.filter(user=user, confirmed=True).first()
+            device = device or AuthenticatorApp.objects.create(user=user, name="test")
             session = self.session
             session[DEVICE_ID_SESSION_KEY] = device.persistent_id
             session.save()

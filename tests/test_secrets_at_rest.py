@@ -1,9 +1,11 @@
-"""Webhook signing secrets and Slack webhook URLs are encrypted in the database, with key
-rotation."""
+"""Webhook signing secrets, Slack webhook URLs, authenticator app seeds and backup codes are
+encrypted in the database, with key rotation."""
 
 from __future__ import annotations
 
 import importlib
+import time
+from base64 import b32decode
 from io import StringIO
 from types import SimpleNamespace
 
@@ -13,10 +15,15 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from tests.conftest import make_account
 from transfers import notices
-from transfers.models import AwsAccount
+from transfers.models import AuthenticatorApp, AwsAccount, BackupCodes
 
 KEY_1, KEY_2 = Fernet.generate_key().decode(), Fernet.generate_key().decode()
 
@@ -61,7 +68,7 @@ def test_rotation_by_a_list_of_keys(keys, target):
     assert AwsAccount.objects.get(pk=target.pk).webhook_secret == secret
     out = StringIO()
     call_command("rotate_encryption_keys", stdout=out)
-    assert "Re-encrypted 1 webhook secret(s) and 0 Slack webhook URL(s)" in out.getvalue()
+    assert "Re-encrypted 1 webhook secret(s), 0 Slack webhook URL(s)" in out.getvalue()
     assert raw_secret(target) != before
     keys.FIELD_ENCRYPTION_KEYS = [KEY_2]  # the old key dropped
     assert AwsAccount.objects.get(pk=target.pk).webhook_secret == secret
@@ -76,7 +83,7 @@ def test_rotation_covers_the_slack_urls(keys, target, other):
     keys.FIELD_ENCRYPTION_KEYS = [KEY_2, KEY_1]
     out = StringIO()
     call_command("rotate_encryption_keys", stdout=out)
-    assert "Re-encrypted 1 webhook secret(s) and 1 Slack webhook URL(s)" in out.getvalue()
+    assert "Re-encrypted 1 webhook secret(s), 1 Slack webhook URL(s)" in out.getvalue()
     assert raw_secret(target, "slack_webhook_url") != before
     keys.FIELD_ENCRYPTION_KEYS = [KEY_2]
     target.refresh_from_db()
@@ -161,3 +168,114 @@ def test_the_migration_encrypts_existing_slack_urls_and_takes_them_out_of_notice
     assert mail_notice.recipient == "ops@example.com"
     migration.decrypt_slack_urls(apps, editor)
     assert raw_secret(target, "slack_webhook_url") == SLACK_URL
+
+
+# ----------------------------------------------------------------- the second factor's
+
+
+def everything_stored() -> str:
+    """Every value of every table, as text: what a copy of the database would give away."""
+    parts = []
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            parts += [str(value) for row in cursor.fetchall() for value in row]
+    return "\n".join(parts)
+
+
+def code_now(seed: bytes) -> str:
+    totp = TOTP(seed)
+    totp.time = time.time()
+    return f"{totp.token():06d}"
+
+
+def enrol(username: str) -> tuple[bytes, list[str]]:
+    """Enrol through the pages, as a person does: the seed and the backup codes shown once."""
+    client = Client()
+    client.post(reverse("login"), {"username": username, "password": "pw"})
+    page = client.get(reverse("second_factor_enrol"))
+    seed = b32decode(page.context["secret"])
+    done = client.post(reverse("second_factor_enrol"), {"code": code_now(seed)})
+    assert "Authenticator set up" in done.content.decode()
+    return seed, done.context["codes"]
+
+
+def test_an_enrolled_seed_and_backup_codes_are_nowhere_in_clear(keys, approver):
+    seed, codes = enrol("approver")
+    stored = everything_stored()
+    assert seed.hex() not in stored and seed.hex().upper() not in stored
+    for code in codes:
+        assert code not in stored
+    device = AuthenticatorApp.objects.get(user=approver)
+    assert device.bin_key == seed and device.confirmed
+    assert sorted(BackupCodes.objects.get(user=approver).codes.split()) == sorted(codes)
+
+
+def test_rotation_covers_seeds_and_backup_codes(keys, approver):
+    seed, codes = enrol("approver")
+    keys.FIELD_ENCRYPTION_KEYS = [KEY_2, KEY_1]
+    out = StringIO()
+    call_command("rotate_encryption_keys", stdout=out)
+    assert "1 authenticator app seed(s) and 1 set(s) of backup codes" in out.getvalue()
+    keys.FIELD_ENCRYPTION_KEYS = [KEY_2]  # the old key dropped: both still read
+    assert AuthenticatorApp.objects.get(user=approver).bin_key == seed
+    assert sorted(BackupCodes.objects.get(user=approver).codes.split()) == sorted(codes)
+
+
+def test_a_backup_code_works_once_and_the_others_stay(keys, approver):
+    BackupCodes.objects.create(user=approver, name="Backup codes", codes="aaaaaaaa bbbbbbbb")
+    device = BackupCodes.objects.get()
+    assert device.verify_token("aaaaaaaa")
+    device = BackupCodes.objects.get()
+    assert device.codes == "bbbbbbbb"
+    assert not device.verify_token("aaaaaaaa")
+
+
+def test_the_migration_moves_devices_in_clear_into_encrypted_ones(keys, approver):
+    migration = importlib.import_module("transfers.migrations.0018_second_factor_encrypted")
+    seed = bytes(range(20))
+    TOTPDevice.objects.create(user=approver, name="phone", key=seed.hex(), last_t=5)
+    backup = StaticDevice.objects.create(user=approver, name="backup")
+    backup.token_set.create(token="abcdefgh")
+    backup.token_set.create(token="ijklmnop")
+
+    migration.move_devices(apps, SimpleNamespace(connection=connection))
+
+    assert not TOTPDevice.objects.exists() and not StaticDevice.objects.exists()
+    stored = everything_stored()
+    assert seed.hex() not in stored and "abcdefgh" not in stored
+    device = AuthenticatorApp.objects.get(user=approver)
+    assert (device.name, device.bin_key, device.last_t, device.confirmed) == (
+        "phone",
+        seed,
+        5,
+        True,
+    )
+    assert device.verify_token(code_now(seed))
+    assert BackupCodes.objects.get(user=approver).codes == "abcdefgh ijklmnop"
+
+
+def test_the_admin_lists_and_removes_devices_without_showing_a_secret(keys, approver, client):
+    from base64 import b32encode
+
+    from django.contrib.auth.models import User
+
+    seed, codes = enrol("approver")
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    device = AuthenticatorApp.objects.get(user=approver)
+    backup = BackupCodes.objects.get(user=approver)
+    pages = [
+        client.get(reverse("admin:transfers_authenticatorapp_changelist")),
+        client.get(reverse("admin:transfers_authenticatorapp_change", args=[device.pk])),
+        client.get(reverse("admin:transfers_backupcodes_change", args=[backup.pk])),
+    ]
+    for page in pages:
+        text = page.content.decode()
+        assert page.status_code == 200 and "approver" in text
+        assert seed.hex() not in text and b32encode(seed).decode() not in text
+        assert not any(code in text for code in codes)
+    assert client.get("/admin/otp_totp/totpdevice/").status_code == 404  # django-otp's, gone
+    client.post(
+        reverse("admin:transfers_authenticatorapp_delete", args=[device.pk]), {"post": "yes"}
+    )
+    assert not AuthenticatorApp.objects.filter(user=approver).exists()

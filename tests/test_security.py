@@ -17,18 +17,16 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import get_resolver, reverse
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_static.models import StaticDevice
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from tests.conftest import api_token, make_user
 from transfers import demo
-from transfers.models import AccountGrant, Role
+from transfers.models import AccountGrant, AuthenticatorApp, BackupCodes, Role
 from transfers.security import SESSION_STARTED, needs_second_factor
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def code_for(device: TOTPDevice, steps_ahead: int = 0) -> str:
+def code_for(device: AuthenticatorApp, steps_ahead: int = 0) -> str:
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     totp.time = time.time() + steps_ahead * device.step
     return f"{totp.token():06d}"
@@ -117,7 +115,7 @@ class TestWhoNeedsTheSecondFactor:
 def bob(source):
     """An approver with a confirmed authenticator."""
     user = make_user("bob", (source, Role.APPROVER))
-    TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    AuthenticatorApp.objects.create(user=user, name="phone", confirmed=True)
     return user
 
 
@@ -145,7 +143,7 @@ class TestSecondFactor:
 
     def test_the_right_code_opens_the_portal_and_goes_where_asked(self, bob):
         client = password_only("bob")
-        device = TOTPDevice.objects.get(user=bob)
+        device = AuthenticatorApp.objects.get(user=bob)
         response = client.post(
             reverse("second_factor"), {"code": code_for(device), "next": "/transfers/"}
         )
@@ -155,11 +153,11 @@ class TestSecondFactor:
     def test_the_session_id_changes_when_the_code_is_accepted(self, bob):
         client = password_only("bob")
         before = client.cookies["sessionid"].value
-        client.post(reverse("second_factor"), {"code": code_for(TOTPDevice.objects.get())})
+        client.post(reverse("second_factor"), {"code": code_for(AuthenticatorApp.objects.get())})
         assert client.cookies["sessionid"].value != before
 
     def test_a_code_is_accepted_once(self, bob):
-        device = TOTPDevice.objects.get(user=bob)
+        device = AuthenticatorApp.objects.get(user=bob)
         code = code_for(device)
         first = password_only("bob")
         assert first.post(reverse("second_factor"), {"code": code}).status_code == 302
@@ -188,7 +186,7 @@ class TestSecondFactor:
     def test_wrong_codes_are_throttled(self, bob, settings):
         settings.OTP_TOTP_THROTTLE_FACTOR = 60  # the first wait: a minute, not a second
         client = password_only("bob")
-        device = TOTPDevice.objects.get(user=bob)
+        device = AuthenticatorApp.objects.get(user=bob)
         wrong = f"{(int(code_for(device)) + 500_000) % 1_000_000:06d}"
         assert (
             "Wrong code" in client.post(reverse("second_factor"), {"code": wrong}).content.decode()
@@ -198,7 +196,7 @@ class TestSecondFactor:
         assert client.get(reverse("approvals")).status_code == 302
 
     def test_a_backup_code_works_once(self, bob):
-        StaticDevice.objects.create(user=bob, name="backup").token_set.create(token="abcdefgh")
+        BackupCodes.objects.create(user=bob, name="backup", codes="abcdefgh")
         client = password_only("bob")
         assert client.post(reverse("second_factor"), {"code": "abcd efgh"}).status_code == 302
         again = password_only("bob")
@@ -209,8 +207,8 @@ class TestSecondFactor:
 
     def test_a_session_cannot_borrow_another_users_device(self, bob, source):
         mallory = make_user("mallory", (source, Role.APPROVER))
-        TOTPDevice.objects.create(user=mallory, name="phone")
-        bobs = TOTPDevice.objects.get(user=bob)
+        AuthenticatorApp.objects.create(user=mallory, name="phone")
+        bobs = AuthenticatorApp.objects.get(user=bob)
         client = password_only("mallory")
         session = client.session
         session["otp_device_id"] = bobs.persistent_id
@@ -268,7 +266,7 @@ class TestEnrolment:
         body = page.content.decode()
         assert "otpauth://totp/Certificate%20transfer%20portal%3Aapprover?secret=" in body
         assert "<svg" in body and "<script" not in body.split("</head>", 1)[1]
-        device = TOTPDevice.objects.get(user=approver, confirmed=False)
+        device = AuthenticatorApp.objects.get(user=approver, confirmed=False)
         assert client.get(reverse("approvals")).status_code == 302  # not yet
         wrong = client.post(reverse("second_factor_enrol"), {"code": "000000"})
         assert "Wrong code" in wrong.content.decode() or "Too many" in wrong.content.decode()
@@ -278,8 +276,8 @@ class TestEnrolment:
         )
         assert done.status_code == 200 and "Authenticator set up" in done.content.decode()
         assert len(done.context["codes"]) == 10
-        assert StaticDevice.objects.get(user=approver).token_set.count() == 10
-        assert TOTPDevice.objects.get(pk=device.pk).confirmed
+        assert len(BackupCodes.objects.get(user=approver).codes.split()) == 10
+        assert AuthenticatorApp.objects.get(pk=device.pk).confirmed
         assert client.get(reverse("approvals")).status_code == 200
 
     def test_an_enrolled_user_cannot_enrol_another_device_with_the_password_alone(self, bob):
@@ -289,13 +287,13 @@ class TestEnrolment:
             reverse("second_factor")
         )
         assert client.post(reverse("second_factor_enrol"), {"code": "123456"}).status_code == 302
-        assert TOTPDevice.objects.filter(user=bob).count() == 1
+        assert AuthenticatorApp.objects.filter(user=bob).count() == 1
 
     def test_next_never_leaves_the_site(self, bob):
         client = password_only("bob")
         response = client.post(
             reverse("second_factor"),
-            {"code": code_for(TOTPDevice.objects.get()), "next": "https://evil.example/"},
+            {"code": code_for(AuthenticatorApp.objects.get()), "next": "https://evil.example/"},
         )
         assert response["Location"] == reverse("home")
 
@@ -408,7 +406,7 @@ def test_the_demo_gives_bob_carol_and_admin_a_known_authenticator(db, capsys):
     demo.seed_portal()
     demo.seed_portal()  # twice: still one device each
     for username in demo.TOTP_USERS:
-        device = TOTPDevice.objects.get(user__username=username)
+        device = AuthenticatorApp.objects.get(user__username=username)
         assert device.confirmed and device.bin_key == demo.TOTP_SECRET
     out = StringIO()
     call_command("demo_totp", "bob", stdout=out)
@@ -422,7 +420,7 @@ def test_the_demo_gives_bob_carol_and_admin_a_known_authenticator(db, capsys):
 
 def test_demo_totp_never_prints_a_real_users_code(source, db):
     user = make_user("bob", (source, Role.APPROVER))
-    TOTPDevice.objects.create(user=user, name=demo.DEMO_DEVICE)  # a random, real secret
+    AuthenticatorApp.objects.create(user=user, name=demo.DEMO_DEVICE)  # a random, real secret
     from django.core.management.base import CommandError
 
     with pytest.raises(CommandError, match="no demo authenticator"):

@@ -18,10 +18,9 @@ from cryptography.x509.oid import NameOID
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from transfers import aws
-from transfers.models import AccountGrant, AwsAccount, Role
+from transfers.models import AccountGrant, AuthenticatorApp, AwsAccount, Role
 
 PASSWORD = "transfer-demo"
 # The demo's approvers and admins pass a second factor like everyone's: their TOTP devices
@@ -222,7 +221,7 @@ def seed_portal() -> None:
         )
         AccountGrant.objects.get_or_create(account=accounts[account_id], role=role, **holder)
     for username in TOTP_USERS:
-        TOTPDevice.objects.update_or_create(
+        AuthenticatorApp.objects.update_or_create(
             user=User.objects.get(username=username),
             name=DEMO_DEVICE,
             defaults={"key": TOTP_SECRET.hex(), "confirmed": True},
@@ -234,10 +233,11 @@ DEMO_DEVICE = "Demo authenticator"
 
 def totp_code(username: str) -> str:
     """The current code of a demo user's device; refuses any device not on the demo secret."""
-    device = TOTPDevice.objects.filter(
-        user__username=username, name=DEMO_DEVICE, key=TOTP_SECRET.hex(), confirmed=True
+    device = AuthenticatorApp.objects.filter(
+        user__username=username, name=DEMO_DEVICE, confirmed=True
     ).first()
-    if device is None:
+    # The key is encrypted in the database: compared here, not in the query.
+    if device is None or device.key != TOTP_SECRET.hex():
         raise LookupError(f"{username} has no demo authenticator (only {', '.join(TOTP_USERS)}).")
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
     return f"{totp.token():0{device.digits}d}"

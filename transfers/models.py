@@ -12,7 +12,10 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+from django_otp.plugins.otp_totp.models import TOTPDevice, default_key
 from knox.models import AuthToken
 
 from transfers.fields import EncryptedTextField
@@ -930,3 +933,69 @@ class ApiToken(AuthToken):
     def prefix(self) -> str:
         # Enough to tell a user's tokens apart, far too little to guess the rest.
         return self.token_key[:8]
+
+
+# The second factor (transfers.views.second_factor). django-otp's own devices keep the TOTP
+# seed and the backup codes in clear, and it has no way to encrypt them (its issue #67): these
+# are django-otp devices whose secrets are EncryptedTextFields, like the webhook secrets (same
+# keys, same rotate_encryption_keys).
+
+
+class AuthenticatorApp(TimestampMixin, ThrottlingMixin, Device):
+    """A TOTP authenticator app (RFC 6238): django-otp's TOTPDevice, its seed encrypted."""
+
+    key = EncryptedTextField(
+        default=default_key, help_text="The TOTP seed in hex, encrypted in the database."
+    )
+    step = models.PositiveSmallIntegerField(default=30)
+    t0 = models.BigIntegerField(default=0)
+    digits = models.PositiveSmallIntegerField(choices=[(6, 6), (8, 8)], default=6)
+    tolerance = models.PositiveSmallIntegerField(default=1)
+    drift = models.SmallIntegerField(default=0)
+    last_t = models.BigIntegerField(
+        default=-1, help_text="The time step of the last code taken: no code is taken twice."
+    )
+
+    # django-otp's own TOTP code (verification with replay and drift, throttling, the
+    # otpauth:// URL): it reads only the fields above, the key decrypted.
+    bin_key = TOTPDevice.bin_key
+    verify_token = TOTPDevice.verify_token
+    get_throttle_factor = TOTPDevice.get_throttle_factor
+    config_url = TOTPDevice.config_url
+    _read_str_from_settings = TOTPDevice._read_str_from_settings
+
+    class Meta(Device.Meta):
+        verbose_name = "authenticator app"
+
+
+class BackupCodes(TimestampMixin, ThrottlingMixin, Device):
+    """A person's one-time backup codes (django-otp's StaticDevice), encrypted: each code
+    works once and is then struck from the list."""
+
+    codes = EncryptedTextField(
+        blank=True, help_text="The unused codes, space-separated, encrypted in the database."
+    )
+
+    class Meta(Device.Meta):
+        verbose_name = "backup codes"
+        verbose_name_plural = "backup codes"
+
+    def get_throttle_factor(self) -> int:
+        return getattr(settings, "OTP_STATIC_THROTTLE_FACTOR", 1)
+
+    def verify_token(self, token) -> bool:
+        """Take ``token`` if it is one of the unused codes (call on a row locked for update)."""
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        unused = self.codes.split()
+        match = next((c for c in unused if constant_time_compare(c, str(token))), None)
+        if match is None:
+            self.throttle_increment()
+            return False
+        unused.remove(match)
+        self.codes = " ".join(unused)
+        self.throttle_reset(commit=False)
+        self.set_last_used_timestamp(commit=False)
+        self.save()
+        return True

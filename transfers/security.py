@@ -27,9 +27,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from transfers.models import AccountGrant, Role
+from transfers.models import AccountGrant, AuthenticatorApp, Role
 
 # Roles whose holders must pass the second factor: they approve or administer transfers.
 SECOND_FACTOR_ROLES = [Role.APPROVER, Role.ADMIN]
@@ -49,7 +48,7 @@ def needs_second_factor(user) -> bool:
         Q(user=OuterRef("pk")) | Q(group__user=OuterRef("pk")), role__in=SECOND_FACTOR_ROLES
     )
     groups = Group.objects.filter(user=OuterRef("pk"), name__in=SECOND_FACTOR_ROLES)
-    devices = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+    devices = AuthenticatorApp.objects.filter(user=OuterRef("pk"), confirmed=True)
     return (
         get_user_model()
         .objects.filter(pk=user.pk)

@@ -21,12 +21,13 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django_otp.models import Device
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
+from django_otp.plugins.otp_static.models import StaticToken
+
+from transfers.models import AuthenticatorApp, BackupCodes
 
 BACKUP_CODES = 10
 TOTP_RE = re.compile(r"^\d{6}$")
-BACKUP_RE = re.compile(r"^[a-z2-7]{8}$")  # otp_static's tokens: 8 base32 characters
+BACKUP_RE = re.compile(r"^[a-z2-7]{8}$")  # otp_static's codes: 8 base32 characters
 
 
 class CodeForm(forms.Form):
@@ -79,12 +80,12 @@ def second_factor(request: HttpRequest) -> HttpResponse:
     next_url = _next(request)
     if request.user.is_verified():
         return redirect(next_url)
-    if not TOTPDevice.objects.filter(user=request.user, confirmed=True).exists():
+    if not AuthenticatorApp.objects.filter(user=request.user, confirmed=True).exists():
         return redirect(f"{reverse('second_factor_enrol')}?{urlencode({'next': next_url})}")
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         code = form.cleaned_data["code"]
-        model = TOTPDevice if TOTP_RE.match(code) else StaticDevice
+        model = AuthenticatorApp if TOTP_RE.match(code) else BackupCodes
         with transaction.atomic():
             device = (
                 model.objects.select_for_update()
@@ -112,17 +113,19 @@ def _qr_svg(url: str) -> str:
 def second_factor_enrol(request: HttpRequest) -> HttpResponse:
     next_url = _next(request)
     user = request.user
-    if TOTPDevice.objects.filter(user=user, confirmed=True).exists():
+    if AuthenticatorApp.objects.filter(user=user, confirmed=True).exists():
         # Enrolled already: a second device only through an admin (or a stolen password
         # could add one).
         return redirect(f"{reverse('second_factor')}?{urlencode({'next': next_url})}")
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    device = AuthenticatorApp.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if device is None:
-        device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=False)
+        device = AuthenticatorApp.objects.create(
+            user=user, name="Authenticator app", confirmed=False
+        )
     form = CodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         with transaction.atomic():
-            device = TOTPDevice.objects.select_for_update().get(pk=device.pk)
+            device = AuthenticatorApp.objects.select_for_update().get(pk=device.pk)
             error = _check(device, form.cleaned_data["code"])
             if not error:
                 device.confirmed = True
@@ -150,8 +153,7 @@ def second_factor_enrol(request: HttpRequest) -> HttpResponse:
 
 
 def _new_backup_codes(user) -> list[str]:
-    StaticDevice.objects.filter(user=user).delete()
-    device = StaticDevice.objects.create(user=user, name="Backup codes", confirmed=True)
     codes = [StaticToken.random_token() for _ in range(BACKUP_CODES)]
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=c) for c in codes)
+    BackupCodes.objects.filter(user=user).delete()
+    BackupCodes.objects.create(user=user, name="Backup codes", codes=" ".join(codes))
     return codes

@@ -7,29 +7,36 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.db.models import Q
 
-from transfers.models import AwsAccount
+from transfers.models import AuthenticatorApp, AwsAccount, BackupCodes
 
-# Every EncryptedTextField (transfers/fields.py).
-ENCRYPTED = {"webhook_secret": "webhook secret(s)", "slack_webhook_url": "Slack webhook URL(s)"}
+# Every EncryptedTextField (transfers/fields.py): model, field, what the count says.
+ENCRYPTED = [
+    (AwsAccount, "webhook_secret", "webhook secret(s)"),
+    (AwsAccount, "slack_webhook_url", "Slack webhook URL(s)"),
+    (AuthenticatorApp, "key", "authenticator app seed(s)"),
+    (BackupCodes, "codes", "set(s) of backup codes"),
+]
 
 
 class Command(BaseCommand):
     help = (
-        "Re-encrypt the webhook secrets and Slack webhook URLs with the first of "
-        "FIELD_ENCRYPTION_KEYS."
+        "Re-encrypt the webhook secrets, Slack webhook URLs, authenticator app seeds and backup "
+        "codes with the first of FIELD_ENCRYPTION_KEYS."
     )
 
     def handle(self, *args, **options) -> None:
-        counts = dict.fromkeys(ENCRYPTED, 0)
-        holding_any = Q()
-        for name in ENCRYPTED:
-            holding_any |= ~Q(**{name: ""})
+        counts = {(model, name): 0 for model, name, _ in ENCRYPTED}
         with transaction.atomic():
-            for account in AwsAccount.objects.select_for_update().filter(holding_any):
-                # Read decrypts with any key; update encrypts with the first.
-                values = {name: getattr(account, name) for name in ENCRYPTED}
-                AwsAccount.objects.filter(pk=account.pk).update(**values)
-                for name, value in values.items():
-                    counts[name] += bool(value)
-        done = " and ".join(f"{counts[name]} {what}" for name, what in ENCRYPTED.items())
-        self.stdout.write(f"Re-encrypted {done} with the first key.")
+            for model in dict.fromkeys(model for model, _, _ in ENCRYPTED):
+                names = [name for m, name, _ in ENCRYPTED if m is model]
+                holding_any = Q()
+                for name in names:
+                    holding_any |= ~Q(**{name: ""})
+                for row in model.objects.select_for_update().filter(holding_any):
+                    # Read decrypts with any key; update encrypts with the first.
+                    values = {name: getattr(row, name) for name in names}
+                    model.objects.filter(pk=row.pk).update(**values)
+                    for name, value in values.items():
+                        counts[(model, name)] += bool(value)
+        done = [f"{counts[(model, name)]} {what}" for model, name, what in ENCRYPTED]
+        self.stdout.write(f"Re-encrypted {', '.join(done[:-1])} and {done[-1]} with the first key.")
