@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from .devices import DEVICES
 from .faults import COUNTERS, FAULTS, count_from_snapshot
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "calls",
     "clear_faults",
     "client_for_account",
+    "configure_devices",
+    "devices",
     "faults",
     "reset_counters",
     "set_faults",
@@ -77,6 +80,26 @@ def clear_faults() -> None:
 
 def faults() -> dict[str, Any]:
     return FAULTS.config.to_dict()
+
+
+def configure_devices(**settings: Any) -> dict[str, Any]:
+    """Replace the simulated devices' settings (standin.devices.DeviceSettings; omitted
+    settings take their defaults); returns them. ``enabled=True`` gives every thing with a
+    certificate a device; ``enabled=False`` forgets every device."""
+    from .iot import STATE_LOCK
+
+    with STATE_LOCK:
+        return DEVICES.configure(settings).to_dict()
+
+
+def devices(thing: str | None = None) -> dict[str, Any]:
+    """``{"settings": {...}, "devices": [{"thing", "connected", "account", "endpoint",
+    "endpoints", "since", "disconnect_reason", "records", ...}]}``, brought up to now; only
+    the devices of ``thing`` when given."""
+    from .iot import STATE_LOCK
+
+    with STATE_LOCK:
+        return DEVICES.snapshot(thing)
 
 
 class RemoteControl:
@@ -147,6 +170,13 @@ class RemoteControl:
 
     def faults(self) -> dict[str, Any]:
         return self._request("GET", "/_standin/faults")
+
+    def configure_devices(self, **settings: Any) -> dict[str, Any]:
+        return self._request("POST", "/_standin/devices", settings)
+
+    def devices(self, thing: str | None = None) -> dict[str, Any]:
+        query = "?" + urllib.parse.urlencode({"thing": thing}) if thing else ""
+        return self._request("GET", "/_standin/devices" + query)
 
     def reset(self) -> None:
         """moto's own reset (all AWS state), which also clears counters and faults."""

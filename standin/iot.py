@@ -41,6 +41,7 @@ from moto.iot.exceptions import (
 from moto.iot.models import FakeCaCertificate, FakeCertificate, IoTBackend, iot_backends
 from moto.iot.responses import IoTResponse
 
+from .devices import DEVICES
 from .faults import COUNTERS, FAULTS, THROTTLING, UNAVAILABLE
 from .timing import TIMING
 
@@ -760,13 +761,14 @@ def _reset_backends(cls: type[BackendDict]) -> None:
     COUNTERS.reset()
     FAULTS.clear()
     TIMING.clear()
+    DEVICES.clear()
 
 
 def install() -> None:
     """Patch moto's IoT backend and responses. Safe to call any number of times.
 
     Also makes moto's reset (``mock_aws()`` entering and leaving, ``POST /moto-api/reset``)
-    clear the call counters and the fault configuration.
+    clear the call counters, the fault configuration and the simulated devices.
     """
     with _INSTALL_LOCK:
         if getattr(IoTResponse, "_standin_installed", False):
@@ -786,6 +788,12 @@ def install() -> None:
         for name, function in _RESPONSE_METHODS.items():
             setattr(IoTResponse, name, function)
         FakeCertificate.to_description_dict = _to_description_dict
+        # Devices, jobs, endpoints and thing types, in their own modules (they import this one).
+        from . import connectivity, jobs, things
+
+        things.install()
+        jobs.install()
+        connectivity.install()
         IoTResponse._standin_installed = True
 
 

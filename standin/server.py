@@ -12,7 +12,13 @@ The default port comes from ``AWS_STANDIN_PORT`` (else 5000). Point boto3 at it 
 * ``POST /_standin/faults``          body ``{"throttle_rate": 0.2, "unavailable_rate": 0.1,
   "operations": [...] | null, "rps_per_account": 10 | null, "seed": 1}`` replaces the
   configuration (omitted keys are off; ``{}`` clears); answers the new configuration, or 400.
-* moto's ``POST /moto-api/reset`` also clears counters and faults (see :func:`standin.install`).
+* ``GET  /_standin/devices[?thing=name]`` -> the simulated devices, brought up to now
+  (see :func:`standin.control.devices`)
+* ``POST /_standin/devices``         body: the device settings (``{"enabled": true,
+  "drop_after_seconds": 2, "backoff_base_seconds": 0.5, ...}``, see
+  ``standin.devices.DeviceSettings``; omitted keys take their defaults); answers them, or 400.
+* moto's ``POST /moto-api/reset`` also clears counters, faults and devices (see
+  :func:`standin.install`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import argparse
 import json
 import os
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +39,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server, run_simple
 
-from . import install
+from . import control, install
 from .faults import COUNTERS, FAULTS
 
 CONTROL_PREFIX = "/_standin/"
@@ -95,7 +102,20 @@ class ControlMiddleware:
             except ValueError as error:  # includes json.JSONDecodeError
                 return _json(start_response, "400 Bad Request", {"error": str(error)})
             return _json(start_response, "200 OK", FAULTS.config.to_dict())
-        if name in ("health", "calls", "reset-counters", "faults"):
+        if name == "devices" and method == "GET":
+            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+            thing = (query.get("thing") or [None])[0]
+            return _json(start_response, "200 OK", control.devices(thing))
+        if name == "devices" and method == "POST":
+            try:
+                settings = _read_json(environ)
+                if not isinstance(settings, dict):
+                    raise ValueError("the body must be a JSON object")
+                answer = control.configure_devices(**settings)
+            except (ValueError, TypeError) as error:
+                return _json(start_response, "400 Bad Request", {"error": str(error)})
+            return _json(start_response, "200 OK", answer)
+        if name in ("health", "calls", "reset-counters", "faults", "devices"):
             return _json(start_response, "405 Method Not Allowed", {"error": "method not allowed"})
         return _json(start_response, "404 Not Found", {"error": f"no control endpoint {name!r}"})
 
