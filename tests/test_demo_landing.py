@@ -83,3 +83,25 @@ def test_bob_cannot_approve_acme_s_landing_of_his_own_approval(seeded):
     )
     assert not permissions.can_approve_landing(bob, transfer)  # no grant on Acme
     assert not permissions.can_approve_landing(alice, transfer)
+
+
+def test_the_demo_s_devices_are_online_and_come_back_within_seconds(seeded):
+    from standin import control
+    from standin.devices import DEVICES
+
+    clock = [DEVICES.now()]
+    DEVICES.clock = lambda: clock[0]
+    cert = Certificate.objects.get(
+        account=seeded, region="us-east-1", things__name=demo.LANDING_EXAMPLES[0]
+    )
+    iot = iot_for(seeded)
+    thing = demo.LANDING_EXAMPLES[0]
+    assert iot.get_thing_connectivity_data(thingName=thing)["connected"] is True
+    iot.update_certificate(certificateId=cert.certificate_id, newStatus="INACTIVE")
+    clock[0] += 2.1
+    assert iot.get_thing_connectivity_data(thingName=thing)["connected"] is False
+    iot.update_certificate(certificateId=cert.certificate_id, newStatus="ACTIVE")
+    clock[0] += 4.0  # the backoff's cap
+    assert iot.get_thing_connectivity_data(thingName=thing)["connected"] is True
+    (device,) = control.devices(thing)["devices"]
+    assert device["account"] == demo.SOURCE

@@ -101,6 +101,20 @@ POLICY_DOCUMENT = (
     '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect",'
     '"Resource":"*"}]}'
 )
+# Every demo thing with a certificate has a simulated device in the stand-in
+# (standin.devices). Real devices are dropped "within a few minutes" of a deactivation and
+# back off for longer; the demo's are dropped and reconnect within seconds, so a move shows
+# its devices back online while the person still looks at the transfer page.
+DEVICES = {
+    "enabled": True,
+    "drop_after_seconds": 2.0,
+    "backoff_base_seconds": 0.5,
+    "backoff_cap_seconds": 4.0,
+    "job_answer_seconds": 1.0,
+}
+# Fleet indexing with connectivity status in the managed demo accounts, so the portal can
+# ask whether a device is back (GetThingConnectivityData).
+INDEXING = {"thingIndexingMode": "REGISTRY", "thingConnectivityIndexingMode": "STATUS"}
 
 
 def certificate_pem(name: str, not_before: datetime, not_after: datetime) -> str:
@@ -141,8 +155,10 @@ def seed_aws(stdout=None) -> int:
 
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     created = 0
+    _standin_control(settings.AWS_ENDPOINT_URL).configure_devices(**DEVICES)
     for account_id, region, count, prefix in FLEETS:
         iot = client_for_account(account_id, region, settings.AWS_ENDPOINT_URL)
+        aws.call(iot, "update_indexing_configuration", thingIndexingConfiguration=INDEXING)
         if _count(iot) >= count:
             continue  # seeded before: nothing to add
         for policy in POLICIES:
@@ -177,6 +193,13 @@ def seed_aws(stdout=None) -> int:
                 aws.call(iot, "create_thing", thingName=name)
                 aws.call(iot, "attach_thing_principal", thingName=name, principal=arn)
     return created
+
+
+def _standin_control(endpoint_url: str | None):
+    """The stand-in's controls: over HTTP when it runs as a server, else in this process."""
+    from standin import control
+
+    return control.RemoteControl(endpoint_url) if endpoint_url else control
 
 
 def _count(iot) -> int:
