@@ -17,7 +17,7 @@ from transfers.models import AccountGrant, AwsAccount
 
 log = logging.getLogger(__name__)
 USERNAME_UNSAFE = re.compile(r"[^\w.@+-]")
-PORTAL_ADMIN_GROUP = "admin"  # transfers.access.can_manage_accounts
+PORTAL_ADMIN_GROUP = "admin"  # transfers.permissions.can_manage_accounts
 
 
 class Refusal(Exception):

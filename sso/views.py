@@ -26,7 +26,6 @@ from sso import discovery
 from sso.models import AccessEvent, GroupMapping, ProviderDevice
 from sso.signin import Refusal
 from transfers import permissions
-from transfers.access import can_manage_accounts
 from transfers.models import AwsAccount
 
 log = logging.getLogger(__name__)
@@ -197,7 +196,7 @@ class MappingForm(forms.ModelForm):
 
 
 def _admin_only(request: HttpRequest) -> None:
-    if not can_manage_accounts(request.user):
+    if not permissions.can_manage_accounts(request.user):
         raise PermissionDenied("Only portal admins map the provider's groups.")
 
 

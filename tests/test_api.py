@@ -235,7 +235,7 @@ def test_request_approve_execute_and_accept_through_the_api(
     assert body["status"] == "accepted" and body["set_as_active"] is True
     assert body["accept_date"] and body["certificate"] is None  # gone from the source
     assert describe(iot_for(target), cert.certificate_id)["status"] == "ACTIVE"
-    # The target side sees states and its own actions, not the source's (target_view).
+    # The target side sees states and its own actions, not the source's (access).
     actions = [e["action"] for e in body["events"]]
     assert "TransferCertificate" not in actions and actions[-1] == "mark_accepted"
     full = api_for(requester).get(url("transfer-detail", transfer["id"])).json()

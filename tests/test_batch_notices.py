@@ -146,7 +146,7 @@ def test_each_recipient_gets_one_email_for_the_batch_with_the_ids_as_csv(
         'aws iot reject-certificate-transfer --certificate-id "$id" --reject-reason',
     ):
         assert needed in body, needed
-    assert "requester" not in body and "approver" not in body  # the source's (target_view)
+    assert "requester" not in body and "approver" not in body  # the source's (access)
     html = message.alternatives[0][0]
     assert "Fleet &lt;b&gt;A&lt;/b&gt; &amp; co" in html and "<b>A</b>" not in html
     [(name, content, mimetype)] = message.attachments
@@ -281,7 +281,7 @@ def test_outcomes_are_one_per_batch_and_say_what_was_put_back(fleet, requester, 
     assert f"{N} transfers of batch #{batch.pk}" in sent["req@fleet.example"].subject
     body = sent["req@fleet.example"].body
     assert f"For {N} of them, what preparation removed is put back" in body
-    assert "put back" not in sent["iot@acme.example"].body  # the source's (target_view)
+    assert "put back" not in sent["iot@acme.example"].body  # the source's (access)
     assert ids_in_csv(sent["iot@acme.example"].attachments[0][1]) == fleet["ids"]
 
 

@@ -71,7 +71,7 @@ def test_the_target_is_told_with_everything_it_needs(world, requester, approver)
         f"/transfers/{transfer.pk}/",
     ):
         assert needed in body, needed
-    assert "requester" not in body and "approver" not in body  # the source's (target_view)
+    assert "requester" not in body and "approver" not in body  # the source's (access)
     html = message.alternatives[0][0]
     assert "For &lt;b&gt;Acme&lt;/b&gt;" in html and "<b>Acme</b>" not in html
     assert set(transfer.notices.values_list("status", flat=True)) == {"sent"}

@@ -1,4 +1,4 @@
-"""Every page, partial, export and email that shows a transfer goes through target_view: a
+"""Every page, partial, export and email that shows a transfer goes through transfers.access: a
 user whose only role is on the target account sees what concerns the target, never the
 source's reason, comments, errors, people or timeline. Each check is made twice: as the
 target-only user (the secret is absent) and as the source's requester (it is there)."""

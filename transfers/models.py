@@ -701,6 +701,15 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
         )
 
 
+class TransferBatchQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TransferBatchQuerySet:
+        """Batches out of, or into, an account the user can see (as for transfers)."""
+        visible = AwsAccount.objects.visible_to(user)
+        return self.filter(
+            Q(source__in=visible) | Q(target_account_id__in=visible.values("account_id"))
+        )
+
+
 class TransferBatch(models.Model):
     """Many transfers requested and approved as one; each is still its own transfer."""
 
@@ -727,6 +736,8 @@ class TransferBatch(models.Model):
         settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
     )
     created = models.DateTimeField(default=timezone.now)
+
+    objects = TransferBatchQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created"]

@@ -42,7 +42,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from transfers import outbound, queue, target_view
+from transfers import access, outbound, queue
 from transfers.models import Notice, Transfer, TransferBatch
 from transfers.workflow.landing_plan import cli_commands
 
@@ -344,7 +344,7 @@ def batch_context(notice: Notice) -> dict:
         "restored_count": sum(restored.values()),
         "batch_url": f"{settings.SITE_URL}{batch.get_absolute_url()}",
         "csv_name": f"batch-{batch.pk}-certificates.csv",
-        "source_side": target_view.notice_to_source_side(notice),
+        "source_side": access.notice_to_source_side(notice),
     }
 
 
@@ -364,8 +364,8 @@ def context(notice: Notice) -> dict:
         "transfer_url": f"{settings.SITE_URL}{transfer.get_absolute_url()}",
         "region": transfer.region,
         "landing_commands": landing_commands(transfer),
-        # The target's contacts read what concerns the target (target_view).
-        "source_side": target_view.notice_to_source_side(notice),
+        # The target's contacts read what concerns the target (access).
+        "source_side": access.notice_to_source_side(notice),
     }
 
 

@@ -6,8 +6,8 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from transfers.access import redact, sees_source_side, source_account_pks
 from transfers.models import Certificate, Transfer
-from transfers.target_view import redact, sees_source_side, source_account_pks
 
 
 class CertificateSerializer(serializers.ModelSerializer):
@@ -144,7 +144,7 @@ class TransferSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         if request is None:
             return data
-        # Seen only through the target account: what concerns the target (target_view).
+        # Seen only through the target account: what concerns the target (access).
         # Lists annotate it (with_source_side); otherwise the accounts the user holds a role
         # on are read once per response, not per row.
         if getattr(instance, "source_side", None) is None and "source_pks" not in self.context:

@@ -14,7 +14,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from transfers import permissions, workflow
-from transfers.access import get_certificate_for_user, get_transfer_for_user
+from transfers.access import get_certificate_for_user, get_transfer_for_user, with_source_side
 from transfers.api.errors import errors
 from transfers.api.inputs import (
     AcceptSerializer,
@@ -35,7 +35,6 @@ from transfers.api.outputs import (
 from transfers.forms import SORTS
 from transfers.models import AwsAccount, Transfer
 from transfers.search import narrow, search
-from transfers.target_view import with_source_side
 
 
 def _query(request) -> dict:

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from transfers import aws, inventory, notices, permissions
-from transfers.access import can_manage_accounts, get_account_for_user
+from transfers.access import get_account_for_user
 from transfers.forms import AccountForm
 from transfers.models import AccountGrant, AwsAccount, Role
 
@@ -22,7 +22,7 @@ def account_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "transfers/account_list.html",
-        {"accounts": accounts, "can_manage": can_manage_accounts(request.user)},
+        {"accounts": accounts, "can_manage": permissions.can_manage_accounts(request.user)},
     )
 
 
@@ -73,7 +73,7 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "runs": runs,
         "syncing": any(r.is_open for r in runs),
         "can_sync": account.managed and permissions.can_operate(request.user, account),
-        "can_manage": can_manage_accounts(request.user),
+        "can_manage": permissions.can_manage_accounts(request.user),
         "certificate_count": account.certificates.count(),
     }
     if request.htmx and request.htmx.target == "sync-runs":
@@ -121,7 +121,7 @@ def _check_connection(form: AccountForm) -> bool:
 
 @login_required
 def account_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
-    if not can_manage_accounts(request.user):
+    if not permissions.can_manage_accounts(request.user):
         if pk is not None:
             get_account_for_user(request.user, pk)  # 404 before 403 for unseen accounts
         raise PermissionDenied("Only portal admins manage accounts.")
@@ -144,7 +144,9 @@ def account_edit(request: HttpRequest, pk: int | None = None) -> HttpResponse:
 def account_webhook_secret(request: HttpRequest, pk: int) -> HttpResponse:
     """Generate a new webhook signing secret and show it this once."""
     account, _ = get_account_for_user(request.user, pk)
-    if not (can_manage_accounts(request.user) or permissions.is_admin(request.user, account)):
+    if not (
+        permissions.can_manage_accounts(request.user) or permissions.is_admin(request.user, account)
+    ):
         raise PermissionDenied("Only an admin of the account sets its webhook secret.")
     account.webhook_secret = notices.new_webhook_secret()
     account.save(update_fields=["webhook_secret"])

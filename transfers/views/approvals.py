@@ -13,22 +13,17 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from policies import rules
-from transfers import permissions, target_view
+from transfers import access, permissions
 from transfers.models import Transfer, TransferBatch
 from transfers.views.transfers import PAGE_SIZE, _filtered
 
 BATCHES_SHOWN = 50
 
 
-def approvable_accounts(user):
-    """Accounts the user may approve for, in one query (no per-account role lookups)."""
-    return permissions.approvable_accounts(user)
-
-
 @login_required
 def approvals(request: HttpRequest) -> HttpResponse:
     waiting = Transfer.objects.filter(
-        source__in=approvable_accounts(request.user).values("pk"),
+        source__in=permissions.approvable_accounts(request.user).values("pk"),
         status=Transfer.Status.REQUESTED,
     )
     form, waiting = _filtered(request, waiting)
@@ -56,11 +51,11 @@ def approvals(request: HttpRequest) -> HttpResponse:
     rules.annotate_progress(request.user, page.object_list, batch_rows)
     # Landings the target side may approve in advance (pre-accepted moves): the target is
     # an account the user approves for; the checks that it is another person come on click.
-    # Seen only through the target: no requester (target_view).
+    # Seen only through the target: no requester (access).
     landings = list(
-        target_view.with_source_side(Transfer.objects.all(), request.user)
+        access.with_source_side(Transfer.objects.all(), request.user)
         .filter(
-            target__in=approvable_accounts(request.user).values("pk"),
+            target__in=permissions.approvable_accounts(request.user).values("pk"),
             landing_state=Transfer.Landing.PLANNED,
             target_approver__isnull=True,
             status__in=Transfer.Status.OPEN,

@@ -1,6 +1,6 @@
 """The audit log: every event of every transfer the user can see, filtered, paged, and a
 CSV export that streams (flat memory for any size; bench/audit_export.py measures it).
-Both show the events as target_view.events_seen_by shows them: someone who sees a transfer
+Both show the events as access.events_seen_by shows them: someone who sees a transfer
 only through its target gets its state changes without who or why, and their own side's
 events; filters match what is shown, so they find nothing else either."""
 
@@ -22,7 +22,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from transfers import target_view
+from transfers import access
 from transfers.models import ACCOUNT_ID_RE, Transfer, TransferEvent
 
 PAGE_SIZE = 50
@@ -70,8 +70,8 @@ class AuditFilterForm(forms.Form):
 
 def visible_events(user) -> QuerySet[TransferEvent]:
     """Events of the transfers the user can see (out of or into their accounts), as
-    target_view lets them see each."""
-    return target_view.events_seen_by(
+    access lets them see each."""
+    return access.events_seen_by(
         user,
         TransferEvent.objects.filter(
             transfer__in=Transfer.objects.visible_to(user).order_by().values("pk")

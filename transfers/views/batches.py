@@ -6,13 +6,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Exists, OuterRef, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import batches, downtime, permissions, target_view
+from transfers import access, batches, downtime, permissions
+from transfers.access import get_batch_for_user
 from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
     AwsAccount,
@@ -109,27 +110,6 @@ def batch_new(request: HttpRequest) -> HttpResponse:
     return render(request, "transfers/batch_new.html", {"form": form, "check": check, "bad": bad})
 
 
-def visible_batches(user):
-    """Batches out of, or into, an account the user can see (a target's admins open the
-    batch their notice links to)."""
-    visible = AwsAccount.objects.visible_to(user)
-    return TransferBatch.objects.filter(
-        Q(source__in=visible) | Q(target_account_id__in=visible.values("account_id"))
-    )
-
-
-def _get_batch_for_user(user, pk: int) -> tuple[TransferBatch, set]:
-    batch = (
-        visible_batches(user)
-        .filter(pk=pk)
-        .select_related("source", "requester", "approver")
-        .first()
-    )
-    if batch is None:
-        raise Http404("No such batch")
-    return batch, batch.source.role_for(user)
-
-
 def _filtered_batches(request: HttpRequest, qs):
     """The transfer list's filters, for batches: a state matches a batch with a transfer in
     that state; an account matches the source or the target."""
@@ -152,8 +132,8 @@ def _filtered_batches(request: HttpRequest, qs):
 @login_required
 def batch_list(request: HttpRequest) -> HttpResponse:
     # A batch seen only through its target shows no requester, and the requester filter
-    # skips it (target_view).
-    qs = target_view.with_source_side(visible_batches(request.user), request.user)
+    # skips it (access).
+    qs = access.with_source_side(TransferBatch.objects.visible_to(request.user), request.user)
     form, qs = _filtered_batches(request, qs)
     if form.cleaned_data.get("requester"):
         qs = qs.filter(source_side=True)
@@ -202,12 +182,12 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    batch, _ = _get_batch_for_user(request.user, pk)
+    batch, _ = get_batch_for_user(request.user, pk)
     progress = batches.progress(batch)
     context = {
         "batch": batch,
         # Seen only through the target: no reason, people, decision, errors or skipped ids.
-        "source_side": target_view.sees_source_side(request.user, batch),
+        "source_side": access.sees_source_side(request.user, batch),
         "p": progress,
         "can_approve": permissions.can_decide_batch(request.user, batch)
         and batch.requester_id != request.user.pk,
@@ -236,7 +216,7 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _batch_action(request: HttpRequest, pk: int, allowed, act) -> HttpResponse:
     """``allowed(user, batch)`` from transfers.permissions; 403 when it says no."""
-    batch, _ = _get_batch_for_user(request.user, pk)
+    batch, _ = get_batch_for_user(request.user, pk)
     if not allowed(request.user, batch):
         raise PermissionDenied("Your role does not allow this on this account.")
     try:

@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from transfers import charts, downtime, target_view
+from transfers import access, charts, downtime
 from transfers.models import AwsAccount, Certificate, Transfer, TransferBatch, TransferEvent
 
 DAYS = 30
@@ -85,7 +85,7 @@ def oldest_waiting(transfers) -> list:
 
 
 def recent_activity(transfers, user) -> list[Activity]:
-    """The newest events as ``user`` may see them (target_view), the same step of a batch's
+    """The newest events as ``user`` may see them (access), the same step of a batch's
     transfers as one row."""
     fields = (
         "pk",
@@ -100,7 +100,7 @@ def recent_activity(transfers, user) -> list[Activity]:
         "to_status",
     )
     rows: dict[tuple, Activity] = {}
-    seen = target_view.events_seen_by(
+    seen = access.events_seen_by(
         user, TransferEvent.objects.filter(transfer__in=transfers.values("pk"))
     )
     for values in seen.order_by("-pk").values_list(*fields)[:EVENT_WINDOW]:

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from policies import rules
-from transfers import aws, notices, permissions, target_view, workflow
+from transfers import access, aws, notices, permissions, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
 from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
 from transfers.models import (
@@ -92,8 +92,8 @@ def _filtered(request: HttpRequest, qs):
 
 def _list(request: HttpRequest, qs, template: str, **extra) -> HttpResponse:
     # A row seen only through the target account shows what concerns the target
-    # (target_view): no requester, approver or restore, and the requester filter skips it.
-    qs = target_view.with_source_side(qs, request.user)
+    # (access): no requester, approver or restore, and the requester filter skips it.
+    qs = access.with_source_side(qs, request.user)
     form, qs = _filtered(request, qs)
     if form.cleaned_data.get("requester"):
         qs = qs.filter(source_side=True)
@@ -142,7 +142,7 @@ def incoming(request: HttpRequest) -> HttpResponse:
 def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     transfer = get_transfer_for_user(request.user, pk)
     source_roles = permissions.roles(request.user, transfer.source)
-    # Seen only through the target account: what concerns the target (target_view).
+    # Seen only through the target account: what concerns the target (access).
     source_side = request.user.is_superuser or bool(source_roles)
     approvals = list(transfer.approvals.select_related("user")) if source_side else []
     context = {
@@ -150,7 +150,7 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "source_side": source_side,
         "events": transfer.events.select_related("actor")
         if source_side
-        else target_view.events_for_target(transfer),
+        else access.events_for_target(transfer),
         "notices": transfer.notices.select_related("digest") if source_side else [],
         "can_approve": permissions.can_approve(request.user, transfer.source)
         and transfer.requester_id != request.user.pk
