@@ -5,8 +5,3 @@ class PoliciesConfig(AppConfig):
     name = "policies"
     verbose_name = "Approval policies"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from policies import mail
-
-        mail.connect()

@@ -1,5 +1,8 @@
 """Who is told what about approvals: approvers that a request waits for them (when it is
-made, and while more approvals are needed), the requester when it is declined."""
+made, and while more approvals are needed), the requester when it is declined.
+
+Called where each happens (the request, the approval, the decline), never from a model
+signal; the mail is sent by a worker after commit (policies.tasks, through transfers.queue)."""
 
 from __future__ import annotations
 
@@ -7,21 +10,17 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
-from django.db.models.signals import post_save
 
 from policies import rules
+from transfers import queue
 from transfers.models import CAN_APPROVE, Transfer, TransferBatch, TransferEvent
 
 
 def _send(subject: str, body: str, recipients: list[str]) -> None:
     """One message per recipient, each its own task: approvers never see who else approves
     for the account, and a retry reaches only the address that failed."""
-    from policies.tasks import send_approval_mail
-
     for recipient in sorted(set(recipients)):
-        transaction.on_commit(
-            lambda to=recipient: send_approval_mail.apply_async((subject, body, [to]))
-        )
+        queue.enqueue("policies.tasks.send_approval_mail", subject, body, [recipient])
 
 
 def approver_emails(account_pk: int, exclude: set[int]) -> list[str]:
@@ -86,9 +85,11 @@ def tell_declined(transfer: Transfer) -> None:
     )
 
 
-def _on_transfer(sender, instance: Transfer, created: bool, **kwargs) -> None:
-    if created and instance.batch_id is None:
-        pk = instance.pk
+def requested(transfer: Transfer) -> None:
+    """A single request was made: once it commits, its approvers are told (a transfer of a
+    batch is told with its batch: batch_requested)."""
+    if transfer.batch_id is None:
+        pk = transfer.pk
         transaction.on_commit(lambda: _tell_new(pk))
 
 
@@ -98,18 +99,13 @@ def _tell_new(pk: int) -> None:
         tell_approvers(transfer)
 
 
-def _on_batch(sender, instance: TransferBatch, created: bool, **kwargs) -> None:
-    if created:
-        pk = instance.pk
-        transaction.on_commit(lambda: _tell_new_batch(pk))
+def batch_requested(batch: TransferBatch) -> None:
+    """A batch was requested: once it commits, its approvers are told."""
+    pk = batch.pk
+    transaction.on_commit(lambda: _tell_new_batch(pk))
 
 
 def _tell_new_batch(pk: int) -> None:
     batch = TransferBatch.objects.select_related("source", "requester").filter(pk=pk).first()
     if batch is not None and batch.transfers.filter(status=Transfer.Status.REQUESTED).exists():
         tell_approvers_of_batch(batch)
-
-
-def connect() -> None:
-    post_save.connect(_on_transfer, sender=Transfer, dispatch_uid="policies_new_transfer")
-    post_save.connect(_on_batch, sender=TransferBatch, dispatch_uid="policies_new_batch")

@@ -437,7 +437,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
     },
     "heartbeat": {
-        "task": "transfers.health.heartbeat",
+        "task": "transfers.tasks.heartbeat",
         "schedule": float(HEARTBEAT_SECONDS),
         # A heartbeat nobody ran in time says nothing: drop it rather than run it late.
         "options": {"expires": HEARTBEAT_SECONDS},

@@ -7,11 +7,12 @@ import pytest
 from django.core import mail
 from rest_framework.test import APIClient
 
+from policies import mail as approval_mail
 from policies.models import Approval, ApprovalPolicy, BatchApproval, PolicyChange
-from tests.conftest import api_token, make_user
-from transfers import batches, workflow
-from transfers.models import Role, Transfer, TransferBatch, TransferEvent
-from transfers.workflow import TransferError
+from tests.conftest import TARGET, add_certificate, api_token, committed, iot_for, make_user
+from transfers import batches, inventory, workflow
+from transfers.models import Certificate, Role, Transfer, TransferBatch, TransferEvent
+from transfers.workflow import Options, TransferError
 
 _serial = iter(range(1, 10_000))
 
@@ -195,6 +196,7 @@ class TestMail:
     ):
         with django_capture_on_commit_callbacks(execute=True):
             transfer = make_transfer(source, requester, target)
+            approval_mail.requested(transfer)
         # One message each: no approver sees who else approves for the account.
         assert sorted(m.to for m in mail.outbox) == [
             ["approver2@example.com"],
@@ -229,6 +231,59 @@ class TestMail:
         (message,) = mail.outbox
         assert message.to == ["requester@example.com"]
         assert "declined" in message.subject and "Wrong account" in message.body
+
+    def certificates(self, source, n: int) -> list[Certificate]:
+        iot = iot_for(source)
+        made = [add_certificate(iot)["certificateId"] for _ in range(n)]
+        inventory.sync_region(inventory.queue_sync(source, "us-east-1")[0].pk)
+        return list(Certificate.objects.filter(certificate_id__in=made))
+
+    def test_a_request_tells_its_approvers_where_it_is_made(
+        self, standin, source, target, requester, approver, second
+    ):
+        (cert,) = self.certificates(source, 1)
+        transfer = committed(
+            workflow.request_transfer,
+            requester,
+            cert,
+            target_account_id=TARGET,
+            message="",
+            reason="Contract 42",
+            options=Options(),
+        )
+        assert all(f"Transfer #{transfer.pk}" in m.subject for m in mail.outbox)
+        assert sorted(to for m in mail.outbox for to in m.to) == [
+            "approver2@example.com",
+            "approver@example.com",
+        ]
+
+    def test_a_batch_tells_its_approvers_once_where_it_is_made(
+        self, standin, source, target, requester, approver
+    ):
+        certs = self.certificates(source, 3)
+        batch = committed(
+            batches.request_batch,
+            requester,
+            certs,
+            [],
+            target_account_id=TARGET,
+            message="",
+            reason="Contract 42",
+            options=Options(),
+        )
+        (message,) = mail.outbox
+        assert f"Batch #{batch.pk} of 3 transfers" in message.subject
+        assert message.to == ["approver@example.com"]
+
+    def test_a_row_saved_anywhere_else_sends_nothing(
+        self, source, target, requester, approver, django_capture_on_commit_callbacks
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            make_transfer(source, requester, target)
+            TransferBatch.objects.create(
+                source=source, target_account_id=target.account_id, requester=requester
+            )
+        assert mail.outbox == []
 
 
 class TestPolicyPage:

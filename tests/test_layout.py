@@ -1,10 +1,10 @@
-"""The shape of the code at run time: importing any domain module does not load the tasks
-module. Which module may import which is checked statically by the import contracts in
-pyproject.toml (make lint); this checks what they cannot see, such as Celery's autodiscovery
-run on import."""
+"""The shape of the code that the import contracts in pyproject.toml (make lint) cannot
+see: importing any domain module does not load the tasks module (Celery's autodiscovery runs
+on import), and every task is sent by transfers/queue.py."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +41,23 @@ def test_importing_any_domain_module_does_not_load_the_tasks_module():
         check=True,
     )
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr
+
+
+SENDS = {"apply_async", "delay", "delay_on_commit", "send_task"}
+
+
+def test_only_the_queue_module_sends_tasks():
+    """One way to enqueue (transfers/queue.py: by name, after commit): a task sent from
+    anywhere else skips the commit, or needs its tasks module imported."""
+    senders = []
+    packages = ["portal", "transfers", "sso", "profiles", "policies", "standin"]
+    for path in sorted(p for name in packages for p in (ROOT / name).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in SENDS
+            ):
+                senders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.attr}")
+    assert [s for s in senders if not s.startswith("transfers/queue.py:")] == []
+    assert senders, "the queue module sends with apply_async"

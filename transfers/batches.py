@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from policies import mail, rules
 from transfers import aws, permissions, queue, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
@@ -198,6 +199,7 @@ def request_batch(
             message=message,
             skipped=[{"certificate_id": cid, "reason": why} for cid, why in check.blocked],
         )
+        mail.batch_requested(batch)  # its approvers, after commit
         for cert in check.ready:
             plan = {
                 "source": "inventory",
@@ -291,7 +293,6 @@ def approve(user, batch: TransferBatch, comment: str = "") -> int:
     workflow.check_can_approve(user, batch.source)
     if permissions.approved_a_landing_of(user, batch):
         raise landing_approver_refused()
-    from policies import mail, rules
 
     with transaction.atomic():
         # The source's approval policy may want several approvers: the batch is decided by

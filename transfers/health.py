@@ -22,7 +22,6 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from celery import shared_task
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -83,12 +82,6 @@ def last_heartbeat() -> float | None:
         except FileNotFoundError:
             value = None
     return float(value) if value else None
-
-
-@shared_task(name="transfers.health.heartbeat", ignore_result=True)
-def heartbeat() -> None:
-    """Beat, every HEARTBEAT_SECONDS: a worker says it is alive."""
-    record_heartbeat()
 
 
 # ----------------------------------------------------------------------------- checks

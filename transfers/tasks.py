@@ -7,7 +7,7 @@ import logging
 from celery import shared_task
 from celery.utils.time import get_exponential_backoff_interval
 
-from transfers import batches, inventory, notices, workflow
+from transfers import batches, health, inventory, notices, queue, workflow
 from transfers.models import AwsAccount, SweepFailure
 
 # A sync is stale after inventory.STALE without saved progress, however long it runs.
@@ -122,7 +122,7 @@ def feed_batch(batch_pk: int, lease: str | None = None) -> int:
     batch: each tick passes its lease to the next; a second feeder finds the batch held."""
     waiting, lease = batches.feed(batch_pk, lease)
     if lease is not None:
-        feed_batch.apply_async((batch_pk, lease), countdown=1)
+        queue.send_now("feed_batch", batch_pk, lease, countdown=1)
     return waiting
 
 
@@ -134,3 +134,9 @@ def approve_batch(batch_pk: int, user_pk: int, comment: str = "") -> int:
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def cancel_batch(batch_pk: int, user_pk: int) -> int:
     return batches.cancel_transfers(batch_pk, user_pk)[0]
+
+
+@shared_task(ignore_result=True)
+def heartbeat() -> None:
+    """Beat, every HEARTBEAT_SECONDS: a worker says it is alive (health.check_worker)."""
+    health.record_heartbeat()

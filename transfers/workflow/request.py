@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from policies import mail
 from transfers import permissions
 from transfers.models import (
     ACCOUNT_ID_RE,
@@ -147,4 +148,5 @@ def open_transfer(
             to_status=transfer.status,
             **event,
         )
+        mail.requested(transfer)  # its approvers, after commit (a batch's: with the batch)
     return transfer
