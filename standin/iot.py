@@ -49,6 +49,8 @@ from .timing import TIMING
 #: moto's server answers on several threads.
 STATE_LOCK = threading.RLock()
 _INSTALL_LOCK = threading.Lock()
+# install() of each module that extends this one, in order (filled by standin/__init__.py).
+EXTENSIONS: list[Callable[[], None]] = []
 
 PENDING_TRANSFER = "PENDING_TRANSFER"
 CERTIFICATE_STATUSES = frozenset(
@@ -788,12 +790,11 @@ def install() -> None:
         for name, function in _RESPONSE_METHODS.items():
             setattr(IoTResponse, name, function)
         FakeCertificate.to_description_dict = _to_description_dict
-        # Devices, jobs, endpoints and thing types, in their own modules (they import this one).
-        from . import connectivity, jobs, things
-
-        things.install()
-        jobs.install()
-        connectivity.install()
+        # Devices, jobs, endpoints and thing types, in their own modules: they import this
+        # one, so the package lists them here (standin/__init__.py) instead of an import
+        # back from this module.
+        for extend in EXTENSIONS:
+            extend()
         IoTResponse._standin_installed = True
 
 
