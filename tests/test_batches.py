@@ -407,3 +407,67 @@ def test_declining_a_batch_commits_each_transfer_on_its_own(
     with pytest.raises(TransferError) as refused:  # the decision stands: no approval now
         batches.approve(approver, batch)
     assert refused.value.code == "already_decided"
+
+
+def test_a_batch_approval_whose_background_part_was_lost_is_sent_again_once_stalled(
+    fleet, requester, approver, monkeypatch, django_capture_on_commit_callbacks, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from policies.models import BatchApproval
+    from transfers import queue
+
+    batch = request(requester, fleet)
+    with django_capture_on_commit_callbacks(execute=False):  # its message never sent
+        batches.approve(approver, batch, "ok")
+    sent = []
+    monkeypatch.setattr(queue, "send_now", lambda name, *args, **kw: sent.append((name, *args)))
+    assert batches.resume_approvals() == 0  # just approved: the message may be on its way
+    stalled = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES, seconds=1)
+    BatchApproval.objects.update(created=stalled)
+    assert batches.resume_approvals() == 1
+    assert sent == [("approve_batch", batch.pk, approver.pk, "ok")]
+
+    # The worker that took it stops half-way: resumed too, once nothing moved for as long.
+    monkeypatch.setattr(batches, "CHUNK", 2)
+    real_approve = workflow.approve
+
+    def approve_then_die_on_the_third(user, pk, comment="", **kw):
+        if batch.transfers.filter(status="approved").count() == 2:
+            raise RuntimeError("the worker died")
+        return real_approve(user, pk, comment, **kw)
+
+    monkeypatch.setattr(workflow, "approve", approve_then_die_on_the_third)
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(RuntimeError):
+        batches.approve_transfers(batch.pk, approver.pk, "ok")
+    assert batches.resume_approvals() == 0  # its first chunk was approved just now
+    batch.transfers.update(decided_at=stalled)
+    assert batches.resume_approvals() == 1
+    assert sent[-1] == ("approve_batch", batch.pk, approver.pk, "ok")
+    monkeypatch.setattr(workflow, "approve", real_approve)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert batches.approve_transfers(batch.pk, approver.pk, "ok") == 2
+    assert batches.resume_approvals() == 0  # nothing left to approve
+
+
+def test_a_batch_waiting_for_its_second_approver_is_not_sent_again(
+    fleet, source, requester, approver, django_capture_on_commit_callbacks, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from policies.models import Approval, ApprovalPolicy, BatchApproval
+
+    ApprovalPolicy.objects.create(account=source, approvals=2)
+    batch = request(requester, fleet)
+    with django_capture_on_commit_callbacks(execute=False):
+        batches.approve(approver, batch, "ok")
+        batches.approve_transfers(batch.pk, approver.pk, "ok")  # every transfer: 1 of 2
+    long_ago = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES + 1)
+    BatchApproval.objects.update(created=long_ago)
+    Approval.objects.update(created=long_ago)
+    assert set(batch.transfers.values_list("status", flat=True)) == {"requested"}
+    assert batches.resume_approvals() == 0

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import OTHER, TARGET, add_certificate, committed, iot_for, make_user
-from transfers import health, inventory, queue, tasks, workflow
+from transfers import batches, health, inventory, queue, tasks, workflow
 from transfers.models import Certificate, Notice, Role, SweepFailure, Transfer
 from transfers.workflow import Options, TransferError, reconcile
 
@@ -301,11 +301,18 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
     monkeypatch.setattr(workflow, "reconcile_pending", broken)
     for name in ("requeue_stalled", "sweep_restores", "sweep_landings"):
         monkeypatch.setattr(workflow, name, lambda name=name: ran.append(name) or 0)
+    monkeypatch.setattr(batches, "resume_approvals", lambda: ran.append("resume_approvals") or 0)
 
     outcomes = tasks.reconcile()
 
-    assert ran == ["requeue_stalled", "sweep_restores", "sweep_landings"]
-    assert outcomes == {"exception": 1, "requeued": 0, "restores": 0, "landings": 0}
+    assert ran == ["requeue_stalled", "resume_approvals", "sweep_restores", "sweep_landings"]
+    assert outcomes == {
+        "exception": 1,
+        "requeued": 0,
+        "approvals_resumed": 0,
+        "restores": 0,
+        "landings": 0,
+    }
     assert SweepFailure.objects.get().sweep == "reconcile"
 
 

@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from policies import mail, rules
@@ -332,6 +333,37 @@ def approve_transfers(batch_pk: int, user_pk: int, comment: str = "") -> int:
 
     _each(batch, Transfer.Status.REQUESTED, one)
     return done
+
+
+def resume_approvals() -> int:
+    """Beat (reconcile): send again the background part of a batch approval that stopped
+    before reaching every transfer: its message lost (the web process died after the
+    commit, the broker restarted empty) or its worker stopped mid-way (the database went
+    away). Stalled: a requested transfer of the batch still lacks the approval, and nothing
+    of the batch was approved for TRANSFER_STALL_MINUTES. A tick that comes before the
+    resent task's first chunk commits sends it again: harmless, approve_transfers is safe to
+    run twice (each transfer's approval is a locked transition). Returns how many it sent."""
+    from policies.models import Approval, BatchApproval
+
+    cutoff = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES)
+    # One approver per transfer writes no Approval row: then any requested transfer lacks it.
+    lacking = Transfer.objects.filter(
+        batch=OuterRef("batch"), status=Transfer.Status.REQUESTED
+    ).exclude(
+        Exists(Approval.objects.filter(transfer=OuterRef("pk"), user=OuterRef(OuterRef("user"))))
+    )
+    moving = Transfer.objects.filter(batch=OuterRef("batch")).filter(
+        Q(decided_at__gte=cutoff) | Q(approvals__created__gte=cutoff)
+    )
+    stalled = list(
+        BatchApproval.objects.filter(created__lt=cutoff)
+        .filter(Exists(lacking))
+        .exclude(Exists(moving))
+        .values_list("batch_id", "user_id", "comment")
+    )
+    for batch_pk, user_pk, comment in stalled:
+        queue.send_now("approve_batch", batch_pk, user_pk, comment)
+    return len(stalled)
 
 
 def approve_landing(user, batch: TransferBatch, comment: str = "") -> int:
