@@ -95,9 +95,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Pages wait briefly for the shared AWS rate; AWS trouble answers 503, never 500.
-    "transfers.busy.AwsBusyMiddleware",
+    "transfers.middleware.AwsBusyMiddleware",
     # Second factor for approvers and admins, absolute session lifetime.
-    "transfers.security.SecurityMiddleware",
+    "sso.middleware.SessionPolicyMiddleware",
     # Turns a lockout signalled during authenticate() into the "locked" page.
     "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -228,7 +228,7 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # Sessions end at browser close, after SESSION_IDLE_SECONDS without a request, and
-# SESSION_MAX_SECONDS after login whatever the activity. transfers.security.SecurityMiddleware
+# SESSION_MAX_SECONDS after login whatever the activity. sso.middleware.SessionPolicyMiddleware
 # enforces the maximum and pushes the expiry back at most once a minute (not a write per
 # request). Live pages poll only while work is in flight, so an open tab does not keep a
 # session alive for long.
@@ -248,7 +248,7 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 TRUSTED_PROXY_COUNT = env.integer("TRUSTED_PROXY_COUNT", 0, minimum=0)
-AXES_CLIENT_IP_CALLABLE = "transfers.security.client_ip"
+AXES_CLIENT_IP_CALLABLE = "sso.middleware.client_ip"
 
 # Second factor (django-otp): approvers and admins enter a TOTP code after the password.
 OTP_TOTP_ISSUER = env.string("OTP_TOTP_ISSUER", "Certificate transfer portal")

@@ -83,8 +83,8 @@ class VerifiedClient(Client):
     def force_login(self, user, backend=None):
         from django_otp import DEVICE_ID_SESSION_KEY
 
+        from sso.middleware import needs_second_factor
         from transfers.models import AuthenticatorApp
-        from transfers.security import needs_second_factor
 
         super().force_login(user, backend)
         if needs_second_factor(user):

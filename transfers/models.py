@@ -946,7 +946,7 @@ class ApiToken(AuthToken):
         return self.token_key[:8]
 
 
-# The second factor (transfers.views.second_factor). django-otp's own devices keep the TOTP
+# The second factor (sso/views.py). django-otp's own devices keep the TOTP
 # seed and the backup codes in clear, and it has no way to encrypt them (its issue #67): these
 # are django-otp devices whose secrets are EncryptedTextFields, like the webhook secrets (same
 # keys, same rotate_encryption_keys).

@@ -1,6 +1,5 @@
 from django.urls import path
 
-from profiles.views import profile
 from transfers.views import (
     accounts,
     approvals,
@@ -40,7 +39,6 @@ urlpatterns = [
     path("incoming/", transfers.incoming, name="incoming"),
     path("notices/", notices.notice_list, name="notice_list"),
     path("notices/<int:pk>/", notices.notice_detail, name="notice_detail"),
-    path("profile/", profile, name="profile"),
     path("transfers/<int:pk>/", transfers.transfer_detail, name="transfer_detail"),
     path(
         "transfers/<int:pk>/notices/<int:notice_pk>/resend/",

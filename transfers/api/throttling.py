@@ -14,7 +14,7 @@ from django.core.cache import caches
 from knox.models import AuthToken
 from rest_framework.throttling import SimpleRateThrottle
 
-from transfers.security import client_ip
+from sso.middleware import client_ip
 
 
 class TokenRateThrottle(SimpleRateThrottle):

@@ -1,4 +1,5 @@
-"""Who must pass a second factor, and the one middleware that enforces it.
+"""The session policy: who must pass a second factor, and the one middleware that enforces
+it with the session's lifetime.
 
 Approvers and admins can send a fleet's device identities to another AWS account, so a
 password alone is not enough for them: after it, they type a TOTP code (django-otp) before
@@ -58,7 +59,8 @@ def needs_second_factor(user) -> bool:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """The client's address for login throttling (django-axes).
+    """The client's address for login throttling (django-axes, AXES_CLIENT_IP_CALLABLE) and
+    the API's throttling.
 
     Behind ``TRUSTED_PROXY_COUNT`` reverse proxies, the address the outermost one saw is
     the n-th from the right in X-Forwarded-For (what a client writes there itself is to the
@@ -72,7 +74,7 @@ def client_ip(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR")
 
 
-class SecurityMiddleware:
+class SessionPolicyMiddleware:
     """After AuthenticationMiddleware, OTPMiddleware and MessageMiddleware."""
 
     def __init__(self, get_response) -> None:
@@ -129,8 +131,3 @@ class SecurityMiddleware:
 
 def _api_refusal(code: str, message: str, status: int) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
-
-
-def mark_session_start(sender, request, user, **kwargs) -> None:
-    """On every login: the absolute session lifetime counts from here."""
-    request.session[SESSION_STARTED] = request.session[SESSION_SEEN] = int(time.time())
