@@ -1,17 +1,19 @@
 """Bulk transfer: one batch of N certificates against a stand-in that throttles above R
-TransferCertificate calls per second per account; achieved rate / R, throttling answers,
-transfers lost and duplicated, all from one run.
+calls per second per account and API; achieved rate / R, each API's calls per certificate
+and what the slowest allows, throttling answers, transfers lost and duplicated, all from
+one run.
 
     .venv/bin/python bench/bulk_transfer.py                 # 1,000 certificates, R = 10/s
     .venv/bin/python bench/bulk_transfer.py --quick         # 200 certificates
     .venv/bin/python bench/bulk_transfer.py --certificates 1000 --rate 10 --workers 2
 
 What runs, as in production:
-* the stand-in server in a subprocess (real HTTP) with ``set_faults(rps_per_account=R,
-  operations=["TransferCertificate"])``: above R calls per second it answers
-  ThrottlingException;
+* the stand-in server in a subprocess (real HTTP) with ``set_faults(rps_per_operation=R)``:
+  above R calls per second of one API of one account it answers ThrottlingException, as AWS
+  applies its per-API quotas;
 * N ACTIVE certificates in the source account, each with a policy and a thing (so
-  preparation deactivates and detaches: 7 AWS calls per certificate), made through boto3;
+  preparation deactivates and detaches: 8 AWS calls per certificate, each API once, the
+  thing's detachment confirmed from the thing's side), made through boto3;
 * the portal on a throwaway database (SQLite in a temporary directory; PostgreSQL when
   DATABASE_URL is set, in a dedicated database dropped afterwards), with the broker from
   REDIS_URL when set (a Redis database of its own, please), else the default file broker
@@ -23,15 +25,17 @@ What runs, as in production:
 
 It waits until no transfer of the batch is approved or preparing (or ``--timeout``), then
 prints: the achieved TransferCertificate rate (successful calls / seconds between the first
-and the last, from the audit trail), that rate / R, p50 and p95 of the time from approval
+and the last, from the audit trail), that rate / R, each API's calls per certificate with its
+allowance (the portal's ceiling for the account: R here) and the certificates a second that
+allows, the achieved rate against the slowest, p50 and p95 of the time from approval
 to pending acceptance (and from a worker's start to pending), the throttling answers the
 stand-in gave (its ``throttled`` counter for TransferCertificate), the transfers lost (not
 pending acceptance at the end) and duplicated (certificates with more than one successful
 TransferCertificate, from the stand-in's per-certificate counter).
 
 The inventory sync before the batch is set-up, not measured: it runs with the account's rate
-raised (the stand-in ceiling applies to TransferCertificate only); the rate is set back to R
-and the limiter's buckets are emptied before the batch is requested.
+raised before the stand-in's ceilings are set; the rate is set back to R and the limiter's
+buckets are emptied before the batch is requested.
 """
 
 from __future__ import annotations
@@ -64,14 +68,14 @@ from _support import (  # noqa: E402 - after the path
 SOURCE, TARGET, REGION = "210000000001", "210000000002", "us-east-1"
 POLICY = "BulkDevicePublish"
 SYNC_RATE = 1000.0  # the account's rate during the (unmeasured) inventory sync
-GOAL = 0.9
+GOAL = 0.95  # issue 25: certificates with a thing at >= 0.95 R
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--certificates", type=int, default=1000)
     parser.add_argument(
-        "--rate", type=float, default=10.0, help="R: the stand-in's TransferCertificate ceiling"
+        "--rate", type=float, default=10.0, help="R: per account and API (portal and stand-in)"
     )
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
@@ -288,17 +292,39 @@ def measure(batch, control, rate: float, workers: int, concurrency: int) -> dict
         "duplicated": sum(n > 1 for n in ok_per_cert.values()),
         "never": sum(n == 0 for n in ok_per_cert.values()),
         "aws_calls": aws_calls,
-        # The portal keeps every API of the account at R calls a second (as AWS does), so
-        # the batch can go no faster than R / (calls per certificate of its busiest API).
-        "busiest": max(
-            (
-                (e["calls"] / max(len(transfers), 1), op)
-                for op, e in snapshot["operations"].items()
-                if op not in ("ListCertificates", "ListPolicies", "ListTargetsForPolicy")
-            ),
-            default=(1.0, "TransferCertificate"),
-        ),
+        "apis": per_api(snapshot, batch.source, len(transfers)),
     }
+
+
+# The APIs preparing and transferring a certificate calls: the slowest of them (its allowance
+# over its calls per certificate) bounds the batch. Others in the counts run in the
+# background on budgets of their own (the reconciler's listing, the feeder's sync).
+PATH = {
+    "DescribeCertificate",
+    "UpdateCertificate",
+    "ListAttachedPolicies",
+    "DetachPolicy",
+    "ListPrincipalThings",
+    "DetachThingPrincipal",
+    "ListThingPrincipals",
+    "TransferCertificate",
+}
+
+
+def per_api(snapshot: dict, source, n: int) -> list[tuple[str, float, float, float, bool]]:
+    """(API, calls per certificate, the API's allowance, certificates a second it allows, on
+    the path) for every API the stand-in saw, slowest first. The allowance is the portal's
+    ceiling for the account and API (transfers.ratelimit), what the portal keeps to."""
+    from transfers import ratelimit
+
+    allowances = ratelimit.allowances(source, REGION)
+    rows = []
+    for op, entry in snapshot["operations"].items():
+        calls = (entry["calls"] + snapshot["throttled"].get(op, 0)) / max(n, 1)
+        allowance = allowances.of(op)
+        allows = allowance / calls if calls else float("inf")
+        rows.append((op, calls, allowance, allows, op in PATH))
+    return sorted(rows, key=lambda row: (not row[4], row[3]))
 
 
 RECEIVED = re.compile(
@@ -342,6 +368,7 @@ def task_table(per_minute: dict, last_minute: int) -> tuple[str, float | None]:
 
 def report(args, m: dict, db: Database, broker: str, load_before: str, total: float) -> None:
     r = args.rate
+    slowest = next((row for row in m["apis"] if row[4]), None)
     print()
     print(
         f"Bulk transfer: {m['n']:,} certificates, R = {r:g} TransferCertificate/s per account, "
@@ -360,9 +387,12 @@ def report(args, m: dict, db: Database, broker: str, load_before: str, total: fl
         ("achieved rate (calls / span)", f"{m['achieved']:.2f}/s", ""),
         ("achieved / R", f"{m['ratio']:.3f}", f"goal >= {GOAL}"),
         (
-            "achieved / what the busiest API allows",
-            f"{m['achieved'] / (r / max(m['busiest'][0], 1.0)):.3f}",
-            f"{m['busiest'][1]}: {m['busiest'][0]:.2f} calls per certificate at R per API",
+            "achieved / what the slowest API allows",
+            f"{m['achieved'] / slowest[3]:.3f}" if slowest else "-",
+            f"{slowest[0]}: {slowest[1]:.2f} calls per certificate at {slowest[2]:g}/s, "
+            f"so {slowest[3]:.2f} certificates a second"
+            if slowest
+            else "",
         ),
         (
             "  excluding the first second's burst",
@@ -420,6 +450,17 @@ def report(args, m: dict, db: Database, broker: str, load_before: str, total: fl
             ),
         ]
     print(table(["measure", "value", "note"], rows))
+    print()
+    print("Calls per certificate per API (throttled answers included), and what each allows:")
+    print(
+        table(
+            ["API", "per certificate", "allowance", "certificates/s", ""],
+            [
+                (op, f"{c:.2f}", f"{a:g}/s", f"{allows:.2f}", "" if on else "background")
+                for op, c, a, allows, on in m["apis"]
+            ],
+        )
+    )
     if m.get("tasks_table"):
         print()
         print(f"Tasks the workers received per minute since the approval (beat {m['beat']}):")
@@ -431,7 +472,7 @@ def report(args, m: dict, db: Database, broker: str, load_before: str, total: fl
             )
     verdict = m["ratio"] >= GOAL and m["lost"] == 0 and m["duplicated"] == 0 and m["never"] == 0
     print()
-    print("Goal (>= 0.9 R, none lost, none duplicated): " + ("met" if verdict else "NOT met"))
+    print(f"Goal (>= {GOAL:g} R, none lost, none duplicated): " + ("met" if verdict else "NOT met"))
     if executions is not None and m.get("flatness") is not None:
         long_goal = (
             m["ratio"] >= 0.95
@@ -493,7 +534,7 @@ def main() -> int:
             if args.beat:
                 workers.start_beat()
             control.reset_counters()
-            control.set_faults(rps_per_account=args.rate, operations=["TransferCertificate"])
+            control.set_faults(rps_per_operation=args.rate)
 
             from transfers import batches
 

@@ -309,7 +309,11 @@ AWS_RETRY_MODE = env.string("AWS_RETRY_MODE", "standard")
 AWS_MAX_ATTEMPTS = env.integer("AWS_MAX_ATTEMPTS", 3, minimum=1)
 AWS_CONNECT_TIMEOUT = env.number("AWS_CONNECT_TIMEOUT", 5, minimum=0.1)
 AWS_READ_TIMEOUT = env.number("AWS_READ_TIMEOUT", 20, minimum=0.1)
+# Each AWS API is held at its own allowance per account and region (transfers.ratelimit:
+# AWS's defaults, the adjustable ones read from Service Quotas unless AWS_SERVICE_QUOTAS is
+# false, an account's own rates over both); an API AWS's table does not list, at this.
 AWS_DEFAULT_API_RATE = env.number("AWS_DEFAULT_API_RATE", 10, minimum=0.1)
+AWS_SERVICE_QUOTAS = env.boolean("AWS_SERVICE_QUOTAS", True)
 if AWS_RETRY_MODE not in {"standard", "adaptive", "legacy"}:
     from django.core.exceptions import ImproperlyConfigured
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .devices import DEVICES
 from .faults import COUNTERS, FAULTS, count_from_snapshot
+from .quotas import QUOTAS
 
 __all__ = [
     "RemoteControl",
@@ -29,6 +30,7 @@ __all__ = [
     "faults",
     "reset_counters",
     "set_faults",
+    "set_service_quotas",
 ]
 
 
@@ -56,11 +58,12 @@ def set_faults(
     operations: list[str] | None = None,
     rps_per_account: float | None = None,
     seed: int | None = None,
-    rps_per_operation: float | None = None,
+    rps_per_operation: float | str | None = None,
 ) -> dict[str, Any]:
     """Replace the fault configuration; returns it. ``operations`` (names like
     ``"TransferCertificate"``) limits the faults and the rate ceilings; ``None`` = all.
-    ``rps_per_operation``: a ceiling per account and API, like AWS's per-API quotas."""
+    ``rps_per_operation``: a ceiling per account and API, like AWS's per-API quotas; ``"aws"``:
+    each API at its own AWS allowance (standin.quotas)."""
     FAULTS.configure(
         {
             "throttle_rate": throttle_rate,
@@ -76,6 +79,13 @@ def set_faults(
 
 def clear_faults() -> None:
     FAULTS.clear()
+
+
+def set_service_quotas(applied: dict[str, float] | None = None, readable: bool = True) -> None:
+    """What ListServiceQuotas answers for AWS IoT: ``applied`` values (API name -> requests per
+    second, adjustable APIs only; the others keep AWS's defaults), or AccessDeniedException
+    when not ``readable``. Set them before ``set_faults(rps_per_operation="aws")``."""
+    QUOTAS.configure(applied, readable)
 
 
 def faults() -> dict[str, Any]:
@@ -150,7 +160,7 @@ class RemoteControl:
         operations: list[str] | None = None,
         rps_per_account: float | None = None,
         seed: int | None = None,
-        rps_per_operation: float | None = None,
+        rps_per_operation: float | str | None = None,
     ) -> dict[str, Any]:
         return self._request(
             "POST",

@@ -22,7 +22,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+from .quotas import QUOTAS
+
 THROTTLING = "ThrottlingException"
+AWS_ALLOWANCES = "aws"  # rps_per_operation: each API at its AWS allowance (standin.quotas)
 UNAVAILABLE = "ServiceUnavailableException"
 
 _SNAKE_PART = re.compile(r"(?:^|_)([a-z0-9])")
@@ -46,7 +49,9 @@ class FaultConfig:
     calling account (token bucket, burst = max(1, rps)); calls above it get
     ``ThrottlingException``. ``rps_per_operation`` is the same ceiling per calling account
     *and operation*, as AWS applies its per-API quotas (ListThingPrincipals does not use up
-    DescribeCertificate's budget); both may be set. ``seed`` seeds the random generator
+    DescribeCertificate's budget), or ``"aws"``: each API at its own AWS allowance
+    (standin.quotas: AWS's default, or the value set in the stand-in's Service Quotas; an API
+    without one has no ceiling); both may be set. ``seed`` seeds the random generator
     (``None``: unseeded).
     """
 
@@ -55,7 +60,7 @@ class FaultConfig:
     operations: frozenset[str] | None = None
     rps_per_account: float | None = None
     seed: int | None = None
-    rps_per_operation: float | None = None
+    rps_per_operation: float | str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> FaultConfig:
@@ -80,7 +85,14 @@ class FaultConfig:
                 raise ValueError("operations must be a list of operation names or null")
             operations = frozenset(operation_name(o) for o in operations)
         rps = _ceiling(data.get("rps_per_account"), "rps_per_account")
-        per_operation = _ceiling(data.get("rps_per_operation"), "rps_per_operation")
+        per_operation = data.get("rps_per_operation")
+        if per_operation != AWS_ALLOWANCES:
+            try:
+                per_operation = _ceiling(per_operation, "rps_per_operation")
+            except ValueError:
+                raise ValueError(
+                    f'rps_per_operation must be a positive number, "{AWS_ALLOWANCES}" or null'
+                ) from None
         seed = data.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError("seed must be an integer or null")
@@ -183,9 +195,12 @@ class FaultInjector:
             # Both ceilings are checked before either bucket is drawn from: a call one of
             # them refuses uses up no token of the other (AWS does not count it either).
             buckets = []
+            per_operation = config.rps_per_operation
+            if per_operation == AWS_ALLOWANCES:
+                per_operation = QUOTAS.allowance(operation)
             for rps, key in (
                 (config.rps_per_account, (account_id, "")),
-                (config.rps_per_operation, (account_id, operation)),
+                (per_operation, (account_id, operation)),
             ):
                 if rps is not None:
                     now = self._clock()

@@ -43,6 +43,7 @@ from moto.iot.responses import IoTResponse
 
 from .devices import DEVICES
 from .faults import COUNTERS, FAULTS, THROTTLING, UNAVAILABLE
+from .quotas import QUOTAS, list_service_quotas
 from .timing import TIMING
 
 #: Serialises every IoT operation: transfers touch two accounts' registries at once, and
@@ -764,13 +765,15 @@ def _reset_backends(cls: type[BackendDict]) -> None:
     FAULTS.clear()
     TIMING.clear()
     DEVICES.clear()
+    QUOTAS.clear()
 
 
 def install() -> None:
     """Patch moto's IoT backend and responses. Safe to call any number of times.
 
     Also makes moto's reset (``mock_aws()`` entering and leaving, ``POST /moto-api/reset``)
-    clear the call counters, the fault configuration and the simulated devices.
+    clear the call counters, the fault configuration, the simulated devices, the timing and
+    the Service Quotas values.
     """
     with _INSTALL_LOCK:
         if getattr(IoTResponse, "_standin_installed", False):
@@ -795,6 +798,10 @@ def install() -> None:
         # back from this module.
         for extend in EXTENSIONS:
             extend()
+        # AWS IoT's adjustable allowances (standin.quotas); moto answers no ListServiceQuotas.
+        from moto.servicequotas.responses import ServiceQuotasResponse
+
+        ServiceQuotasResponse.list_service_quotas = list_service_quotas
         IoTResponse._standin_installed = True
 
 

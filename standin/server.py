@@ -10,7 +10,8 @@ The default port comes from ``AWS_STANDIN_PORT`` (else 5000). Point boto3 at it 
 * ``POST /_standin/reset-counters``  -> ``{"status": "ok"}``
 * ``GET  /_standin/faults``          -> the fault configuration
 * ``POST /_standin/faults``          body ``{"throttle_rate": 0.2, "unavailable_rate": 0.1,
-  "operations": [...] | null, "rps_per_account": 10 | null, "seed": 1}`` replaces the
+  "operations": [...] | null, "rps_per_account": 10 | null, "rps_per_operation": 10 | "aws" |
+  null, "seed": 1}`` replaces the
   configuration (omitted keys are off; ``{}`` clears); answers the new configuration, or 400.
 * ``GET  /_standin/devices[?thing=name]`` -> the simulated devices, brought up to now
   (see :func:`standin.control.devices`)

@@ -114,14 +114,16 @@ def test_the_code_calls_aws_through_the_boundary():
 
 
 def test_the_policy_allows_exactly_the_iot_operations_the_code_calls():
-    iot, sts = _api_names("iot"), _api_names("sts")
+    iot, quotas, sts = _api_names("iot"), _api_names("service-quotas"), _api_names("sts")
     needed, unknown = {}, []
     for method, where in called_methods().items():
         if method in iot:
             needed[f"iot:{iot[method]}"] = sorted(where)
+        elif method in quotas:  # each IoT API's allowance, read-only
+            needed[f"servicequotas:{quotas[method]}"] = sorted(where)
         elif method not in sts:  # STS is the portal's own identity, not the managed role
             unknown.append(f"{method} ({', '.join(sorted(where))})")
-    assert not unknown, f"not an IoT or STS operation: {unknown}"
+    assert not unknown, f"not an IoT, Service Quotas or STS operation: {unknown}"
 
     allowed = policy_actions(json.loads(POLICY.read_text()))
     assert not [a for a in allowed if "*" in a], "no wildcards: least privilege"

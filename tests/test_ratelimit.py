@@ -1,6 +1,9 @@
-"""The shared AWS rate limiter, on a fake clock so nothing sleeps."""
+"""The shared AWS rate limiter, on a fake clock so nothing sleeps, and each API's allowance."""
+
+import contextlib
 
 import pytest
+from django.urls import reverse
 
 from transfers import ratelimit
 from transfers.models import RateBucket
@@ -116,3 +119,248 @@ def test_botocore_retries_take_tokens_and_slow_the_bucket(standin, source, setti
     for _ in range(3):  # each attempt took a token (rate up a little), then was throttled
         expected = (min(expected + source.api_rate * ratelimit.INCREASE, source.api_rate)) * 0.5
     assert ratelimit.DECREASE == 0.5 and bucket.rate == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------- each API at its allowance
+
+
+def ceilings(monkeypatch, account, *calls, region="us-east-1"):
+    """The ceiling each call asked the limiter for: {API: requests per second}."""
+    from transfers import aws
+
+    seen = {}
+    iot = aws.client(account, region)
+    monkeypatch.setattr(
+        ratelimit, "acquire", lambda key, rate, **kw: seen.__setitem__(key.rsplit(":", 1)[1], rate)
+    )
+    for operation, kwargs in calls:
+        with contextlib.suppress(aws.AwsError):  # the limiter was asked before AWS answered
+            aws.call(iot, operation, **kwargs)
+    monkeypatch.undo()
+    return seen
+
+
+CALLS = [
+    ("list_certificates", {"pageSize": 1}),
+    ("list_attached_policies", {"target": "arn:aws:iot:us-east-1:1:cert/x"}),
+    ("detach_thing_principal", {"thingName": "t", "principal": "arn:aws:iot:us-east-1:1:cert/x"}),
+    ("transfer_certificate", {"certificateId": "0" * 64, "targetAwsAccount": "222222222222"}),
+]
+
+
+@pytest.fixture
+def account_admin(portal_admin, source):
+    from transfers.models import AccountGrant, Role
+
+    AccountGrant.objects.create(account=source, user=portal_admin, role=Role.ADMIN)
+    return portal_admin
+
+
+@pytest.fixture
+def aws_defaults(source):
+    """The source account without a rate of its own: each API at AWS's allowance."""
+    source.api_rate = None
+    source.save(update_fields=["api_rate"])
+    return source
+
+
+def test_each_api_is_held_at_its_own_aws_allowance(standin, aws_defaults, monkeypatch):
+    assert ceilings(monkeypatch, aws_defaults, *CALLS) == {
+        "ListCertificates": 10.0,
+        "ListAttachedPolicies": 15.0,
+        "DetachThingPrincipal": 100.0,
+        "TransferCertificate": 10.0,
+    }
+
+
+def test_an_account_sets_a_rate_for_one_api_in_every_region_or_in_one(
+    standin, aws_defaults, monkeypatch
+):
+    aws_defaults.api_rates = {"ListAttachedPolicies": 40.0, "eu-west-1:TransferCertificate": 4.0}
+    aws_defaults.save(update_fields=["api_rates"])
+    here = ceilings(monkeypatch, aws_defaults, *CALLS)
+    there = ceilings(monkeypatch, aws_defaults, *CALLS, region="eu-west-1")
+    assert here["ListAttachedPolicies"] == there["ListAttachedPolicies"] == 40.0
+    assert (here["TransferCertificate"], there["TransferCertificate"]) == (10.0, 4.0)
+    assert here["ListCertificates"] == 10.0  # the others keep AWS's allowance
+
+
+def test_an_account_rate_holds_every_api_and_its_api_rates_go_over_it(standin, source, monkeypatch):
+    source.api_rate = 3.0
+    source.api_rates = {"DetachThingPrincipal": 50.0}
+    source.save(update_fields=["api_rate", "api_rates"])
+    seen = ceilings(monkeypatch, source, *CALLS)
+    assert seen == {
+        "ListCertificates": 3.0,
+        "ListAttachedPolicies": 3.0,
+        "DetachThingPrincipal": 50.0,
+        "TransferCertificate": 3.0,
+    }
+
+
+def test_adjusted_quotas_are_read_from_service_quotas(standin, aws_defaults, monkeypatch):
+    from transfers.models import QuotaRead
+
+    standin.set_service_quotas({"TransferCertificate": 25.0, "AcceptCertificateTransfer": 12.0})
+    seen = ceilings(monkeypatch, aws_defaults, *CALLS)
+    assert seen["TransferCertificate"] == 25.0
+    assert seen["ListCertificates"] == 10.0  # not adjustable: AWS's default
+    read = QuotaRead.objects.get(account=aws_defaults, region="us-east-1")
+    assert read.rates == {
+        "TransferCertificate": 25.0,
+        "AcceptCertificateTransfer": 12.0,
+        "CancelCertificateTransfer": 10.0,
+    }
+    assert read.error == ""
+
+
+def test_service_quotas_are_read_once_an_hour_for_every_process(standin, aws_defaults, monkeypatch):
+    import time_machine
+
+    from transfers import aws
+
+    reads = []
+    real = aws._read_quotas
+    monkeypatch.setattr(aws, "_read_quotas", lambda *a: reads.append(1) or real(*a))
+    with time_machine.travel("2026-06-01 12:00", tick=False):
+        aws.client(aws_defaults, "us-east-1")
+        aws.clear_cache()  # as another process would: nothing kept in memory
+        standin.set_service_quotas({"TransferCertificate": 25.0})
+        assert aws.client(aws_defaults, "us-east-1").portal_limit[1].of("TransferCertificate") == 10
+    with time_machine.travel("2026-06-01 13:01", tick=False):
+        assert aws.client(aws_defaults, "us-east-1").portal_limit[1].of("TransferCertificate") == 25
+    assert len(reads) == 2
+
+
+def test_without_permission_to_read_quotas_aws_defaults_apply_and_the_page_says_why(
+    standin, aws_defaults, account_admin, client, monkeypatch
+):
+    from transfers.models import QuotaRead
+
+    standin.set_service_quotas({"TransferCertificate": 25.0}, readable=False)
+    seen = ceilings(monkeypatch, aws_defaults, *CALLS)
+    assert seen["TransferCertificate"] == 10.0  # AWS's default, not the unreadable 25
+    read = QuotaRead.objects.get(account=aws_defaults, region="us-east-1")
+    assert "not allowed" in read.error and read.rates == {}
+    client.force_login(account_admin)
+    page = client.get(reverse("account_detail", args=[aws_defaults.pk])).content.decode()
+    assert "not readable" in page and "AWS's default allowances apply" in page
+    assert "servicequotas:ListServiceQuotas" in page
+
+
+def test_a_failed_read_keeps_the_values_read_before(standin, aws_defaults, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transfers import aws
+    from transfers.models import QuotaRead
+
+    standin.set_service_quotas({"TransferCertificate": 25.0})
+    aws.client(aws_defaults, "us-east-1")
+    QuotaRead.objects.update(read_at=timezone.now() - timedelta(hours=2))
+    standin.set_service_quotas(readable=False)
+    assert aws.client(aws_defaults, "us-east-1").portal_limit[1].of("TransferCertificate") == 25
+    assert QuotaRead.objects.get().error
+
+
+def test_the_standin_plays_the_same_allowances_as_the_portal_expects():
+    from standin import quotas
+
+    assert quotas.AWS_DEFAULTS == ratelimit.AWS_DEFAULTS
+    assert quotas.QUOTA_CODES == ratelimit.QUOTA_CODES
+    assert quotas.SERVICE_CODE == ratelimit.SERVICE_QUOTAS_CODE
+
+
+class TestRatesPerApiOnTheAccountForm:
+    def post(self, client, account, **fields):
+        data = {
+            "account_id": account.account_id,
+            "name": account.name,
+            "managed": "on",
+            "regions": ", ".join(account.regions),
+            "role_arn": account.role_arn,
+            "api_rate": "",
+            "api_rates": "",
+            "contact_emails": account.contact_emails,
+        }
+        data.update(fields)
+        return client.post(reverse("account_edit", args=[account.pk]), data)
+
+    def test_an_admin_sets_rates_per_api_and_region(self, client, account_admin, source, standin):
+        client.force_login(account_admin)
+        response = self.post(
+            client, source, api_rates="AttachPolicy = 20\n\neu-west-1 TransferCertificate = 5"
+        )
+        assert response.status_code == 302, response.context["form"].errors
+        source.refresh_from_db()
+        assert source.api_rate is None  # empty: AWS's allowance for each API
+        assert source.api_rates == {"AttachPolicy": 20.0, "eu-west-1:TransferCertificate": 5.0}
+        form = client.get(reverse("account_edit", args=[source.pk])).content.decode()
+        assert "AttachPolicy = 20\neu-west-1 TransferCertificate = 5" in form
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("AttachPolicies = 20", "AttachPolicies is not an AWS IoT API"),
+            ("mars-1 AttachPolicy = 20", "not an AWS region name: mars-1"),
+            ("AttachPolicy = 0", "a rate between 0.1 and 1000"),
+            ("AttachPolicy = fast", "a rate between 0.1 and 1000"),
+            ("AttachPolicy 20", "write API = rate"),
+        ],
+    )
+    def test_a_bad_rate_is_refused_clearly_and_changes_nothing(
+        self, client, account_admin, source, text, message
+    ):
+        client.force_login(account_admin)
+        response = self.post(client, source, api_rates=f"DetachPolicy = 30\n{text}")
+        assert response.status_code == 200
+        assert message in response.content.decode()
+        source.refresh_from_db()
+        assert source.api_rates == {} and source.api_rate == 1000.0
+
+
+def test_accounts_at_the_old_default_rate_get_aws_s_allowance_for_each_api(db):
+    """Migration 0019: 10 for every API was the default, not a choice; 3 was a choice."""
+    import importlib
+
+    from django.apps import apps
+
+    from tests.conftest import make_account
+
+    migration = importlib.import_module("transfers.migrations.0019_per_api_allowances")
+    default, chosen = make_account("555555555555", api_rate=10.0), make_account("666666666666")
+    chosen.api_rate = 3.0
+    chosen.save()
+    migration.old_default_to_aws_defaults(apps, None)
+    default.refresh_from_db()
+    chosen.refresh_from_db()
+    assert (default.api_rate, chosen.api_rate) == (None, 3.0)
+
+
+def test_the_admin_shows_and_keeps_the_rates_per_api(client, source, standin):
+    """The admin saves with the portal's form: a rate per API it did not show would be saved
+    empty by every edit there."""
+    from django.contrib.auth.models import User
+
+    source.api_rates = {"AttachPolicy": 20.0}
+    source.save(update_fields=["api_rates"])
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    url = reverse("admin:transfers_awsaccount_change", args=[source.pk])
+    assert "AttachPolicy = 20" in client.get(url).content.decode()
+    data = {
+        "account_id": source.account_id,
+        "name": "Renamed",
+        "managed": "on",
+        "regions": ", ".join(source.regions),
+        "role_arn": source.role_arn,
+        "api_rate": "",
+        "api_rates": "AttachPolicy = 20",
+        "contact_emails": source.contact_emails,
+        "grants-TOTAL_FORMS": "0",
+        "grants-INITIAL_FORMS": "0",
+    }
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    source.refresh_from_db()
+    assert source.name == "Renamed" and source.api_rates == {"AttachPolicy": 20.0}

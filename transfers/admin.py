@@ -40,7 +40,7 @@ class AwsAccountAdmin(admin.ModelAdmin):
     inlines = [GrantInline]
     fieldsets = [
         (None, {"fields": ["account_id", "name", "managed", "regions"]}),
-        ("Access", {"fields": ["role_arn", "external_id", "api_rate"]}),
+        ("Access", {"fields": ["role_arn", "external_id", "api_rate", "api_rates"]}),
         # The webhook secret is generated on the account page and shown there once.
         ("Notice contacts", {"fields": ["contact_emails", "webhook_url", "expiry_days"]}),
         ("Status", {"fields": ["last_error", "created"]}),

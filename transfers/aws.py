@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
 from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
 
 from transfers import ratelimit
+from transfers.models import QuotaRead
+
+log = logging.getLogger(__name__)
 
 # Throttling and outages are worth another try; everything else needs a person.
 RETRYABLE = {
@@ -209,9 +216,63 @@ def client(account, region: str, service: str = "iot"):
             )
             _share_rate(made)
             cached.clients[(service, region)] = made
-    # Every call through this client shares the account's rate with all workers.
-    made.portal_limit = (f"{account.account_id}:{region}", account.api_rate)
+    # Every call through this client shares the API's allowance with all workers.
+    made.portal_limit = (f"{account.account_id}:{region}", _allowances(account, region, service))
     return made
+
+
+def _allowances(account, region: str, service: str) -> ratelimit.Allowances:
+    reads_quotas = (
+        service == "iot"
+        and settings.AWS_SERVICE_QUOTAS
+        and account.api_rate is None  # else one rate for every API: quotas do not matter
+        and account.pk is not None
+    )
+    return ratelimit.allowances(
+        account, region, service_quotas(account, region) if reads_quotas else {}
+    )
+
+
+# Service Quotas' values change only when someone asks AWS for more: read hourly.
+QUOTAS_MAX_AGE = timedelta(hours=1)
+
+
+def service_quotas(account, region: str) -> dict[str, float]:
+    """The adjustable AWS IoT allowances Service Quotas gives ``account`` in ``region`` (API ->
+    requests per second), read at most once an hour for every process (QuotaRead). When they
+    cannot be read (the role may not: servicequotas:ListServiceQuotas), the last values read,
+    else none, so AWS's defaults apply; the account page shows why."""
+    read = QuotaRead.objects.filter(account=account, region=region).first()
+    if read is not None and read.read_at > timezone.now() - QUOTAS_MAX_AGE:
+        return read.rates
+    try:
+        rates, error = _read_quotas(account, region), ""
+    except AwsError as exc:
+        rates, error = (read.rates if read is not None else {}), exc.user_message
+        log.warning("Service Quotas not read for %s in %s: %s", account, region, exc)
+    with contextlib.suppress(IntegrityError):  # another process stored its read just now
+        QuotaRead.objects.update_or_create(
+            account=account,
+            region=region,
+            defaults={"rates": rates, "error": error, "read_at": timezone.now()},
+        )
+    return rates
+
+
+def _read_quotas(account, region: str) -> dict[str, float]:
+    quotas = client(account, region, "service-quotas")
+    rates: dict[str, float] = {}
+    kwargs: dict[str, Any] = {"ServiceCode": ratelimit.SERVICE_QUOTAS_CODE, "MaxResults": 100}
+    while True:
+        page = call(quotas, "list_service_quotas", **kwargs)
+        for quota in page.get("Quotas", []):
+            api = ratelimit.QUOTA_CODES.get(quota.get("QuotaCode", ""))
+            value = quota.get("Value")
+            if api and isinstance(value, int | float) and value > 0:
+                rates[api] = float(value)
+        if not page.get("NextToken"):
+            return rates
+        kwargs["NextToken"] = page["NextToken"]
 
 
 def _share_rate(made) -> None:
@@ -226,7 +287,8 @@ def _share_rate(made) -> None:
         limit = getattr(made, "portal_limit", None)
         if limit is None:
             return None
-        return f"{limit[0]}:{event_name.rsplit('.', 1)[-1]}", limit[1]
+        api = event_name.rsplit(".", 1)[-1]
+        return f"{limit[0]}:{api}", limit[1].of(api)
 
     def before_send(event_name: str, **_: Any) -> None:
         limit = limit_of(event_name)

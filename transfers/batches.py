@@ -20,7 +20,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from policies import mail, rules
-from transfers import aws, permissions, queue, workflow
+from transfers import aws, permissions, queue, ratelimit, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
 from transfers.workflow.decide import landing_approver_refused
@@ -478,7 +478,8 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
         return 0, None
     batch = TransferBatch.objects.select_related("source").get(pk=batch_pk)
     now = timezone.now()
-    window = max(2, math.ceil(batch.source.api_rate * 2))
+    rate = ratelimit.allowances(batch.source, batch.region).of("TransferCertificate")
+    window = max(2, math.ceil(rate * 2))
     transfers = batch.transfers.all()
     busy = transfers.filter(
         Q(status=Transfer.Status.PREPARING)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from transfers import outbound
+from transfers import outbound, ratelimit
 from transfers.models import (
     ACCOUNT_ID_RE,
     MESSAGE_MAX,
@@ -31,6 +31,52 @@ class RegionsField(forms.CharField):
         return list(dict.fromkeys(regions))
 
 
+class ApiRatesField(forms.CharField):
+    """Rates for single APIs, one a line: ``AttachPolicy = 20`` in every region, or
+    ``eu-west-1 AttachPolicy = 20`` in one. Stored as ``{"API": rate, "region:API": rate}``."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return "\n".join(
+                f"{key.replace(':', ' ')} = {rate:g}" for key, rate in sorted(value.items())
+            )
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        rates: dict[str, float] = {}
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            name, equals, rate_text = line.partition("=")
+            words = name.split()
+            if not equals or len(words) not in (1, 2):
+                raise forms.ValidationError(
+                    f"Line {number}: write API = rate, or region API = rate "
+                    "(for example AttachPolicy = 20)."
+                )
+            api = words[-1]
+            if api not in ratelimit.iot_apis():
+                raise forms.ValidationError(
+                    f"Line {number}: {api} is not an AWS IoT API (write it like AttachPolicy)."
+                )
+            if len(words) == 2 and not REGION_RE.match(words[0]):
+                raise forms.ValidationError(f"Line {number}: not an AWS region name: {words[0]}.")
+            try:
+                rate = float(rate_text)
+            except ValueError:
+                rate = float("nan")
+            if not ratelimit.MIN_RATE <= rate <= ratelimit.MAX_RATE:
+                raise forms.ValidationError(
+                    f"Line {number}: a rate between {ratelimit.MIN_RATE:g} and "
+                    f"{ratelimit.MAX_RATE:g} requests per second."
+                )
+            rates[":".join(words)] = rate
+        return rates
+
+
 def _public_url(url: str) -> str:
     """A webhook URL the portal may call: public addresses only (transfers.outbound)."""
     if url:
@@ -46,6 +92,12 @@ class AccountForm(forms.ModelForm):
         required=False, help_text="Comma-separated, for example us-east-1, eu-west-1."
     )
     webhook_url = forms.URLField(required=False, assume_scheme="https", max_length=200)
+    api_rates = ApiRatesField(
+        label="Rates per API",
+        required=False,
+        help_text="Over the above, one a line: API = rate (every region) or region API = rate, "
+        "for example AttachPolicy = 20 or eu-west-1 TransferCertificate = 5.",
+    )
     slack_webhook_url = forms.URLField(
         label="Slack incoming webhook URL",
         required=False,
@@ -64,6 +116,7 @@ class AccountForm(forms.ModelForm):
             "role_arn",
             "external_id",
             "api_rate",
+            "api_rates",
             "contact_emails",
             "webhook_url",
             "webhook_per_transfer",
@@ -107,9 +160,9 @@ class AccountForm(forms.ModelForm):
                 raise forms.ValidationError(f"Not an email address: {email}") from None
         return "\n".join(emails)
 
-    def clean_api_rate(self) -> float:
+    def clean_api_rate(self) -> float | None:
         rate = self.cleaned_data["api_rate"]
-        if not 0.1 <= rate <= 1000:
+        if rate is not None and not ratelimit.MIN_RATE <= rate <= ratelimit.MAX_RATE:
             raise forms.ValidationError("Between 0.1 and 1000 requests per second.")
         return rate
 

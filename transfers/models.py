@@ -93,7 +93,17 @@ class AwsAccount(models.Model):
     )
     external_id = models.CharField("external id", max_length=1224, blank=True)
     api_rate = models.FloatField(
-        "API rate (requests per second)", default=10.0, help_text="Per region and API."
+        "API rate (requests per second)",
+        null=True,
+        blank=True,
+        help_text="Every API at this rate, per region. Empty: each API at its own AWS "
+        "allowance (the adjustable ones read from Service Quotas when the role may).",
+    )
+    api_rates = models.JSONField(
+        "rates per API",
+        default=dict,
+        blank=True,
+        help_text="Rates for single APIs, over the above: {API: rate, region:API: rate}.",
     )
     contact_emails = models.TextField(
         blank=True, help_text="Who is told about transfers to this account, one per line."
@@ -749,11 +759,32 @@ class TransferBatch(models.Model):
         return reverse("batch_detail", args=[self.pk])
 
 
+class QuotaRead(models.Model):
+    """What Service Quotas said of an account's adjustable AWS IoT allowances in one region,
+    shared by every process (aws.client reads it again when it is an hour old)."""
+
+    account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="quota_reads")
+    region = models.CharField(max_length=32)
+    rates = models.JSONField(default=dict, help_text="API -> requests per second.")
+    error = models.TextField(
+        blank=True, help_text="Why they could not be read (the last values, else AWS's defaults)."
+    )
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "region"], name="quota_read_account_region")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.region}: {self.rates or self.error}"
+
+
 class RateBucket(models.Model):
     """A token bucket shared by every worker: one AWS API in one account and region.
 
     Additive increase, multiplicative decrease: a throttling answer halves the rate, each
-    call that goes through wins a little of it back, up to the account's configured rate.
+    call that goes through wins a little of it back, up to the API's allowance there.
     """
 
     key = models.CharField(max_length=200, unique=True)

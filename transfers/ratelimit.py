@@ -5,6 +5,11 @@ the workers already share: SQLite on one machine, PostgreSQL when scaled out), s
 workers never adds throttling. The rate adapts: a throttling answer halves it, each call
 that goes through adds back a fiftieth of the configured rate, never above it.
 
+Each API's ceiling is its allowance in that account and region (:func:`allowances`): AWS's
+default for the API, or what Service Quotas says for the adjustable ones, unless the account
+sets a rate for every API (``api_rate``) or for one API, in every region or in one
+(``api_rates``).
+
 Why not a library: pyrate-limiter and limits keep fixed rates per bucket and share state
 only through Redis or a local file, while this needs a per-account configured rate that
 adapts to throttling and holds across machines without Redis. botocore's "adaptive" retry
@@ -13,11 +18,104 @@ mode does the same adaptation, but per process; it stays available (AWS_RETRY_MO
 
 from __future__ import annotations
 
+import functools
 import time
+from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from transfers.models import RateBucket
+from transfers.models import QuotaRead, RateBucket
+
+# AWS IoT's default allowance per API and per account and region, in requests per second
+# (the AWS IoT Core limits table, DESIGN.md "AWS facts"). The stand-in's ceilings are the
+# same table (standin/quotas.py; tests/test_ratelimit.py keeps the two equal). An API not
+# listed here is held at AWS_DEFAULT_API_RATE.
+AWS_DEFAULTS = {
+    **dict.fromkeys(
+        [
+            "TransferCertificate",
+            "AcceptCertificateTransfer",
+            "RejectCertificateTransfer",
+            "CancelCertificateTransfer",
+            "ListCertificates",
+            "ListOutgoingCertificates",
+            "DescribeCertificate",
+            "UpdateCertificate",
+            "ListTargetsForPolicy",
+            "ListThingPrincipals",
+            "ListPrincipalThings",
+        ],
+        10.0,
+    ),
+    **dict.fromkeys(["AttachPolicy", "DetachPolicy", "ListAttachedPolicies"], 15.0),
+    # 15 in AWS's older limits table, 100 in the newer quota listings.
+    **dict.fromkeys(["AttachThingPrincipal", "DetachThingPrincipal"], 100.0),
+}
+
+# The adjustable ones: their Service Quotas codes (service code "iotcore").
+SERVICE_QUOTAS_CODE = "iotcore"
+QUOTA_CODES = {
+    "L-9A4156D0": "TransferCertificate",
+    "L-136C6B71": "AcceptCertificateTransfer",
+    "L-14E3C32E": "CancelCertificateTransfer",
+}
+
+MIN_RATE, MAX_RATE = 0.1, 1000.0  # what an account may set, requests per second
+
+
+@dataclass(frozen=True)
+class Allowances:
+    """Each API's allowance in one account and region, and where it comes from."""
+
+    region: str
+    api_rate: float | None = None  # the account's rate for every API
+    api_rates: dict[str, float] = field(default_factory=dict)  # "API" / "region:API" -> rate
+    quotas: dict[str, float] = field(default_factory=dict)  # API -> Service Quotas' value
+
+    def of(self, api: str) -> float:
+        return self.explain(api)[0]
+
+    def explain(self, api: str) -> tuple[float, str]:
+        """(requests per second, where that comes from)."""
+        for key, source in ((f"{self.region}:{api}", "account, this region"), (api, "account")):
+            if key in self.api_rates:
+                return float(self.api_rates[key]), source
+        if self.api_rate is not None:
+            return float(self.api_rate), "account, every API"
+        if api in self.quotas:
+            return float(self.quotas[api]), "Service Quotas"
+        if api in AWS_DEFAULTS:
+            return AWS_DEFAULTS[api], "AWS default"
+        return float(settings.AWS_DEFAULT_API_RATE), "AWS_DEFAULT_API_RATE"
+
+
+def allowances(account, region: str, quotas: dict[str, float] | None = None) -> Allowances:
+    """``account``'s allowances in ``region``. ``quotas``: Service Quotas' values as just read;
+    by default the last read stored (QuotaRead; aws.client reads them again when stale)."""
+    if quotas is None:
+        quotas = {}
+        if account.api_rate is None and account.pk is not None:
+            read = QuotaRead.objects.filter(account=account, region=region).first()
+            quotas = read.rates if read is not None else {}
+    return Allowances(region, account.api_rate, dict(account.api_rates or {}), quotas)
+
+
+def table(account) -> list[tuple[str, list[tuple[float, str]]]]:
+    """For the account page: each API AWS's table lists or the account sets, with its
+    allowance and where it comes from in each of the account's regions."""
+    each = [allowances(account, region) for region in account.regions or []]
+    named = {key.rpartition(":")[2] for key in account.api_rates or {}}
+    return [(api, [a.explain(api) for a in each]) for api in sorted({*AWS_DEFAULTS, *named})]
+
+
+@functools.cache
+def iot_apis() -> frozenset[str]:
+    """Every AWS IoT API name (botocore's service model): what an account may set a rate for."""
+    import botocore.session
+
+    return frozenset(botocore.session.get_session().get_service_model("iot").operation_names)
+
 
 INCREASE = 0.02  # of the configured rate, per call that goes through
 DECREASE = 0.5  # factor on a throttling answer

@@ -272,3 +272,71 @@ def test_fault_config_accepts_snake_case_operations_and_round_trips():
     assert FaultConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown"):
         FaultConfig.from_dict({"throttle": 1})
+
+
+# ----------------------------------------------------------------- AWS's per-API allowances
+
+
+def burst(injector, operation, n):
+    return [injector.decide(operation, SOURCE) for _ in range(n)].count("ThrottlingException")
+
+
+def test_aws_allowances_hold_each_api_at_its_own_rate():
+    """rps_per_operation="aws": one second's worth of each API goes through, then throttling:
+    10 for TransferCertificate, 15 for AttachPolicy, 100 for DetachThingPrincipal."""
+    injector = FaultInjector(clock=FakeClock())
+    injector.configure(rps_per_operation="aws")
+
+    assert burst(injector, "TransferCertificate", 11) == 1
+    assert burst(injector, "AttachPolicy", 16) == 1
+    assert burst(injector, "DetachThingPrincipal", 101) == 1
+    assert burst(injector, "CreateThing", 200) == 0  # no allowance known: no ceiling
+
+
+def test_aws_allowances_follow_the_standin_s_service_quotas():
+    from standin.quotas import QUOTAS
+
+    QUOTAS.configure({"TransferCertificate": 2.0})
+    try:
+        injector = FaultInjector(clock=FakeClock())
+        injector.configure(rps_per_operation="aws")
+        assert burst(injector, "TransferCertificate", 4) == 2
+    finally:
+        QUOTAS.clear()
+    with pytest.raises(ValueError, match="not adjustable"):
+        QUOTAS.configure({"AttachPolicy": 30.0})
+
+
+def test_aws_allowances_are_a_setting_over_http_too(aws):
+    assert aws.control.set_faults(rps_per_operation="aws")["rps_per_operation"] == "aws"
+    assert outcome(aws.iot(SOURCE).list_certificates) == "ok"
+    with pytest.raises((ValueError, RuntimeError), match="positive number"):
+        aws.control.set_faults(rps_per_operation="fast")
+
+
+def test_the_standin_lists_aws_iot_s_adjustable_allowances(aws):
+    quotas = aws.client("service-quotas").list_service_quotas(ServiceCode="iotcore")["Quotas"]
+    values = {q["QuotaCode"]: q["Value"] for q in quotas}
+    assert values == {"L-9A4156D0": 10.0, "L-136C6B71": 10.0, "L-14E3C32E": 10.0}
+
+
+def test_the_standin_s_service_quotas_can_refuse_to_be_read(expect_error):
+    """In process only: the values and the refusal are set by tests and benchmarks."""
+    from moto import mock_aws
+
+    import standin
+    from standin import control
+    from standin.control import client_for_account
+    from standin.quotas import QUOTAS
+
+    standin.install()
+    with mock_aws():
+        control.set_service_quotas({"TransferCertificate": 20.0})
+        quotas = client_for_account(SOURCE, "us-east-1", None, "service-quotas")
+        listed = quotas.list_service_quotas(ServiceCode="iotcore")["Quotas"]
+        assert {q["QuotaCode"]: q["Value"] for q in listed}["L-9A4156D0"] == 20.0
+        control.set_service_quotas(readable=False)
+        with expect_error("AccessDeniedException"):
+            quotas.list_service_quotas(ServiceCode="iotcore")
+    with mock_aws():  # moto's reset clears them
+        assert QUOTAS.readable and QUOTAS.applied == {}

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import aws, inventory, notices, permissions
+from transfers import aws, inventory, notices, permissions, ratelimit
 from transfers.access import get_account_for_user
 from transfers.forms import AccountForm
 from transfers.models import AccountGrant, AwsAccount, Role
@@ -75,6 +75,8 @@ def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "can_sync": account.managed and permissions.can_operate(request.user, account),
         "can_manage": permissions.can_manage_accounts(request.user),
         "certificate_count": account.certificates.count(),
+        "allowances": ratelimit.table(account) if account.managed else [],
+        "quota_reads": account.quota_reads.order_by("region"),
     }
     if request.htmx and request.htmx.target == "sync-runs":
         return render(request, "transfers/account_detail.html#sync-runs", context)
