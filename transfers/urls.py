@@ -1,3 +1,5 @@
+"""The pages' routes, each written out (search for a view's name to find its URL)."""
+
 from django.urls import path
 
 from transfers.views import (
@@ -45,34 +47,42 @@ urlpatterns = [
         transfers.notice_resend,
         name="notice_resend",
     ),
+    path("batches/<int:pk>/approve/", batches.batch_approve, name="batch_approve"),
+    path("batches/<int:pk>/decline/", batches.batch_decline, name="batch_decline"),
+    path("batches/<int:pk>/withdraw/", batches.batch_withdraw, name="batch_withdraw"),
+    path("batches/<int:pk>/retry/", batches.batch_retry, name="batch_retry"),
+    path("batches/<int:pk>/cancel/", batches.batch_cancel, name="batch_cancel"),
+    path("transfers/<int:pk>/approve/", transfers.transfer_approve, name="transfer_approve"),
+    path("transfers/<int:pk>/decline/", transfers.transfer_decline, name="transfer_decline"),
+    path("transfers/<int:pk>/withdraw/", transfers.transfer_withdraw, name="transfer_withdraw"),
+    path("transfers/<int:pk>/cancel/", transfers.transfer_cancel, name="transfer_cancel"),
+    path("transfers/<int:pk>/retry/", transfers.transfer_retry, name="transfer_retry"),
+    path("transfers/<int:pk>/accept/", transfers.transfer_accept, name="transfer_accept"),
+    path("transfers/<int:pk>/reject/", transfers.transfer_reject, name="transfer_reject"),
+    path("transfers/<int:pk>/reconcile/", transfers.transfer_reconcile, name="transfer_reconcile"),
+    path(
+        "transfers/<int:pk>/restore_retry/",
+        transfers.transfer_restore_retry,
+        name="transfer_restore_retry",
+    ),
+    path(
+        "transfers/<int:pk>/restored_by_hand/",
+        transfers.transfer_restored_by_hand,
+        name="transfer_restored_by_hand",
+    ),
+    path(
+        "transfers/<int:pk>/approve_landing/",
+        transfers.transfer_approve_landing,
+        name="transfer_approve_landing",
+    ),
+    path(
+        "transfers/<int:pk>/retry_landing/",
+        transfers.transfer_retry_landing,
+        name="transfer_retry_landing",
+    ),
+    path(
+        "transfers/<int:pk>/landed_by_hand/",
+        transfers.transfer_landed_by_hand,
+        name="transfer_landed_by_hand",
+    ),
 ]
-for action in ("approve", "decline", "withdraw", "retry", "cancel"):
-    urlpatterns.append(
-        path(
-            f"batches/<int:pk>/{action}/",
-            getattr(batches, f"batch_{action}"),
-            name=f"batch_{action}",
-        )
-    )
-for action in (
-    "approve",
-    "decline",
-    "withdraw",
-    "cancel",
-    "retry",
-    "accept",
-    "reject",
-    "reconcile",
-    "restore_retry",
-    "restored_by_hand",
-    "approve_landing",
-    "retry_landing",
-    "landed_by_hand",
-):
-    urlpatterns.append(
-        path(
-            f"transfers/<int:pk>/{action}/",
-            getattr(transfers, f"transfer_{action}"),
-            name=f"transfer_{action}",
-        )
-    )
