@@ -105,8 +105,8 @@ def parse_args() -> argparse.Namespace:
 def seed(url: str, count: int) -> list[str]:
     """N ACTIVE certificates in the source account, each with the policy and its own thing:
     what an administrator's tooling would have made (plain boto3, several threads)."""
+    from demo import certificate_pem
     from standin.control import client_for_account
-    from transfers.demo import certificate_pem
 
     stamp = f"{time.time():.0f}"
     now = datetime.now(UTC)

@@ -11,10 +11,10 @@ from django.contrib.auth.models import Group, User
 from django.core.cache import cache
 from django.test import Client
 
+from demo import certificate_pem
 from portal.celery import app as celery_app
 from transfers import aws
 from transfers.api import tokens as api_tokens
-from transfers.demo import certificate_pem
 from transfers.models import AccountGrant, AwsAccount, Role
 
 SOURCE, TARGET, KNOWN, OTHER = "111111111111", "222222222222", "333333333333", "444444444444"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
+import demo
 from tests.conftest import committed, iot_for
-from transfers import demo, inventory, permissions, workflow
+from transfers import inventory, permissions, workflow
 from transfers.models import AwsAccount, Certificate, Transfer
 from transfers.workflow import LandingChoice, Options
 

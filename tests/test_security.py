@@ -18,9 +18,9 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 from django_otp.oath import TOTP
 
+import demo
 from sso.middleware import SESSION_STARTED, needs_second_factor
 from tests.conftest import api_token, make_user
-from transfers import demo
 from transfers.models import AccountGrant, AuthenticatorApp, BackupCodes, Role
 
 REPO = Path(__file__).resolve().parents[1]

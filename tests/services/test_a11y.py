@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+import demo
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET
 from tests.services.test_browser import CHROMIUM, SHOTS
-from transfers import batches, demo, inventory, workflow
+from transfers import batches, inventory, workflow
 from transfers.models import AwsAccount, Certificate, Notice, Transfer
 from transfers.workflow import Options
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+import demo
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET
-from transfers import demo, inventory
+from transfers import inventory
 from transfers.models import AwsAccount
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

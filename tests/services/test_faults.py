@@ -22,11 +22,11 @@ import pytest
 from django.db.models import Count
 from django.utils import timezone
 
+from demo import certificate_pem
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET, make_account, make_user
 from tests.services.conftest import free_port, wait_until
 from transfers import batches, inventory, workflow
-from transfers.demo import certificate_pem
 from transfers.models import AwsAccount, Notice, Role, SyncRun, Transfer, TransferBatch
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -5,11 +5,11 @@ import threading
 import pytest
 from django.db import connection
 
+from demo import certificate_pem
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET, make_account, make_user
 from tests.services.conftest import wait_until
 from transfers import inventory, workflow
-from transfers.demo import certificate_pem
 from transfers.models import Certificate, Role, SyncRun, Transfer
 
 pytestmark = pytest.mark.django_db(transaction=True)

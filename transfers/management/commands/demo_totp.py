@@ -1,6 +1,8 @@
+"""manage.py demo_totp: a demo user's current second-factor code."""
+
 from django.core.management.base import BaseCommand, CommandError
 
-from transfers import demo
+import demo
 
 
 class Command(BaseCommand):

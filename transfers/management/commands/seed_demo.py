@@ -1,3 +1,5 @@
+"""manage.py seed_demo: the demo (demo/) into the AWS stand-in and the portal."""
+
 import time
 import urllib.error
 import urllib.request
@@ -5,7 +7,8 @@ import urllib.request
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from transfers import demo, inventory
+import demo
+from transfers import inventory
 from transfers.models import AwsAccount, SyncRun
 
 
