@@ -6,13 +6,12 @@ signal; the mail is sent by a worker after commit (policies.tasks, through trans
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 
 from policies import rules
-from transfers import queue
+from transfers import messages, queue
 from transfers.models import CAN_APPROVE, Transfer, TransferBatch, TransferEvent
 
 
@@ -35,14 +34,8 @@ def approver_emails(account_pk: int, exclude: set[int]) -> list[str]:
 def tell_approvers(transfer: Transfer, have: int = 0, needed: int | None = None) -> None:
     needed = needed or rules.required(transfer)
     done = set(transfer.approvals.values_list("user_id", flat=True))
-    url = f"{settings.SITE_URL}{transfer.get_absolute_url()}"
     _send(
-        f"Transfer #{transfer.pk} from {transfer.source.name} waits for your approval "
-        f"({have} of {needed})",
-        f"{transfer.requester} asks to transfer certificate {transfer.certificate_id} from "
-        f"account {transfer.source.account_id} ({transfer.region}) to account "
-        f"{transfer.target_account_id}.\n\nReason: {transfer.reason}\n\n"
-        f"Approvals: {have} of {needed}. Decide here: {url}\n",
+        *messages.approval_request(transfer, have, needed),
         approver_emails(transfer.source_id, {transfer.requester_id, *done}),
     )
 
@@ -51,13 +44,8 @@ def tell_approvers_of_batch(batch: TransferBatch, have: int = 0) -> None:
     size = rules.batch_size(batch.pk)
     needed = rules.required_for_batch(batch, size)
     done = set(batch.approvals.values_list("user_id", flat=True))
-    url = f"{settings.SITE_URL}{batch.get_absolute_url()}"
     _send(
-        f"Batch #{batch.pk} of {size} transfers from {batch.source.name} waits for your "
-        f"approval ({have} of {needed})",
-        f"{batch.requester} asks to transfer {size} certificates from account "
-        f"{batch.source.account_id} to account {batch.target_account_id}.\n\n"
-        f"Reason: {batch.reason}\n\nApprovals: {have} of {needed}. Decide here: {url}\n",
+        *messages.batch_approval_request(batch, size, have, needed),
         approver_emails(batch.source_id, {batch.requester_id, *done}),
     )
 
@@ -73,16 +61,7 @@ def tell_declined(transfer: Transfer) -> None:
         ).exclude(transfer=transfer)
         if earlier.exists():
             return
-        what, url = f"Batch #{transfer.batch_id}", transfer.batch.get_absolute_url()
-    else:
-        what, url = f"Transfer #{transfer.pk}", transfer.get_absolute_url()
-    _send(
-        f"{what} was declined by {transfer.approver}",
-        f"{what} from account {transfer.source.account_id} to account "
-        f"{transfer.target_account_id} was declined by {transfer.approver}: "
-        f"{transfer.decision_comment}\n\nNothing happened in AWS. {settings.SITE_URL}{url}\n",
-        [email],
-    )
+    _send(*messages.declined(transfer), [email])
 
 
 def requested(transfer: Transfer) -> None:

@@ -15,7 +15,7 @@ from tests.conftest import (
     make_account,
     make_user,
 )
-from transfers import inventory, notices, workflow
+from transfers import inventory, messages, workflow
 from transfers.models import Certificate, Notice, Role, Transfer
 from transfers.workflow import LandingChoice, Options
 from transfers.workflow.landing_plan import cli_commands
@@ -63,7 +63,7 @@ def test_an_unmanaged_target_s_notice_carries_the_landing_commands(cert, approve
     assert "attach-thing-principal --thing-name sensor-1" in html
 
     notice = Notice.objects.get(transfer=transfer, channel="email")
-    assert notices.payload(notice)["transfer"]["landing_commands"] == commands
+    assert messages.payload(notice)["transfer"]["landing_commands"] == commands
 
 
 def test_without_a_landing_the_notice_has_no_landing_commands(cert, approver):
@@ -71,11 +71,11 @@ def test_without_a_landing_the_notice_has_no_landing_commands(cert, approver):
     plain = pending(cert, KNOWN, approver, None)
     [message] = mail.outbox
     assert "planned how the devices land" not in message.body
-    assert notices.payload(plain.notices.first())["transfer"]["landing_commands"] == []
+    assert messages.payload(plain.notices.first())["transfer"]["landing_commands"] == []
 
 
 def test_a_managed_target_lands_it_in_the_portal_not_by_commands(cert, approver, target):
     managed = pending(cert, TARGET, approver, LandingChoice(create_policies=True))
     assert mail.outbox, "the managed target's contacts are told too"
     assert all("planned how the devices land" not in m.body for m in mail.outbox)
-    assert notices.landing_commands(managed) == []
+    assert messages.landing_commands(managed) == []

@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
 from tests.services.conftest import free_port
-from transfers import inventory, notices, workflow
+from transfers import inventory, messages, notices, workflow
 from transfers.models import Certificate, Notice, Role, Transfer
 from transfers.workflow import Options
 
@@ -253,7 +253,7 @@ def test_a_tampered_body_is_refused_by_the_verifier(world, requester, approver, 
     hook = receiver()
     transfer = pending(world, requester, approver)
     notice = transfer.notices.get(channel="webhook")
-    body = json.dumps(notices.payload(notice), separators=(",", ":"))
+    body = json.dumps(messages.payload(notice), separators=(",", ":"))
     now = timezone.now()
     signature = Webhook(transfer.target.webhook_secret).sign("notice_x", now, body)
     headers = {

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.conftest import make_user
-from transfers import notices
+from transfers import messages, notices
 from transfers.models import Notice, Role, Transfer, TransferBatch, TransferEvent
 
 REASON = "Internal: customer 42 owes us money"
@@ -297,7 +297,7 @@ class TestEmails:
         notice = Notice.objects.create(
             transfer=transfer, channel=Notice.Channel.EMAIL, recipient=recipient, kind=kind
         )
-        out = notices.render(notice)
+        out = messages.render(notice)
         return out["subject"] + out["text"] + out["html"]
 
     @pytest.mark.parametrize("kind", [Notice.Kind.NEW, Notice.Kind.REMINDER])
@@ -339,7 +339,7 @@ class TestEmails:
             status=Notice.Status.HELD,
         )
         [pk] = notices.flush_batch(batch.pk, now=timezone.now() + notices.MAX_HOLD)
-        out = notices.render(Notice.objects.get(pk=pk))
+        out = messages.render(Notice.objects.get(pk=pk))
         text = out["subject"] + out["text"] + out["html"]
         for secret in [*SECRETS, "requester", "approver", SKIPPED_ID]:
             assert secret not in text
@@ -364,7 +364,7 @@ class TestEmails:
                 status=Notice.Status.BATCHED,
                 digest=notice,
             )
-            out = notices.render(notice)
+            out = messages.render(notice)
             return out["text"] + out["html"]
 
         assert "put back" not in outcome("ops@222222222222.example")

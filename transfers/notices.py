@@ -1,4 +1,5 @@
-"""The notices AWS never sends: email, signed webhooks and Slack about a transfer or a batch.
+"""The notices AWS never sends: email, signed webhooks and Slack about a transfer or a batch:
+who is told what and when, and the delivery. What each message says is built in messages.py.
 
 Notices are rows created in the same transaction as the state change that causes them and
 sent by a Celery task after commit. Sending claims the row first (pending -> sending), so a
@@ -25,8 +26,6 @@ An account whose webhook receiver wants an event per transfer sets webhook_per_t
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import logging
 import secrets
@@ -37,14 +36,12 @@ import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.db import transaction
-from django.db.models import Count, F, Max, Min
-from django.template.loader import render_to_string
+from django.db.models import F, Max, Min
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from transfers import access, outbound, queue
-from transfers.models import Notice, Transfer, TransferBatch
-from transfers.workflow.landing_plan import cli_commands
+from transfers import messages, outbound, queue
+from transfers.models import Notice, Transfer
 
 log = logging.getLogger(__name__)
 Kind, Channel, Status = Notice.Kind, Notice.Channel, Notice.Status
@@ -59,25 +56,6 @@ _KIND_FOR_STATUS = {
     Transfer.Status.CANCELLED: Kind.CANCELLED,
     Transfer.Status.EXPIRED: Kind.EXPIRED,
     Transfer.Status.FAILED: Kind.FAILED,
-}
-SUBJECTS = {
-    Kind.NEW: "A certificate transfer to account {target} is waiting for you",
-    Kind.REMINDER: "Reminder: a certificate transfer to account {target} expires {expires}",
-    Kind.ACCEPTED: "Transfer #{pk} was accepted by account {target}",
-    Kind.REJECTED: "Transfer #{pk} was rejected by account {target}",
-    Kind.CANCELLED: "Transfer #{pk} to account {target} was cancelled",
-    Kind.EXPIRED: "Transfer #{pk} to account {target} expired and was cancelled",
-    Kind.FAILED: "Transfer #{pk} to account {target} failed",
-}
-BATCH_SUBJECTS = {
-    Kind.NEW: "{n} certificate transfer{s} to account {target} {are} waiting for you (batch #{pk})",
-    Kind.REMINDER: "Reminder: {n} certificate transfer{s} to account {target} expire{one_s} "
-    "{expires}",
-    Kind.ACCEPTED: "{n} transfer{s} of batch #{pk} {were} accepted by account {target}",
-    Kind.REJECTED: "{n} transfer{s} of batch #{pk} {were} rejected by account {target}",
-    Kind.CANCELLED: "{n} transfer{s} of batch #{pk} to account {target} {were} cancelled",
-    Kind.EXPIRED: "{n} transfer{s} of batch #{pk} to account {target} expired and {were} cancelled",
-    Kind.FAILED: "{n} transfer{s} of batch #{pk} to account {target} failed",
 }
 STALE_SENDING = timedelta(minutes=10)
 QUIET = timedelta(minutes=2)
@@ -302,145 +280,8 @@ def _load(pk: int) -> Notice:
     ).get(pk=pk)
 
 
-def carried(notice: Notice) -> list[Transfer]:
-    """The transfers a batch notice is about, in id order."""
-    return list(
-        Transfer.objects.filter(notices__digest=notice).select_related("target").order_by("pk")
-    )
-
-
-def _target_account(notice: Notice):
-    if notice.transfer is not None:
-        return notice.transfer.target
-    from transfers.models import AwsAccount
-
-    return AwsAccount.objects.filter(account_id=notice.batch.target_account_id).first()
-
-
-def batch_context(notice: Notice) -> dict:
-    batch: TransferBatch = notice.batch
-    transfers = carried(notice)
-    target = _target_account(notice)
-    expiries = [t.expires_at for t in transfers if t.expires_at]
-    restoring = Count("pk")
-    restored = dict(
-        Transfer.objects.filter(notices__digest=notice)
-        .exclude(restore_state="")
-        .order_by()
-        .values_list("restore_state")
-        .annotate(n=restoring)
-    )
-    return {
-        "notice": notice,
-        "b": batch,
-        "kind": notice.kind,
-        "transfers": transfers,
-        "count": len(transfers),
-        "region": batch.region,
-        "target": target,
-        "expires_at": min(expiries) if expiries else None,
-        "latest_expiry": max(expiries) if expiries else None,
-        "restored": restored,
-        "restored_count": sum(restored.values()),
-        "batch_url": f"{settings.SITE_URL}{batch.get_absolute_url()}",
-        "csv_name": f"batch-{batch.pk}-certificates.csv",
-        "source_side": access.notice_to_source_side(notice),
-    }
-
-
-def context(notice: Notice) -> dict:
-    if notice.transfer is None:
-        return batch_context(notice)
-    transfer = notice.transfer
-    inbox = None
-    if transfer.target is not None and transfer.target.managed:
-        inbox = f"{settings.SITE_URL}{transfer.get_absolute_url()}"
-    return {
-        "notice": notice,
-        "t": transfer,
-        "kind": notice.kind,
-        "expires_at": transfer.expires_at,
-        "inbox_url": inbox,
-        "transfer_url": f"{settings.SITE_URL}{transfer.get_absolute_url()}",
-        "region": transfer.region,
-        "landing_commands": landing_commands(transfer),
-        # The target's contacts read what concerns the target (access).
-        "source_side": access.notice_to_source_side(notice),
-    }
-
-
-def landing_commands(transfer: Transfer) -> list[str]:
-    """The landing plan as AWS CLI commands, for a target the portal does not manage."""
-    if not transfer.landing or (transfer.target is not None and transfer.target.managed):
-        return []
-    return cli_commands(transfer)
-
-
-def _when(value) -> str:
-    if not value:
-        return "soon"
-    local = timezone.localtime(value)
-    return f"on {local:%Y-%m-%d %H:%M} {timezone.get_current_timezone_name()}"
-
-
-def _subject(notice: Notice, ctx: dict | None = None) -> str:
-    if notice.transfer is None:
-        ctx = ctx or batch_context(notice)
-        one = ctx["count"] == 1
-        return BATCH_SUBJECTS[notice.kind].format(
-            n=ctx["count"],
-            s="" if one else "s",
-            one_s="s" if one else "",
-            are="is" if one else "are",
-            were="was" if one else "were",
-            pk=notice.batch_id,
-            target=notice.batch.target_account_id,
-            expires=_when(ctx["expires_at"]),
-        )
-    t = notice.transfer
-    return SUBJECTS[notice.kind].format(
-        pk=t.pk, target=t.target_account_id, expires=_when(t.expires_at)
-    )
-
-
-def certificate_csv(transfers: list[Transfer]) -> str:
-    """The attachment of a batch email: a row per certificate."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["certificate_id", "certificate_arn", "transfer", "status"])
-    for t in transfers:
-        writer.writerow([t.certificate_id, t.certificate_arn, t.pk, t.status])
-    return out.getvalue()
-
-
-def _zone_for(notice: Notice) -> str:
-    from profiles.models import DEFAULT_ZONE, zones_by_email
-
-    if notice.channel != Channel.EMAIL:
-        return DEFAULT_ZONE
-    return zones_by_email([notice.recipient]).get(notice.recipient, DEFAULT_ZONE)
-
-
-def render(notice: Notice) -> dict:
-    """The email as it is sent: subject, text, HTML and attachments, in the time zone of
-    the recipient when they are a user of the portal (UTC otherwise)."""
-    import zoneinfo
-
-    with timezone.override(zoneinfo.ZoneInfo(_zone_for(notice))):
-        ctx = context(notice)
-        attachments = []
-        if notice.transfer is None:
-            attachments.append((ctx["csv_name"], certificate_csv(ctx["transfers"]), "text/csv"))
-        return {
-            "subject": _subject(notice, ctx),
-            "text": render_to_string("emails/notice.txt", ctx),
-            "html": render_to_string("emails/notice.html", ctx),
-            "attachments": attachments,
-        }
-
-
 def _send_email(notice: Notice) -> None:
-    rendered = render(notice)
+    rendered = messages.render(notice)
     connection = get_connection(timeout=settings.EMAIL_TIMEOUT) if _smtp() else get_connection()
     message = EmailMultiAlternatives(
         rendered["subject"],
@@ -460,109 +301,6 @@ def _smtp() -> bool:
     return settings.EMAIL_BACKEND.endswith("smtp.EmailBackend")
 
 
-def batch_payload(notice: Notice) -> dict:
-    ctx = batch_context(notice)
-    b = notice.batch
-    return {
-        "type": f"certificate_transfer_batch.{notice.kind}",
-        "notice_id": notice.pk,
-        "batch": {
-            "id": b.pk,
-            "count": ctx["count"],
-            "source_account_id": b.source.account_id,
-            "target_account_id": b.target_account_id,
-            "region": b.region,
-            "transfer_message": b.message,
-            "requested_by": b.requester.get_username(),
-            "approved_by": b.approver.get_username() if b.approver else None,
-            "expires_at": ctx["expires_at"].isoformat() if ctx["expires_at"] else None,
-            "url": ctx["batch_url"],
-            "transfers": [
-                {"id": t.pk, "certificate_id": t.certificate_id, "status": t.status}
-                for t in ctx["transfers"]
-            ],
-        },
-    }
-
-
-def payload(notice: Notice) -> dict:
-    if notice.transfer is None:
-        return batch_payload(notice)
-    t = notice.transfer
-    return {
-        "type": f"certificate_transfer.{notice.kind}",
-        "notice_id": notice.pk,
-        "transfer": {
-            "id": t.pk,
-            "status": t.status,
-            "certificate_id": t.certificate_id,
-            "certificate_arn": t.certificate_arn,
-            "transferred_certificate_arn": t.transferred_arn,
-            "source_account_id": t.source.account_id,
-            "target_account_id": t.target_account_id,
-            "region": t.region,
-            "transfer_message": t.message,
-            "requested_by": t.requester.get_username(),
-            "approved_by": t.approver.get_username() if t.approver else None,
-            "expires_at": t.expires_at.isoformat() if t.expires_at else None,
-            "url": f"{settings.SITE_URL}{t.get_absolute_url()}",
-            "landing_commands": landing_commands(t),
-        },
-    }
-
-
-def _mrkdwn(text: str) -> str:
-    """Slack's escaping: only &, < and > are control characters in its mrkdwn."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_payload(notice: Notice) -> dict:
-    """Slack's incoming-webhook format: a fallback ``text`` and Block Kit sections."""
-    import zoneinfo
-
-    with timezone.override(zoneinfo.ZoneInfo("UTC")):
-        ctx = context(notice)
-        subject = _subject(notice, ctx if notice.transfer is None else None)
-    if notice.transfer is None:
-        b = notice.batch
-        url = ctx["batch_url"]
-        fields = [
-            ("Certificates", str(ctx["count"])),
-            ("From", f"{b.source.account_id} ({b.source.name}), {b.region}"),
-            ("Message", b.message or "(none)"),
-            ("Expires", _when(ctx["expires_at"]) if ctx["expires_at"] else "-"),
-        ]
-    else:
-        t = notice.transfer
-        url = ctx["transfer_url"]
-        fields = [
-            ("Certificate", t.certificate_id),
-            ("From", f"{t.source.account_id} ({t.source.name}), {t.region}"),
-            ("Message", t.message or "(none)"),
-            ("Expires", _when(t.expires_at) if t.expires_at else "-"),
-        ]
-    return {
-        "text": subject,
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"*{_mrkdwn(subject)}*"}},
-            {
-                "type": "section",
-                "fields": [
-                    {"type": "mrkdwn", "text": f"*{name}*\n{_mrkdwn(value)}"}
-                    for name, value in fields
-                ],
-            },
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{url}|Open in the portal>"}},
-        ],
-    }
-
-
-def body_json(notice: Notice) -> str:
-    """What a webhook or Slack notice posts (the notices page shows it)."""
-    data = slack_payload(notice) if notice.channel == Channel.SLACK else payload(notice)
-    return json.dumps(data, indent=2)
-
-
 def slack_recipient(account_id: str) -> str:
     """A Slack notice's recipient: whose channel, not the URL. The URL is Slack's secret and
     stays on the account, encrypted; the notice is posted to the account's URL when it goes."""
@@ -570,24 +308,24 @@ def slack_recipient(account_id: str) -> str:
 
 
 def _send_slack(notice: Notice) -> None:
-    target = _target_account(notice)
+    target = messages.target_account(notice)
     if target is None or not target.slack_webhook_url:
         raise DeliveryError("the account has no Slack incoming webhook any more")
-    body = json.dumps(slack_payload(notice), separators=(",", ":"))
+    body = json.dumps(messages.slack_payload(notice), separators=(",", ":"))
     # Slack does not check signatures; the URL is its secret. Signed all the same when the
     # account has a webhook secret, by the same delivery as any webhook.
     deliver(notice, body, target.webhook_secret, url=target.slack_webhook_url)
 
 
 def _send_webhook(notice: Notice) -> None:
-    target = _target_account(notice)
+    target = messages.target_account(notice)
     if target is None or not target.webhook_url:
         raise DeliveryError("the account has no webhook URL any more")
     if not target.webhook_secret:
         raise DeliveryError("the account has no webhook secret")
     # The account's URL now, like its secret now: sent again after the receiver moved, the
     # notice goes to the receiver that holds that secret (the recipient is what it was).
-    body = json.dumps(payload(notice), separators=(",", ":"))
+    body = json.dumps(messages.payload(notice), separators=(",", ":"))
     deliver(notice, body, target.webhook_secret, url=target.webhook_url)
 
 

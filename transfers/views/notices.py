@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
-from transfers import notices
+from transfers import messages
 from transfers.models import Notice
 
 PAGE_SIZE = 50
@@ -59,8 +59,8 @@ def notice_list(request: HttpRequest) -> HttpResponse:
 def notice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     _staff(request)
     notice = get_object_or_404(Notice.objects.select_related("transfer", "batch", "digest"), pk=pk)
-    rendered = notices.render(notice) if notice.channel == Notice.Channel.EMAIL else None
-    body = None if rendered else notices.body_json(notice)
+    rendered = messages.render(notice) if notice.channel == Notice.Channel.EMAIL else None
+    body = None if rendered else messages.body_json(notice)
     return render(
         request,
         "transfers/notice_detail.html",
