@@ -1,3 +1,5 @@
+"""The Django admin for approval policies and their change log."""
+
 from django.contrib import admin
 
 from policies.models import ApprovalPolicy, PolicyChange

@@ -1,3 +1,5 @@
+"""Approval policies."""
+
 from django.apps import AppConfig
 
 

@@ -1,3 +1,5 @@
+"""The approval policy form of an account."""
+
 from __future__ import annotations
 
 from django import forms

@@ -1,3 +1,5 @@
+"""The approval policy page of an account."""
+
 from django.urls import path
 
 from policies import views

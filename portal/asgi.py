@@ -1,3 +1,5 @@
+"""ASGI entry point (not used by the default deployment, which runs gunicorn on wsgi.py)."""
+
 import os
 
 from django.core.asgi import get_asgi_application

@@ -1,3 +1,6 @@
+"""The Celery app: configured from Django's settings (CELERY_*), and the only place that
+loads the tasks modules (autodiscovery); everything else enqueues through transfers/queue.py."""
+
 import os
 
 from celery import Celery

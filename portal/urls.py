@@ -1,3 +1,5 @@
+"""The root routes: sign-in (sso), the admin, the JSON API, and the apps' pages."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

@@ -1,3 +1,5 @@
+"""A person's preferences (their time zone); connects the login signal that reads it."""
+
 from django.apps import AppConfig
 
 

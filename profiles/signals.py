@@ -1,3 +1,5 @@
+"""What every login does for the profile: the time zone goes into the session."""
+
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import receiver
 

@@ -1,3 +1,5 @@
+"""The profile page."""
+
 from django.urls import path
 
 from profiles import views

@@ -1,3 +1,5 @@
+"""The profile page: a person's time zone."""
+
 from __future__ import annotations
 
 from django import forms

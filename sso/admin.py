@@ -1,3 +1,5 @@
+"""The Django admin for single sign-on: group mappings, identities, and the access log."""
+
 from django.contrib import admin
 
 from sso.models import AccessEvent, GroupMapping, Identity

@@ -1,3 +1,5 @@
+"""Single sign-on and the session policy; connects the login signal."""
+
 from django.apps import AppConfig
 
 

@@ -1,3 +1,7 @@
+"""The Django admin for portal admins: accounts and grants, users and groups with their
+grants, API tokens; transfers, events and notices read-only (the audit trail is changed
+only by the workflow)."""
+
 from django import forms
 from django.contrib import admin
 from django.contrib.auth.admin import GroupAdmin, UserAdmin

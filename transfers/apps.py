@@ -1,3 +1,5 @@
+"""The domain app."""
+
 from django.apps import AppConfig
 
 

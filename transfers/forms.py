@@ -1,3 +1,7 @@
+"""The pages' forms: an account's settings, the certificate and transfer filters, a transfer
+request (with its landing), decisions and rejections. They clean input only; the workflow
+checks the rules and permissions again."""
+
 from __future__ import annotations
 
 from django import forms

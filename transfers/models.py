@@ -1,3 +1,11 @@
+"""The domain's tables: AWS accounts and who holds which role on them, the certificate
+inventory, transfers and their batches, the audit trail (TransferEvent), notices, sync runs,
+rate buckets and API tokens.
+
+Behaviour of one object lives on its model; a state is a TextChoices nested in the model and
+changes only through its transitions (workflow/events.py records each). Who may see rows is
+the querysets' ``visible_to``, used through transfers/access.py."""
+
 from __future__ import annotations
 
 import logging

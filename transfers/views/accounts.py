@@ -1,3 +1,6 @@
+"""Account pages: the list, one account (its data endpoints, grants, syncs), adding and
+editing, a sync now, and a new webhook signing secret."""
+
 from __future__ import annotations
 
 from django.contrib import messages

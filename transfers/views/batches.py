@@ -1,3 +1,7 @@
+"""Batch pages: request many certificates at once (ids pasted, uploaded as CSV or picked from
+the inventory), the list, one batch with its progress, and the actions on all of its
+transfers (approve, decline, withdraw, retry, cancel)."""
+
 from __future__ import annotations
 
 from django import forms

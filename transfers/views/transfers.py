@@ -1,3 +1,7 @@
+"""Transfer pages: request one, the list and the incoming inbox, one transfer with its
+timeline, and every action on it (approve, decline, withdraw, cancel, retry, accept, reject,
+reconcile, restore and landing actions, re-sending a notice)."""
+
 from __future__ import annotations
 
 from datetime import datetime, time
