@@ -338,7 +338,7 @@ PATH = {
         "UpdateCertificate",
         "ListAttachedPolicies",
         "DetachPolicy",
-        "ListPrincipalThings",
+        "ListPrincipalThingsV2",
         "DetachThingPrincipal",
         "ListThingPrincipals",
         "TransferCertificate",

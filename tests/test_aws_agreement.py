@@ -354,9 +354,9 @@ def test_the_worker_waits_for_a_thing_detachment_to_propagate(
     world["control"].reset_counters()  # the request read the certificate once to plan
     assert committed(workflow.execute, transfer.pk) == "pending_acceptance"
     assert transfers_sent(world, transfer) == 1
-    # It looked again from the thing's side: ListPrincipalThings once, whatever the wait.
+    # It looked again from the thing's side: ListPrincipalThingsV2 once, whatever the wait.
     assert world["control"].call_count("ListThingPrincipals") >= 2
-    assert world["control"].call_count("ListPrincipalThings") == 1
+    assert world["control"].call_count("ListPrincipalThingsV2") == 1
 
 
 def test_a_certificate_with_a_thing_calls_no_api_twice(
@@ -368,7 +368,7 @@ def test_a_certificate_with_a_thing_calls_no_api_twice(
     world["control"].reset_counters()  # the request read the certificate once to plan
     assert committed(workflow.execute, transfer.pk) == "pending_acceptance"
     calls = world["control"].calls()["operations"]
-    assert calls["ListPrincipalThings"]["calls"] == 1
+    assert calls["ListPrincipalThingsV2"]["calls"] == 1
     assert calls["ListThingPrincipals"]["calls"] == 1
     twice = {op for op, entry in calls.items() if entry["calls"] > 1}
     assert twice <= {"DetachPolicy"}  # once for each of its two policies
@@ -386,7 +386,7 @@ def test_a_thing_detachment_that_does_not_propagate_fails_clearly(
     assert "still lists things attached (sensor-1)" in transfer.error_message
     assert transfers_sent(world, transfer) == 0
     assert world["control"].call_count("ListThingPrincipals") >= 2
-    assert world["control"].call_count("ListPrincipalThings") == 1
+    assert world["control"].call_count("ListPrincipalThingsV2") == 1
 
 
 # ----------------------------------------------------------------- 5. web requests

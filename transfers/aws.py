@@ -362,9 +362,27 @@ def pages(
 
 _MARKERS = {
     "list_principal_things": ("nextToken", "nextToken"),
+    "list_principal_things_v2": ("nextToken", "nextToken"),
     "list_things": ("nextToken", "nextToken"),
     "list_thing_principals": ("nextToken", "nextToken"),
 }
+
+
+EXCLUSIVE_THING = "EXCLUSIVE_THING"
+NON_EXCLUSIVE_THING = "NON_EXCLUSIVE_THING"
+
+
+def principal_things(aws_client, principal: str) -> dict[str, str]:
+    """The things attached to ``principal``, each with how (EXCLUSIVE_THING or
+    NON_EXCLUSIVE_THING): ListPrincipalThingsV2, so a move puts them back the same way."""
+    listed = pages(
+        aws_client,
+        "list_principal_things_v2",
+        "principalThingObjects",
+        principal=principal,
+        maxResults=250,
+    )
+    return {t["thingName"]: t.get("thingPrincipalType", NON_EXCLUSIVE_THING) for t in listed}
 
 
 def check_access(account, region: str) -> None:

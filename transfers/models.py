@@ -529,6 +529,9 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     deactivated = models.BooleanField(default=False)
     detached_policies = models.JSONField(default=list, blank=True)
     detached_things = models.JSONField(default=list, blank=True)
+    # Those of detached_things that were attached exclusively (EXCLUSIVE_THING): the restore
+    # and the landing attach them the same way.
+    exclusive_things = models.JSONField(default=list, blank=True)
     transferred_arn = models.CharField(max_length=2048, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)

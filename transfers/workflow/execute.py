@@ -179,10 +179,14 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
             "Things are attached and the request did "
             f"not allow detaching them: {', '.join(things)}.",
         )
-    for name in things:
+    for name, kind in things.items():
         transfer.detached_things = leases.append(
             transfer.pk, transfer.lease_token, "detached_things", name
         )
+        if kind == aws.EXCLUSIVE_THING:
+            transfer.exclusive_things = leases.append(
+                transfer.pk, transfer.lease_token, "exclusive_things", name
+            )
         try:
             aws_call(transfer, WORKER, iot, "detach_thing_principal", thingName=name, principal=arn)
         except aws.AwsError as exc:
@@ -190,7 +194,7 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
             if exc.code != "ResourceNotFoundException" or name not in transfer.detached_things:
                 raise
     if things:
-        _wait_for_things_detached(iot, arn, things)
+        _wait_for_things_detached(iot, arn, list(things))
 
     if transfer.first_transfer_at is None:
         transfer.first_transfer_at = timezone.now()
@@ -218,8 +222,8 @@ def _prepare_and_transfer(transfer: Transfer) -> str:
     return "pending_acceptance"
 
 
-def _attached_things(iot, arn: str) -> list[str]:
-    return list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
+def _attached_things(iot, arn: str) -> dict[str, str]:
+    return aws.principal_things(iot, arn)
 
 
 def _wait_for_things_detached(iot, arn: str, things: list[str]) -> None:
@@ -244,7 +248,7 @@ def _wait_for_things_detached(iot, arn: str, things: list[str]) -> None:
 
 def _still_attached(iot, arn: str, things: list[str]) -> list[str]:
     """Those of ``things`` AWS still lists ``arn`` on, asked from each thing's side
-    (ListThingPrincipals): ListPrincipalThings was already called for this certificate, and
+    (ListThingPrincipals): ListPrincipalThingsV2 was already called for this certificate, and
     each API has its own allowance, so confirming does not halve the rate of a move."""
     left = []
     for name in things:

@@ -17,6 +17,7 @@ import difflib
 import json
 import re
 import shlex
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 from transfers import aws
@@ -190,9 +191,14 @@ def diff(before: str, after: str, name: str) -> str:
 
 
 def plan_landing(
-    reader: TargetReader, policies: list[str], things: list[str], choice: LandingChoice
+    reader: TargetReader,
+    policies: list[str],
+    things: list[str],
+    choice: LandingChoice,
+    exclusive: Collection[str] = (),
 ) -> dict:
-    """The landing part of a plan: steps, warnings and blockers. Reads fresh from AWS."""
+    """The landing part of a plan: steps, warnings and blockers. Reads fresh from AWS.
+    ``exclusive``: the things attached exclusively in the source, attached so again."""
     target_id = reader.target.account_id if reader.target else ""
     out: dict = {
         "choice": asdict(choice),
@@ -235,6 +241,8 @@ def plan_landing(
     if not choice.skip_things:
         for name in things:
             entry = {"name": name, "create": False}
+            if name in exclusive:
+                entry["exclusive"] = True
             if reader.managed and not reader.target_has_thing(name):
                 if not choice.create_things:
                     out["blockers"].append(
@@ -290,13 +298,10 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
             if t.get("attributes"):
                 params["attributePayload"] = {"attributes": t["attributes"]}
             out.append((f"create_thing:{t['name']}", "create_thing", params))
-        out.append(
-            (
-                f"attach_thing:{t['name']}",
-                "attach_thing_principal",
-                {"thingName": t["name"], "principal": arn},
-            )
-        )
+        params = {"thingName": t["name"], "principal": arn}
+        if _exclusive(transfer, t):
+            params["thingPrincipalType"] = aws.EXCLUSIVE_THING
+        out.append((f"attach_thing:{t['name']}", "attach_thing_principal", params))
     if (
         plan.get("activate")
         and transfer.status == Transfer.Status.ACCEPTED
@@ -312,6 +317,14 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
             )
         )
     return out
+
+
+def _exclusive(transfer: Transfer, thing: dict) -> bool:
+    """How the thing was attached in the source: as the worker found it when it detached it,
+    else as the plan read it."""
+    if thing["name"] in transfer.detached_things:
+        return thing["name"] in transfer.exclusive_things
+    return bool(thing.get("exclusive"))
 
 
 def steps_left(transfer: Transfer) -> list[str]:
@@ -359,7 +372,9 @@ def cli_commands(transfer: Transfer) -> list[str]:
             f"aws iot attach-policy --policy-name {q(p['name'])} --target {arn} {region}"
         )
     for t in plan.get("things", []):
+        how = f" --thing-principal-type {aws.EXCLUSIVE_THING}" if _exclusive(transfer, t) else ""
         commands.append(
-            f"aws iot attach-thing-principal --thing-name {q(t['name'])} --principal {arn} {region}"
+            f"aws iot attach-thing-principal --thing-name {q(t['name'])} --principal {arn}"
+            f"{how} {region}"
         )
     return commands

@@ -34,14 +34,15 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     blockers: list[str] = field(default_factory=list)
     landing: dict = field(default_factory=dict)  # workflow.landing_plan.plan_landing; {} = none
+    exclusive_things: list[str] = field(default_factory=list)  # of things: EXCLUSIVE_THING
 
     @property
     def fingerprint(self) -> str:
         """Changes whenever what AWS says about the certificate changes."""
-        state = json.dumps(
-            [self.status, sorted(self.policies), sorted(self.things), self.landing],
-            sort_keys=True,
-        )
+        state = [self.status, sorted(self.policies), sorted(self.things), self.landing]
+        if self.exclusive_things:  # only then: earlier plans' fingerprints stay as they were
+            state.append(sorted(self.exclusive_things))
+        state = json.dumps(state, sort_keys=True)
         return hashlib.sha256(state.encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
@@ -49,6 +50,7 @@ class Plan:
             "status": self.status,
             "policies": self.policies,
             "things": self.things,
+            "exclusive_things": self.exclusive_things,
             "not_after": self.not_after,
             "steps": self.steps,
             "warnings": self.warnings,
@@ -59,7 +61,8 @@ class Plan:
 
 
 def read_certificate(account: AwsAccount, region: str, certificate_id: str) -> dict:
-    """Fresh state of a certificate: status, validity, policies and things."""
+    """Fresh state of a certificate: status, validity, policies and things (with the names
+    of those attached exclusively)."""
     iot = aws.client(account, region)
     desc = aws.call(iot, "describe_certificate", certificateId=certificate_id)[
         "certificateDescription"
@@ -69,8 +72,14 @@ def read_certificate(account: AwsAccount, region: str, certificate_id: str) -> d
         p["policyName"]
         for p in aws.pages(iot, "list_attached_policies", "policies", target=arn, pageSize=250)
     ]
-    things = list(aws.pages(iot, "list_principal_things", "things", principal=arn, maxResults=250))
-    return {"description": desc, "policies": policies, "things": things}
+    things = aws.principal_things(iot, arn)
+    exclusive = [name for name, kind in things.items() if kind == aws.EXCLUSIVE_THING]
+    return {
+        "description": desc,
+        "policies": policies,
+        "things": list(things),
+        "exclusive_things": exclusive,
+    }
 
 
 def make_plan(
@@ -92,13 +101,16 @@ def make_plan(
         policies=fresh["policies"],
         things=fresh["things"],
         not_after=not_after.isoformat() if not_after else None,
+        exclusive_things=fresh["exclusive_things"],
     )
     _plan_steps(plan, cert, target_account_id, options, not_after)
     if landing is not None:
         target = AwsAccount.objects.filter(account_id=target_account_id).first()
         reader = TargetReader(cert.account, target, cert.region)
         try:
-            plan.landing = plan_landing(reader, plan.policies, plan.things, landing)
+            plan.landing = plan_landing(
+                reader, plan.policies, plan.things, landing, plan.exclusive_things
+            )
         except aws.AwsError as exc:
             plan.blockers.append(f"Could not read the target for the landing: {exc.user_message}")
         else:
@@ -117,7 +129,8 @@ def landing_steps_text(landing: dict) -> list[str]:
         out.append(f"{verb} policy {p['name']}{mapped} in the target.")
     for t in landing["things"]:
         verb = "Create and attach" if t.get("create") else "Attach"
-        out.append(f"{verb} thing {t['name']} in the target.")
+        how = " exclusively" if t.get("exclusive") else ""
+        out.append(f"{verb} thing {t['name']}{how} in the target.")
     return out
 
 
@@ -144,7 +157,10 @@ def _plan_steps(plan: Plan, cert: Certificate, target_id: str, options: Options,
         if not names:
             continue
         if allowed:
-            plan.steps.append(f"Detach {kind} ({len(names)}): {', '.join(names)}.")
+            shown = [
+                f"{name} (exclusive)" if name in plan.exclusive_things else name for name in names
+            ]
+            plan.steps.append(f"Detach {kind} ({len(names)}): {', '.join(shown)}.")
         else:
             plan.blockers.append(
                 f"The certificate has {kind} attachments ({', '.join(names)}) "

@@ -36,7 +36,7 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
         (
             f"attach_thing_principal:{name}",
             "attach_thing_principal",
-            {"thingName": name, "principal": arn},
+            thing_params(transfer, name, arn),
         )
         for name in transfer.detached_things
     ]
@@ -49,6 +49,14 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
             )
         )
     return out
+
+
+def thing_params(transfer: Transfer, name: str, principal: str) -> dict:
+    """AttachThingPrincipal's parameters: exclusively when it was attached so."""
+    params = {"thingName": name, "principal": principal}
+    if name in transfer.exclusive_things:
+        params["thingPrincipalType"] = aws.EXCLUSIVE_THING
+    return params
 
 
 def steps_left(transfer: Transfer) -> list[str]:
