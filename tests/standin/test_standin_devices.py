@@ -209,7 +209,8 @@ def test_describe_endpoint_names_one_stable_endpoint_per_account_region_and_type
     assert elsewhere["endpointAddress"] != first
     credentials = iot.describe_endpoint(endpointType="iot:CredentialProvider")["endpointAddress"]
     assert credentials.endswith(f".credentials.iot.{REGION}.amazonaws.com")
-    assert endpoint_account(first) == (SOURCE, REGION)
+    if aws.mode == "mock":  # the registries are in this process: the name maps back
+        assert endpoint_account(first) == (SOURCE, REGION)
 
 
 def test_describe_endpoint_refuses_an_unknown_type(aws, expect_error):
