@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("transfers", "0018_second_factor_encrypted"),
+        ("transfers", "0019_per_api_allowances"),
     ]
 
     operations = [
