@@ -374,7 +374,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "transfers.api.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     # JSON in only: a form or multipart body is a 415, never silently read as empty.
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -389,6 +389,11 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Certificate transfer portal API",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # One name per set of states, wherever it appears (a filter, a resource, a batch's).
+    "ENUM_NAME_OVERRIDES": {
+        "CertificateStatusEnum": "transfers.models.Certificate.Status",
+        "TransferStatusEnum": "transfers.models.Transfer.Status",
+    },
 }
 
 # Every record carries the request id (portal/request_id.py), in web and worker alike.

@@ -57,7 +57,19 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
     "api:certificate-detail": ("certificate", {"GET"}),
     "api:certificate-plan": ("certificate", {"POST"}),
     "api:transfer-detail": ("transfer", {"GET"}),
-    **{f"api:transfer-{a}": ("transfer", {"POST"}) for a in TRANSFER_ACTIONS},
+    **{
+        f"api:transfer-{a}": ("transfer", {"POST"})
+        for a in [
+            *TRANSFER_ACTIONS,
+            "reconcile",
+            "approve-landing",
+            "retry-landing",
+            "landed-by-hand",
+            "retry-restore",
+        ]
+    },
+    "api:batch-detail": ("batch", {"GET"}),
+    **{f"api:batch-{a}": ("batch", {"POST"}) for a in [*BATCH_ACTIONS, "approve-landing"]},
 }
 # The Django admin is for portal staff only, across every account by design; an outsider
 # (not staff) is sent to its login page whatever the id (checked below).

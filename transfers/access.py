@@ -193,6 +193,21 @@ SOURCE_ONLY = {
     "error_code": "",
     "error_message": "",
     "restore_state": "",
+    "restore_attempts": 0,
+    "restore_next_at": None,
+    "restore_error": "",
+    "restore_steps_left": [],
+    "approvals": None,
+}
+# And of the API's batch.
+BATCH_SOURCE_ONLY = {
+    "requester": "",
+    "reason": "",
+    "approver": None,
+    "decision_comment": "",
+    "decided_at": None,
+    "approvals": None,
+    "skipped": [],
 }
 
 
@@ -216,6 +231,13 @@ def redact(data: dict, transfer: Transfer, with_events: bool) -> dict:
             }
             for e in events_for_target(transfer)
         ]
+    return data
+
+
+def redact_batch(data: dict) -> dict:
+    """The API's representation of a batch as the target side may see it (the batch page's
+    rule: no reason, people, decision or skipped ids)."""
+    data.update({key: value for key, value in BATCH_SOURCE_ONLY.items() if key in data})
     return data
 
 

@@ -138,6 +138,14 @@ def can_approve_landing(user, transfer: Transfer) -> bool:
     return transfer.requester_id != user.pk and not approved_the_move(user, transfer)
 
 
+def can_approve_batch_landing(user, batch) -> bool:
+    """Approve the landings of a batch for its target: an approver or admin of the managed
+    target account other than the requester (each transfer is checked again on its own,
+    can_approve_landing)."""
+    target = AwsAccount.objects.filter(account_id=batch.target_account_id, managed=True).first()
+    return can_approve(user, target) and batch.requester_id != user.pk
+
+
 def operable_targets(user) -> QuerySet[AwsAccount]:
     """Managed accounts the user may accept transfers into."""
     return _accounts_where(user, CAN_OPERATE).filter(managed=True)

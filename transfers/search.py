@@ -1,10 +1,13 @@
-"""Certificate search, paging and capped counts: what the certificate list and the API ask.
+"""Search, filters and counts of the lists, for the pages and the API alike.
 
-A search is an id or ARN prefix, or a policy or thing name prefix, each answered from its own
-index (``search``); the list's paginators read the last pages from the other end
-(``TailPaginator``) and, for a search that matches many, count up to a limit only and walk
-the sort's index instead of sorting every match (``CertificatePaginator``). Figures and
-query plans: docs/benchmarks.md.
+Certificates: a search is an id or ARN prefix, or a policy or thing name prefix, each
+answered from its own index (``search``); the list's paginators read the last pages from the
+other end (``TailPaginator``) and, for a search that matches many, count up to a limit only
+and walk the sort's index instead of sorting every match (``CertificatePaginator``). Figures
+and query plans: docs/benchmarks.md.
+
+Batches: the batch list's filters (``filter_batches``) and each row's counts by state
+(``batch_counts``).
 """
 
 from __future__ import annotations
@@ -13,11 +16,17 @@ from django.core.cache import cache
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils.functional import cached_property
 
 from transfers.forms import CertificateFilterForm
-from transfers.models import AwsAccount, Certificate, CertificatePolicy, CertificateThing
+from transfers.models import (
+    AwsAccount,
+    Certificate,
+    CertificatePolicy,
+    CertificateThing,
+    Transfer,
+)
 
 # Below this many matches a search sorts them all (CertificatePaginator).
 SORT_ALL_BELOW = 1_000
@@ -320,3 +329,38 @@ def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
     """The certificates a user may see, narrowed by the list's filters and search."""
     certs, _ = narrowed_certificates(user, form, accounts)
     return search(certs, form.cleaned_data.get("q", ""))
+
+
+def filter_batches(rows: QuerySet, data: dict) -> QuerySet:
+    """The transfer list's filters, for batches (``rows`` annotated by
+    access.with_source_side): a state matches a batch with a transfer in that state; an
+    account matches the source or the target; the requester filter skips a batch seen only
+    through its target (it shows no requester)."""
+    if data.get("status"):
+        rows = rows.filter(
+            Exists(Transfer.objects.filter(batch=OuterRef("pk"), status=data["status"]))
+        )
+    if data.get("account"):
+        rows = rows.filter(
+            Q(source__account_id=data["account"]) | Q(target_account_id=data["account"])
+        )
+    if data.get("requester"):
+        rows = rows.filter(requester__username=data["requester"], source_side=True)
+    if data.get("since"):
+        rows = rows.filter(created__date__gte=data["since"])
+    if data.get("until"):
+        rows = rows.filter(created__date__lte=data["until"])
+    return rows
+
+
+def batch_counts(batch_pks: list[int]) -> dict[int, dict[str, int]]:
+    """How many transfers of each batch are in each state: one query, however many rows."""
+    counts: dict[int, dict[str, int]] = {pk: {} for pk in batch_pks}
+    for batch_pk, status, n in (
+        Transfer.objects.filter(batch__in=batch_pks)
+        .order_by()
+        .values_list("batch", "status")
+        .annotate(n=Count("pk"))
+    ):
+        counts[batch_pk][status] = n
+    return counts

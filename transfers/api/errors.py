@@ -15,6 +15,9 @@ from rest_framework.views import set_rollback
 from transfers import aws
 from transfers.workflow import TransferError
 
+# Seconds to wait, for a 503 whose cause gave no time of its own (as aws.retry_after).
+DEFAULT_RETRY_AFTER = 5
+
 
 def _error(code: str, message: str, http_status: int, fields=None, headers=None) -> Response:
     body: dict = {"code": code, "message": message}
@@ -34,13 +37,14 @@ def _flatten(detail, prefix: str = "") -> list[str]:
 
 def exception_handler(exc, context) -> Response | None:
     """Every refusal as ``{"error": {"code", "message"}}`` with a stable code."""
-    if isinstance(exc, TransferError):
-        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        return _error(exc.code, exc.message, exc.status, headers=retry)
     if isinstance(exc, aws.AwsError):  # AWS or the rate limiter, wherever it surfaced
-        refusal = TransferError.from_aws(exc)
-        retry = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else None
-        return _error(refusal.code, refusal.message, refusal.status, headers=retry)
+        exc = TransferError.from_aws(exc)
+    if isinstance(exc, TransferError):
+        retry = exc.retry_after
+        if exc.status == status.HTTP_503_SERVICE_UNAVAILABLE and not retry:
+            retry = DEFAULT_RETRY_AFTER  # the schema promises Retry-After on every 503
+        headers = {"Retry-After": str(retry)} if retry else None
+        return _error(exc.code, exc.message, exc.status, headers=headers)
     if isinstance(exc, Http404):
         return _error("not_found", str(exc) or "Not found.", status.HTTP_404_NOT_FOUND)
     if isinstance(exc, DjangoPermissionDenied):
@@ -90,15 +94,32 @@ class ErrorSerializer(serializers.Serializer):
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, "Invalid input or refused by a rule."),
     401: OpenApiResponse(ErrorSerializer, "Not authenticated."),
-    403: OpenApiResponse(ErrorSerializer, "Visible, but your role does not allow it."),
+    403: OpenApiResponse(
+        ErrorSerializer,
+        "Visible, but your role does not allow it; or a browser session that has not passed "
+        "the second factor (second_factor_required: API tokens are not asked for one).",
+    ),
     404: OpenApiResponse(
         ErrorSerializer, "No such object, or one you may not see (lists: no such page)."
     ),
     409: OpenApiResponse(ErrorSerializer, "The state does not allow it (or a race was lost)."),
+    429: OpenApiResponse(
+        ErrorSerializer,
+        "Past this token's rate (API_THROTTLE_RATE): try again after Retry-After seconds.",
+    ),
     502: OpenApiResponse(ErrorSerializer, "AWS refused or failed; the code is AWS's."),
+    503: OpenApiResponse(
+        ErrorSerializer,
+        "AWS, or the portal's shared AWS rate for the account, is busy: try again after "
+        "Retry-After seconds. Nothing was changed.",
+    ),
 }
+# What any operation may answer: no or a bad token, a role or a session that does not allow
+# it, the token's rate.
+ALWAYS = (401, 403, 429)
 
 
 def errors(*codes: int) -> dict:
-    """The documented error responses of an operation, by status code."""
-    return {code: ERRORS[code] for code in codes}
+    """The documented error responses of an operation, by status code: ``codes`` and those
+    every operation may answer (ALWAYS)."""
+    return {code: ERRORS[code] for code in sorted({*ALWAYS, *codes})}

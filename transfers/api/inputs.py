@@ -10,6 +10,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 
 from transfers import workflow
+from transfers.batches import MAX_BATCH
 from transfers.forms import SORTS
 from transfers.models import Certificate, Transfer
 from transfers.workflow import Options, TransferError
@@ -140,8 +141,9 @@ class PlanRequestSerializer(serializers.Serializer):
         return workflow.LandingChoice(**{**landing, "policy_map": pairs})
 
 
-class TransferCreateSerializer(PlanRequestSerializer):
-    certificate = serializers.IntegerField(help_text="The portal's certificate id.")
+class RequestSerializer(PlanRequestSerializer):
+    """What every request says, single or batch."""
+
     # The services check the texts (AWS's limits, control characters): keep them verbatim.
     message = documented_string(pattern=PRINTABLE, maxLength=128)(
         required=False,
@@ -152,12 +154,41 @@ class TransferCreateSerializer(PlanRequestSerializer):
     reason = documented_string(pattern=SOME_TEXT, maxLength=2000)(
         help_text="Why, for the approver."
     )
+
+
+class TransferCreateSerializer(RequestSerializer):
+    certificate = serializers.IntegerField(help_text="The portal's certificate id.")
     plan_fingerprint = documented_string(pattern=NO_NUL, maxLength=64)(
         required=False,
         default="",
         max_length=64,
         help_text="The fingerprint of the plan you reviewed.",
     )
+
+
+class BatchCreateSerializer(RequestSerializer):
+    """A batch: the certificates by the portal's ids, or every certificate a filter of the
+    certificate list finds (at most MAX_BATCH), all of one account and region."""
+
+    certificates = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=2**63 - 1),
+        min_length=1,
+        max_length=MAX_BATCH,
+        required=False,
+        help_text="The portal's certificate ids (GET /api/certificates/). Give exactly one of "
+        "certificates and filter.",
+    )
+    filter = CertificateFilterSerializer(
+        required=False,
+        help_text="Every certificate GET /api/certificates/ lists with these parameters.",
+    )
+
+    def validate(self, data):
+        if ("certificates" in data) == ("filter" in data):
+            raise serializers.ValidationError(
+                {"certificates": ["Give either certificates or filter."]}
+            )
+        return data
 
 
 class CommentSerializer(serializers.Serializer):

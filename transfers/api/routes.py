@@ -21,7 +21,32 @@ urlpatterns = [
     path("transfers/<int:pk>/retry/", views.retry, name="transfer-retry"),
     path("transfers/<int:pk>/accept/", views.accept, name="transfer-accept"),
     path("transfers/<int:pk>/reject/", views.reject, name="transfer-reject"),
+    path("transfers/<int:pk>/reconcile/", views.reconcile, name="transfer-reconcile"),
+    path(
+        "transfers/<int:pk>/approve-landing/",
+        views.approve_landing,
+        name="transfer-approve-landing",
+    ),
+    path("transfers/<int:pk>/retry-landing/", views.retry_landing, name="transfer-retry-landing"),
+    path(
+        "transfers/<int:pk>/landed-by-hand/",
+        views.landed_by_hand,
+        name="transfer-landed-by-hand",
+    ),
+    path("transfers/<int:pk>/retry-restore/", views.retry_restore, name="transfer-retry-restore"),
     path("incoming/", views.IncomingList.as_view(), name="incoming"),
+    path("batches/", views.BatchList.as_view(), name="batch-list"),
+    path("batches/<int:pk>/", views.batch_detail, name="batch-detail"),
+    path("batches/<int:pk>/approve/", views.batch_approve, name="batch-approve"),
+    path("batches/<int:pk>/decline/", views.batch_decline, name="batch-decline"),
+    path("batches/<int:pk>/withdraw/", views.batch_withdraw, name="batch-withdraw"),
+    path("batches/<int:pk>/cancel/", views.batch_cancel, name="batch-cancel"),
+    path("batches/<int:pk>/retry/", views.batch_retry, name="batch-retry"),
+    path(
+        "batches/<int:pk>/approve-landing/",
+        views.batch_approve_landing,
+        name="batch-approve-landing",
+    ),
     # Behind a login like everything else (drf-spectacular serves it to anyone by default).
     path(
         "schema/",

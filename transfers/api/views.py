@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db.models import Q
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, generics, status
@@ -13,11 +15,17 @@ from rest_framework.decorators import api_view
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from transfers import permissions, workflow
-from transfers.access import get_certificate_for_user, get_transfer_for_user, with_source_side
+from transfers import batches, permissions, workflow
+from transfers.access import (
+    get_batch_for_user,
+    get_certificate_for_user,
+    get_transfer_for_user,
+    with_source_side,
+)
 from transfers.api.errors import errors
 from transfers.api.inputs import (
     AcceptSerializer,
+    BatchCreateSerializer,
     CertificateFilterSerializer,
     CommentSerializer,
     DeclineSerializer,
@@ -27,14 +35,18 @@ from transfers.api.inputs import (
     TransferFilterSerializer,
 )
 from transfers.api.outputs import (
+    BatchDetailSerializer,
+    BatchSerializer,
     CertificateSerializer,
     PlanSerializer,
     TransferDetailSerializer,
     TransferSerializer,
+    approval_figures,
 )
 from transfers.forms import SORTS
-from transfers.models import AwsAccount, Transfer
-from transfers.search import narrow, search
+from transfers.models import AwsAccount, Certificate, Transfer, TransferBatch
+from transfers.search import batch_counts, filter_batches, narrow, search
+from transfers.workflow import TransferError
 
 
 def _query(request) -> dict:
@@ -72,7 +84,8 @@ class Pages(PageNumberPagination):
         return parameters
 
 
-TRANSFER_RELATED = ("source", "target", "requester", "approver")
+TRANSFER_RELATED = ("source", "target", "requester", "approver", "target_approver")
+BATCH_RELATED = ("source", "requester", "approver")
 
 
 def _detail(pk: int, request) -> dict:
@@ -82,12 +95,25 @@ def _detail(pk: int, request) -> dict:
     return TransferDetailSerializer(transfer, context={"request": request}).data
 
 
+def _batch_detail(pk: int, request) -> dict:
+    batch = TransferBatch.objects.select_related(*BATCH_RELATED).get(pk=pk)
+    return BatchDetailSerializer(batch, context={"request": request}).data
+
+
 # ----------------------------------------------------------------------------- certificates
+
+
+def _certificates(user, data: dict):
+    """The certificates GET /api/certificates/ lists for these filter values: those of the
+    managed accounts the user can see, narrowed, searched and sorted as the list page does."""
+    accounts = AwsAccount.objects.visible_to(user).filter(managed=True)
+    certs, _ = narrow(accounts, data)
+    return search(certs, data.get("q", "")).order_by(*SORTS[data.get("sort") or "newest"])
 
 
 @extend_schema(
     parameters=[CertificateFilterSerializer],
-    responses={200: CertificateSerializer(many=True), **errors(400, 401, 404)},
+    responses={200: CertificateSerializer(many=True), **errors(400, 404)},
 )
 class CertificateList(generics.ListAPIView):
     """Certificates of the managed accounts you can see."""
@@ -97,18 +123,14 @@ class CertificateList(generics.ListAPIView):
 
     def get_queryset(self):
         data = _valid(CertificateFilterSerializer, _query(self.request))
-        accounts = AwsAccount.objects.visible_to(self.request.user).filter(managed=True)
-        certs, _ = narrow(accounts, data)
-        order = SORTS[data.get("sort") or "newest"]
         return (
-            search(certs, data.get("q", ""))
-            .order_by(*order)
+            _certificates(self.request.user, data)
             .select_related("account")
             .prefetch_related("policies", "things")
         )
 
 
-@extend_schema(responses={200: CertificateSerializer, **errors(401, 404)})
+@extend_schema(responses={200: CertificateSerializer, **errors(404)})
 @api_view(["GET"])
 def certificate_detail(request, pk: int) -> Response:
     cert, _ = get_certificate_for_user(request.user, pk)
@@ -117,7 +139,7 @@ def certificate_detail(request, pk: int) -> Response:
 
 @extend_schema(
     request=PlanRequestSerializer,
-    responses={200: PlanSerializer, **errors(400, 401, 403, 404)},
+    responses={200: PlanSerializer, **errors(400, 404, 502, 503)},
     summary="Preflight plan of a transfer (reads the certificate from AWS; changes nothing)",
 )
 @api_view(["POST"])
@@ -137,11 +159,21 @@ def certificate_plan(request, pk: int) -> Response:
 # ----------------------------------------------------------------------------- transfers
 
 
-class TransferList(generics.ListAPIView):
-    """Transfers out of or into an account you can see, newest first."""
+class TransferRows(generics.ListAPIView):
+    """A page of transfers, the approvals of its rows counted for the page at once."""
 
     serializer_class = TransferSerializer
     pagination_class = Pages
+
+    def list(self, request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        context = {**self.get_serializer_context(), "approvals": approval_figures(page)}
+        rows = TransferSerializer(page, many=True, context=context).data
+        return self.get_paginated_response(rows)
+
+
+class TransferList(TransferRows):
+    """Transfers out of or into an account you can see, newest first."""
 
     def get_queryset(self):
         data = _valid(TransferFilterSerializer, _query(self.request))
@@ -161,14 +193,14 @@ class TransferList(generics.ListAPIView):
 
     @extend_schema(
         parameters=[TransferFilterSerializer],
-        responses={200: TransferSerializer(many=True), **errors(400, 401, 404)},
+        responses={200: TransferSerializer(many=True), **errors(400, 404)},
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
         request=TransferCreateSerializer,
-        responses={201: TransferDetailSerializer, **errors(400, 401, 403, 404, 409)},
+        responses={201: TransferDetailSerializer, **errors(400, 404, 409, 502, 503)},
         summary="Request a transfer (an approver must approve it)",
     )
     def post(self, request, *args, **kwargs) -> Response:
@@ -194,18 +226,15 @@ class TransferList(generics.ListAPIView):
         )
 
 
-@extend_schema(responses={200: TransferDetailSerializer, **errors(401, 404)})
+@extend_schema(responses={200: TransferDetailSerializer, **errors(404)})
 @api_view(["GET"])
 def transfer_detail(request, pk: int) -> Response:
     transfer = get_transfer_for_user(request.user, pk)
     return Response(_detail(transfer.pk, request))
 
 
-class IncomingList(generics.ListAPIView):
+class IncomingList(TransferRows):
     """Transfers waiting for acceptance into a managed account you may operate."""
-
-    serializer_class = TransferSerializer
-    pagination_class = Pages
 
     def get_queryset(self):
         user = self.request.user
@@ -215,7 +244,7 @@ class IncomingList(generics.ListAPIView):
             .order_by("pending_since", "pk")
         )
 
-    @extend_schema(responses={200: TransferSerializer(many=True), **errors(400, 401, 404)})
+    @extend_schema(responses={200: TransferSerializer(many=True), **errors(400, 404)})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -230,8 +259,8 @@ def _act(request, pk: int, action, body=None, field: str = "") -> Response:
     return Response(_detail(transfer.pk, request))
 
 
-ACTION_RESPONSES = {200: TransferDetailSerializer, **errors(400, 401, 403, 404, 409)}
-AWS_ACTION_RESPONSES = {**ACTION_RESPONSES, **errors(502)}
+ACTION_RESPONSES = {200: TransferDetailSerializer, **errors(400, 404, 409)}
+AWS_ACTION_RESPONSES = {**ACTION_RESPONSES, **errors(502, 503)}
 
 
 @extend_schema(
@@ -298,3 +327,281 @@ def accept(request, pk: int) -> Response:
 @api_view(["POST"])
 def reject(request, pk: int) -> Response:
     return _act(request, pk, workflow.reject, RejectSerializer, "reason")
+
+
+@extend_schema(
+    request=CommentSerializer,
+    responses=ACTION_RESPONSES,
+    summary="Approve the landing for the target account (a pre-accepted move): an approver "
+    "of the managed target, never the requester nor who approved the move",
+)
+@api_view(["POST"])
+def approve_landing(request, pk: int) -> Response:
+    return _act(request, pk, workflow.approve_landing, CommentSerializer, "comment")
+
+
+@extend_schema(
+    request=None,
+    responses=ACTION_RESPONSES,
+    summary="Try a stopped landing again (one nobody approved: by who may approve it)",
+)
+@api_view(["POST"])
+def retry_landing(request, pk: int) -> Response:
+    return _act(request, pk, workflow.retry_landing)
+
+
+@extend_schema(
+    request=None,
+    responses=ACTION_RESPONSES,
+    summary="Record that a stopped landing was finished by hand in AWS",
+)
+@api_view(["POST"])
+def landed_by_hand(request, pk: int) -> Response:
+    return _act(request, pk, workflow.finished_by_hand)
+
+
+@extend_schema(
+    request=None,
+    responses=ACTION_RESPONSES,
+    summary="Try an incomplete restore again (putting back what preparation removed)",
+)
+@api_view(["POST"])
+def retry_restore(request, pk: int) -> Response:
+    return _act(request, pk, workflow.retry_restore)
+
+
+def _check_with_aws(user, pk: int) -> str:
+    transfer = Transfer.objects.select_related("source").get(pk=pk)
+    if not permissions.can_operate(user, transfer.source):
+        raise TransferError("forbidden", "Your role does not allow this on this account.", 403)
+    return workflow.reconcile_one(pk)  # AWS's refusals: errors.exception_handler
+
+
+@extend_schema(
+    request=None,
+    responses=AWS_ACTION_RESPONSES,
+    summary="Check a pending or failed transfer with AWS now (as the reconciler does)",
+)
+@api_view(["POST"])
+def reconcile(request, pk: int) -> Response:
+    return _act(request, pk, _check_with_aws)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class BatchList(generics.ListAPIView):
+    """Batches out of or into an account you can see, newest first (the batch page's
+    filters: a state matches a batch with a transfer in it, an account its source or
+    target)."""
+
+    serializer_class = BatchSerializer
+    pagination_class = Pages
+
+    def get_queryset(self):
+        data = _valid(TransferFilterSerializer, _query(self.request))
+        user = self.request.user
+        rows = filter_batches(with_source_side(TransferBatch.objects.visible_to(user), user), data)
+        return rows.select_related(*BATCH_RELATED).order_by("-created", "-pk")
+
+    def list(self, request, *args, **kwargs) -> Response:
+        page = self.paginate_queryset(self.get_queryset())
+        counts = batch_counts([batch.pk for batch in page])
+        context = {**self.get_serializer_context(), "counts": counts}
+        return self.get_paginated_response(BatchSerializer(page, many=True, context=context).data)
+
+    @extend_schema(
+        parameters=[TransferFilterSerializer],
+        responses={200: BatchSerializer(many=True), **errors(400, 404)},
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=BatchCreateSerializer,
+        responses={201: BatchDetailSerializer, **errors(400, 404, 502, 503)},
+        summary="Request a batch: many certificates of one account and region to one target, "
+        "one approval, each its own transfer",
+    )
+    def post(self, request, *args, **kwargs) -> Response:
+        serializer = BatchCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        user = request.user
+        requestable = set(permissions.requestable_accounts(user).values_list("pk", flat=True))
+        if not requestable:
+            raise DjangoPermissionDenied("Your role does not allow requesting transfers.")
+        if "filter" in data:
+            # One more than a batch holds: too many is refused, never cut silently.
+            certs = list(
+                _certificates(user, data["filter"])
+                .select_related("account")
+                .prefetch_related("policies", "things")[: batches.MAX_BATCH + 1]
+            )
+        else:
+            wanted = list(dict.fromkeys(data["certificates"]))
+            found = (
+                Certificate.objects.visible_to(user)
+                .select_related("account")
+                .prefetch_related("policies", "things")
+                .in_bulk(wanted)
+            )
+            unknown = [pk for pk in wanted if pk not in found]
+            if unknown:  # as a single request's certificate: 404, existence never leaks
+                shown = ", ".join(map(str, unknown[:10])) + ("…" if len(unknown) > 10 else "")
+                raise Http404(f"No such certificate: {shown}.")
+            certs = [found[pk] for pk in wanted]
+        # As the batch page: a certificate of an account the user may not request from is
+        # left out, with the reason, like one not in the inventory.
+        missing = [c.certificate_id for c in certs if c.account_id not in requestable]
+        batch = batches.request_batch(
+            user,
+            [c for c in certs if c.account_id in requestable],
+            missing,
+            target_account_id=data["target_account_id"],
+            message=data["message"],
+            reason=data["reason"],
+            options=serializer.options(),
+            landing=serializer.landing_choice(),
+        )
+        location = reverse("api:batch-detail", args=[batch.pk])
+        return Response(
+            _batch_detail(batch.pk, request),
+            status=status.HTTP_201_CREATED,
+            headers={"Location": location},
+        )
+
+
+@extend_schema(responses={200: BatchDetailSerializer, **errors(404)})
+@api_view(["GET"])
+def batch_detail(request, pk: int) -> Response:
+    batch, _ = get_batch_for_user(request.user, pk)
+    return Response(_batch_detail(batch.pk, request))
+
+
+def _batch_act(request, pk: int, allowed, waiting: Q, nothing: str, action, body=None) -> Response:
+    """Run ``action(user, batch, *body values)`` on a batch the user can see (404 otherwise)
+    when ``allowed(user, batch)`` (transfers.permissions; 403 otherwise), as the batch page
+    does, and answer the batch. When none of its transfers is ``waiting`` for the action, a
+    409 with ``nothing`` and nothing changed."""
+    batch, _ = get_batch_for_user(request.user, pk)
+    if not allowed(request.user, batch):
+        raise DjangoPermissionDenied("Your role does not allow this on this account.")
+    args = tuple(_valid(body, request.data).values()) if body is not None else ()
+    if not batch.transfers.filter(waiting).exists():
+        raise TransferError("invalid_state", nothing, status.HTTP_409_CONFLICT)
+    action(request.user, batch, *args)
+    return Response(_batch_detail(batch.pk, request))
+
+
+REQUESTED = Q(status=Transfer.Status.REQUESTED)
+BATCH_RESPONSES = {200: BatchDetailSerializer, **errors(400, 404, 409)}
+
+
+@extend_schema(
+    request=CommentSerializer,
+    responses=BATCH_RESPONSES,
+    summary="Approve a requested batch (not your own): its transfers are approved in the "
+    "background and fed to the workers at the account's API rate",
+)
+@api_view(["POST"])
+def batch_approve(request, pk: int) -> Response:
+    return _batch_act(
+        request,
+        pk,
+        permissions.can_decide_batch,
+        REQUESTED,
+        "Nothing in this batch waits for approval.",
+        batches.approve,
+        CommentSerializer,
+    )
+
+
+@extend_schema(
+    request=DeclineSerializer,
+    responses=BATCH_RESPONSES,
+    summary="Decline a requested batch (a comment is required)",
+)
+@api_view(["POST"])
+def batch_decline(request, pk: int) -> Response:
+    return _batch_act(
+        request,
+        pk,
+        permissions.can_decide_batch,
+        REQUESTED,
+        "Nothing in this batch waits for a decision.",
+        batches.decline,
+        DeclineSerializer,
+    )
+
+
+@extend_schema(
+    request=None,
+    responses=BATCH_RESPONSES,
+    summary="Withdraw a batch's requests not yet approved (the requester or an account admin)",
+)
+@api_view(["POST"])
+def batch_withdraw(request, pk: int) -> Response:
+    return _batch_act(
+        request,
+        pk,
+        permissions.can_withdraw_batch,
+        REQUESTED,
+        "Nothing in this batch waits for approval.",
+        batches.withdraw,
+    )
+
+
+@extend_schema(
+    request=None,
+    responses=BATCH_RESPONSES,
+    summary="Cancel, in AWS, every transfer of the batch still pending acceptance (in the "
+    "background, at the account's API rate); what was removed is put back",
+)
+@api_view(["POST"])
+def batch_cancel(request, pk: int) -> Response:
+    return _batch_act(
+        request,
+        pk,
+        permissions.can_operate_batch,
+        Q(status=Transfer.Status.PENDING_ACCEPTANCE),
+        "Nothing in this batch is pending acceptance.",
+        batches.cancel_pending,
+    )
+
+
+@extend_schema(
+    request=None,
+    responses=BATCH_RESPONSES,
+    summary="Retry the batch's failed transfers (an approver other than the requester)",
+)
+@api_view(["POST"])
+def batch_retry(request, pk: int) -> Response:
+    return _batch_act(
+        request,
+        pk,
+        permissions.can_decide_batch,
+        Q(status=Transfer.Status.FAILED),
+        "No transfer of this batch failed.",
+        batches.retry_failed,
+    )
+
+
+@extend_schema(
+    request=CommentSerializer,
+    responses=BATCH_RESPONSES,
+    summary="Approve, for the target account, the landing of every open transfer of the "
+    "batch that plans one (each checked as a single one)",
+)
+@api_view(["POST"])
+def batch_approve_landing(request, pk: int) -> Response:
+    return _batch_act(
+        request,
+        pk,
+        permissions.can_approve_batch_landing,
+        Q(landing_state=Transfer.Landing.PLANNED, target_approver__isnull=True)
+        & ~Q(status__in=Transfer.Status.TERMINAL),
+        "No landing of this batch waits for the target's approval.",
+        batches.approve_landing,
+        CommentSerializer,
+    )

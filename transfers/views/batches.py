@@ -9,7 +9,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, OuterRef, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -19,12 +18,8 @@ from django_htmx.http import HttpResponseClientRedirect
 from transfers import access, batches, downtime, permissions
 from transfers.access import get_batch_for_user
 from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
-from transfers.models import (
-    AwsAccount,
-    Transfer,
-    TransferBatch,
-)
-from transfers.search import filtered_certificates
+from transfers.models import AwsAccount, Transfer, TransferBatch
+from transfers.search import batch_counts, filter_batches, filtered_certificates
 from transfers.workflow import TransferError
 
 MAX_UPLOAD = 1_000_000  # bytes of CSV
@@ -115,22 +110,9 @@ def batch_new(request: HttpRequest) -> HttpResponse:
 
 
 def _filtered_batches(request: HttpRequest, qs):
-    """The transfer list's filters, for batches: a state matches a batch with a transfer in
-    that state; an account matches the source or the target."""
     form = TransferFilterForm(request.GET)
     form.is_valid()
-    data = form.cleaned_data
-    if data.get("status"):
-        qs = qs.filter(Exists(Transfer.objects.filter(batch=OuterRef("pk"), status=data["status"])))
-    if data.get("account"):
-        qs = qs.filter(Q(source__account_id=data["account"]) | Q(target_account_id=data["account"]))
-    if data.get("requester"):
-        qs = qs.filter(requester__username=data["requester"])
-    if data.get("since"):
-        qs = qs.filter(created__date__gte=data["since"])
-    if data.get("until"):
-        qs = qs.filter(created__date__lte=data["until"])
-    return form, qs
+    return form, filter_batches(qs, form.cleaned_data)
 
 
 @login_required
@@ -139,23 +121,13 @@ def batch_list(request: HttpRequest) -> HttpResponse:
     # skips it (access).
     qs = access.with_source_side(TransferBatch.objects.visible_to(request.user), request.user)
     form, qs = _filtered_batches(request, qs)
-    if form.cleaned_data.get("requester"):
-        qs = qs.filter(source_side=True)
     qs = qs.select_related("source", "requester").order_by("-created", "-pk")
     page = Paginator(qs, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
     shown = list(page.object_list)
-    # Every row's counts from one query, however many rows.
-    counts: dict[int, dict[str, int]] = {}
-    for batch_pk, status, n in (
-        Transfer.objects.filter(batch__in=[b.pk for b in shown])
-        .order_by()
-        .values_list("batch", "status")
-        .annotate(n=Count("pk"))
-    ):
-        counts.setdefault(batch_pk, {})[status] = n
+    counts = batch_counts([b.pk for b in shown])
     rows = []
     for b in shown:
-        c = counts.get(b.pk, {})
+        c = counts[b.pk]
         rows.append(
             (
                 b,
