@@ -170,6 +170,86 @@ def test_a_pre_accepted_move_lands_active_with_its_policies_and_things(world, re
     assert world["control"].call_count("AcceptCertificateTransfer") == 1
 
 
+def target_calls(target) -> list[tuple[str, dict]]:
+    """Every call the portal makes in the target from now on, in order."""
+    seen: list[tuple[str, dict]] = []
+
+    def record(model, params, **_):
+        seen.append((model.name, params))
+
+    iot_for(target).meta.events.register("before-parameter-build.iot", record)
+    return seen
+
+
+def assert_activated_last(seen: list[tuple[str, dict]]) -> None:
+    """Accepted inactive; ACTIVE only once every policy and thing is attached."""
+    names = [name for name, _ in seen]
+    accept = seen[names.index("AcceptCertificateTransfer")][1]
+    assert accept["setAsActive"] is False
+    attaches = [i for i, n in enumerate(names) if n in ("AttachPolicy", "AttachThingPrincipal")]
+    activations = [
+        i
+        for i, (n, params) in enumerate(seen)
+        if n == "UpdateCertificate" and params["newStatus"] == "ACTIVE"
+    ]
+    assert len(attaches) == 3 and len(activations) == 1
+    assert activations[0] > max(attaches)
+
+
+def test_a_pre_accepted_move_activates_only_once_everything_is_attached(
+    world, requester, approver, target
+):
+    seen = target_calls(target)
+    transfer = request(world, requester)
+    committed(workflow.approve_landing, world["carol"], transfer.pk)
+    committed(workflow.approve, approver, transfer.pk)
+    transfer.refresh_from_db()
+    assert transfer.landing_state == Transfer.Landing.LANDED, transfer.landing_error
+    assert_activated_last(seen)
+    desc = world["tiot"].describe_certificate(certificateId=transfer.certificate_id)
+    assert desc["certificateDescription"]["status"] == "ACTIVE"
+    assert transfer.usable_at is not None
+
+
+def test_accepting_in_the_inbox_with_a_landing_activates_last_too(
+    world, requester, approver, target
+):
+    transfer = request(world, requester)
+    committed(workflow.approve, approver, transfer.pk)
+    seen = target_calls(target)
+    operator = make_user("tops", (transfer.target, Role.ADMIN))
+    committed(workflow.accept, operator, transfer.pk, set_as_active=True)
+    transfer.refresh_from_db()
+    assert transfer.landing_state == Transfer.Landing.LANDED, transfer.landing_error
+    assert_activated_last(seen)
+
+
+def test_a_landing_that_cannot_attach_a_policy_leaves_the_certificate_inactive(
+    world, requester, approver
+):
+    transfer = request(world, requester)
+    committed(workflow.approve_landing, world["carol"], transfer.pk)
+    world["tiot"].delete_policy(policyName="Telemetry")  # planned as there, gone since
+    committed(workflow.approve, approver, transfer.pk)
+    transfer.refresh_from_db()
+    assert transfer.landing_state == Transfer.Landing.PARTIAL
+    assert workflow.landing_plan.steps_left(transfer) == [
+        "Attach policy Telemetry",
+        "Set the certificate ACTIVE",
+    ]
+    desc = world["tiot"].describe_certificate(certificateId=transfer.certificate_id)
+    assert desc["certificateDescription"]["status"] == "INACTIVE"
+    assert transfer.usable_at is None
+
+
+def test_the_plan_says_the_certificate_is_activated_after_its_attachments(world):
+    steps = plan(world, LandingChoice(create_policies=True)).steps
+    accept = steps.index("Accept in the target, inactive.")
+    activate = steps.index("Activate it in the target, once its policies and things are attached.")
+    assert accept < steps.index("Attach policy Telemetry in the target.") < activate
+    assert activate == len(steps) - 1
+
+
 def test_the_target_side_approval_is_a_separate_person(world, requester, approver, source):
     transfer = request(world, requester)
     both = make_user("both", (source, Role.APPROVER))
@@ -217,7 +297,10 @@ def test_a_landing_failure_is_shown_retried_and_finished(
     transfer.refresh_from_db()
     assert transfer.status == Transfer.Status.ACCEPTED
     assert transfer.landing_state == Transfer.Landing.PARTIAL
-    assert workflow.landing_plan.steps_left(transfer) == ["Attach thing sensor-1"]
+    assert workflow.landing_plan.steps_left(transfer) == [
+        "Attach thing sensor-1",
+        "Set the certificate ACTIVE",
+    ]
     assert transfer.usable_at is None  # not landed: no end to the downtime yet
 
     client.force_login(world["carol"])
@@ -267,13 +350,18 @@ def test_an_unmanaged_target_gets_the_landing_as_cli_commands(world):
     transfer = request(world, admin, LandingChoice(activate=True), target_account_id=KNOWN)
     commands = cli_commands(transfer)
     arn = f"arn:aws:iot:us-east-1:{KNOWN}:cert/{transfer.certificate_id}"
-    assert commands[0].startswith(
+    assert commands[0] == (
         f"aws iot accept-certificate-transfer --certificate-id {transfer.certificate_id} "
-        "--set-as-active"
+        "--region us-east-1"
     )
     attach = f"aws iot attach-policy --policy-name DevicePublish --target {arn} --region us-east-1"
     assert attach in commands
     assert any("attach-thing-principal --thing-name sensor-1" in c for c in commands)
+    # Activated last, once its policies and thing are attached.
+    assert commands[-1] == (
+        f"aws iot update-certificate --certificate-id {transfer.certificate_id} "
+        "--new-status ACTIVE --region us-east-1"
+    )
 
 
 def test_the_transfer_page_shows_the_landing_and_the_target_approves_it(

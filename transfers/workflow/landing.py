@@ -123,6 +123,8 @@ def _land(pk: int, token: str) -> str:
         for key, operation, params in steps(transfer):
             if key in transfer.landed:
                 continue
+            if key == ACTIVATE and failures:
+                break  # activated only once everything before it is in place
             leases.confirm(pk, token)
             try:
                 aws_call(transfer, WORKER, tiot, operation, **params)
@@ -142,7 +144,8 @@ def _land(pk: int, token: str) -> str:
 
 
 def _accept(transfer: Transfer, tiot) -> str:
-    plan = transfer.landing
+    # Accepted inactive: the plan's activation is its last step, once the policies and
+    # things are attached, so a device's first connection finds everything in place.
     try:
         aws_call(
             transfer,
@@ -150,7 +153,7 @@ def _accept(transfer: Transfer, tiot) -> str:
             tiot,
             "accept_certificate_transfer",
             certificateId=transfer.certificate_id,
-            setAsActive=bool(plan.get("activate")),
+            setAsActive=False,
         )
     except aws.AwsError as exc:
         if exc.code != "TransferAlreadyCompletedException":
@@ -161,7 +164,7 @@ def _accept(transfer: Transfer, tiot) -> str:
 
     def fill(row: Transfer) -> None:
         row.accept_date = timezone.now()
-        row.set_as_active = bool(plan.get("activate"))
+        row.set_as_active = False
 
     transition(
         transfer.pk,
@@ -169,7 +172,7 @@ def _accept(transfer: Transfer, tiot) -> str:
         WORKER,
         before=fill,
         refuse="It already ended.",
-        set_as_active=bool(plan.get("activate")),
+        set_as_active=False,
         pre_accepted_by=transfer.target_approver.get_username() if transfer.target_approver else "",
     )
     moved(transfer, WORKER)

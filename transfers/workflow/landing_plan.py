@@ -304,11 +304,11 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
         out.append((f"attach_thing:{t['name']}", "attach_thing_principal", params))
     if (
         plan.get("activate")
-        and transfer.status == Transfer.Status.ACCEPTED
+        and transfer.status in (Transfer.Status.PENDING_ACCEPTANCE, Transfer.Status.ACCEPTED)
         and not transfer.set_as_active
     ):
-        # Accepted inactive (outside the portal, or by someone without the landing right):
-        # activating is the plan's last step.
+        # Accepted inactive (the portal always accepts so for a landing): activating is the
+        # plan's last step, so a device never connects to a certificate without its policies.
         out.append(
             (
                 ACTIVATE,
@@ -338,7 +338,7 @@ def steps_left(transfer: Transfer) -> list[str]:
     done = set(transfer.landed)
     left = []
     if transfer.status == Transfer.Status.PENDING_ACCEPTANCE:
-        left.append("Accept" + (" and activate" if transfer.landing.get("activate") else ""))
+        left.append("Accept")
     left += [
         labels[op].format(key.split(":", 1)[1]) for key, op, _ in steps(transfer) if key not in done
     ]
@@ -357,11 +357,9 @@ def cli_commands(transfer: Transfer) -> list[str]:
             f":{transfer.source.account_id}:", f":{transfer.target_account_id}:"
         )
     )
-    commands = [
-        f"aws iot accept-certificate-transfer --certificate-id {cid}"
-        + (" --set-as-active" if plan.get("activate") else "")
-        + f" {region}"
-    ]
+    # Accepted inactive and activated last, once everything is attached: a device's first
+    # connection finds its policies and thing in place.
+    commands = [f"aws iot accept-certificate-transfer --certificate-id {cid} {region}"]
     for p in plan.get("policies", []):
         if p.get("create"):
             commands.append(
@@ -376,5 +374,9 @@ def cli_commands(transfer: Transfer) -> list[str]:
         commands.append(
             f"aws iot attach-thing-principal --thing-name {q(t['name'])} --principal {arn}"
             f"{how} {region}"
+        )
+    if plan.get("activate"):
+        commands.append(
+            f"aws iot update-certificate --certificate-id {cid} --new-status ACTIVE {region}"
         )
     return commands

@@ -122,7 +122,7 @@ def make_plan(
 
 def landing_steps_text(landing: dict) -> list[str]:
     """The landing in the plan's words."""
-    out = ["Accept in the target" + (" and activate it" if landing["activate"] else "") + "."]
+    out = ["Accept in the target, inactive."]
     for p in landing["policies"]:
         verb = "Create and attach" if p.get("create") else "Attach"
         mapped = f" (for {p['source']})" if p["name"] != p["source"] else ""
@@ -131,6 +131,8 @@ def landing_steps_text(landing: dict) -> list[str]:
         verb = "Create and attach" if t.get("create") else "Attach"
         how = " exclusively" if t.get("exclusive") else ""
         out.append(f"{verb} thing {t['name']}{how} in the target.")
+    if landing["activate"]:
+        out.append("Activate it in the target, once its policies and things are attached.")
     return out
 
 

@@ -53,7 +53,9 @@ def accept(user, pk: int, set_as_active: bool = False) -> Transfer:
     )
     lands = planned and (transfer.target_approver_id is not None or approves)
     if lands:
-        set_as_active = bool(transfer.landing.get("activate"))  # the approved plan decides
+        # Accepted inactive: the approved plan activates it last, once its policies and
+        # things are attached (landing_plan.steps).
+        set_as_active = False
     act_in_aws(
         transfer,
         user,
