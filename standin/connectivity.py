@@ -85,7 +85,10 @@ def connectivity_indexed(backend: IoTBackend) -> bool:
 def r_get_thing_connectivity_data(self: IoTResponse) -> ActionResult:
     backend = self.iot_backend
     thing_name = self._get_param("thingName")
-    if not any(t.thing_name == thing_name for t in backend.things.values()):
+    arn = (
+        f"arn:{backend.partition}:iot:{backend.region_name}:{backend.account_id}:thing/{thing_name}"
+    )
+    if arn not in backend.things:
         raise ResourceNotFoundException(f"Thing {thing_name} does not exist.")
     if not connectivity_indexed(backend):
         raise InvalidRequestException(

@@ -460,10 +460,13 @@ class DeviceFleet:
         if backend is None or cert is None or cert.status != "ACTIVE":
             return None, "certificate"
         client_arn = f"arn:{backend.partition}:iot:{region}:{account_id}:client/{device.client_id}"
+        # By policy name (a fleet has few policies and many attachments): no scan of every
+        # attachment in the account on each connection attempt.
+        attached = backend.principal_policies
         documents = [
             policy.document
-            for (target, _name), (_principal, policy) in list(backend.principal_policies.items())
-            if target == cert.arn
+            for name, policy in list(backend.policies.items())
+            if (cert.arn, name) in attached
         ]
         if allows_connect(documents, client_arn, device.client_id):
             return account_id, None
