@@ -312,7 +312,7 @@ class OwnPostgres:
             self.execute(f'CREATE DATABASE "{self.TEMPLATE}"')
             env = {**os.environ, "DATABASE_URL": self.url(self.TEMPLATE)}
             env.pop("REDIS_URL", None)
-            env["PORTAL_VAR_DIR"] = str(Path(tempfile.mkdtemp(prefix="faults-migrate-")))
+            env["PORTAL_VAR_DIR"] = str(self.root / "migrate-var")  # removed with the server
             done = subprocess.run(  # noqa: S603
                 [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                 cwd=REPO,
