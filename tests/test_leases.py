@@ -112,6 +112,8 @@ def test_the_renewer_thread_renews_every_third_of_the_lease(settings, monkeypatc
     monkeypatch.setattr(leases.time, "sleep", nap)
     monkeypatch.setattr(leases, "renew", lambda: renewals.append(1) or 1)
     monkeypatch.setattr(leases.connection, "close", lambda: None)
+    # No background renewer beside the one driven here: it would share the patched sleep.
+    monkeypatch.setattr(leases, "_start_renewer", lambda: None)
     with leases.kept(5, "t"), pytest.raises(Stop):
         leases._renew_forever()
     assert naps == [10, 10, 10]
