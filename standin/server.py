@@ -143,7 +143,10 @@ class StandinServer:
 
     def start(self) -> StandinServer:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="standin-server", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() returns in 50 ms, not 0.5 s
+            name="standin-server",
+            daemon=True,
         )
         self._thread.start()
         return self

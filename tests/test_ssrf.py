@@ -198,7 +198,7 @@ class TestNotices:
                 pass
 
         server = HTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
         try:
             url = f"http://127.0.0.1:{server.server_port}/in"
             AwsAccount.objects.filter(account_id=TARGET).update(webhook_url=url)
