@@ -17,19 +17,24 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.conftest import TARGET, add_certificate, api_token, iot_for, make_user
 from transfers import inventory
-from transfers.models import Certificate, Role, Transfer, TransferBatch
+from transfers.models import Certificate, Notice, Role, Transfer, TransferBatch
 
 # Rules across fields or rows that the schema does not state, so a request valid field by
 # field may be refused with a 400 and a message: "until" before "since"; a batch names its
 # certificates or a filter (exactly one: a oneOf of required fields would state it, but
 # generated clients then lose the request's model), and it is refused when none of them can
 # be requested (each one's reason is in the message).
+# The same goes for a batch's check, the audit log's dates, and a time zone (any IANA name,
+# not stated as an enum of some 600 names in the schema).
 EXCLUDED = {
     "GET /api/transfers/": [positive_data_acceptance],
     "GET /api/batches/": [positive_data_acceptance],
     "POST /api/batches/": [positive_data_acceptance],
+    "POST /api/batches/preflight/": [positive_data_acceptance],
+    "GET /api/audit/": [positive_data_acceptance],
+    "PATCH /api/me/": [positive_data_acceptance],
 }
-EXAMPLES = 40  # per operation, both valid and invalid requests: about 20 s in all
+EXAMPLES = 25  # per operation, valid and invalid requests (38 operations): about 20 s in all
 
 
 @pytest.fixture
@@ -64,7 +69,7 @@ def api_world(standin, source, target):
         ],
         strict=True,
     ):
-        Transfer.objects.create(
+        transfer = Transfer.objects.create(
             batch=batch,
             **extra,
             source=source,
@@ -77,6 +82,14 @@ def api_world(standin, source, target):
             requester=other,
             reason="Sale",
             status=status,
+        )
+        # A notice of each, so generated ids find one to send again.
+        Notice.objects.create(
+            transfer=transfer,
+            channel=Notice.Channel.EMAIL,
+            recipient="ops@acme.example",
+            kind=Notice.Kind.NEW,
+            status=Notice.Status.FAILED,
         )
     return api_token(user)
 

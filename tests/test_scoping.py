@@ -66,8 +66,12 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
             "retry-landing",
             "landed-by-hand",
             "retry-restore",
+            "restored-by-hand",
         ]
     },
+    "api:notice-send-again": ("notice_page", {"POST"}),
+    "api:account-detail": ("account", {"GET"}),
+    "api:account-sync": ("account", {"POST"}),
     "api:batch-detail": ("batch", {"GET"}),
     **{f"api:batch-{a}": ("batch", {"POST"}) for a in [*BATCH_ACTIONS, "approve-landing"]},
 }

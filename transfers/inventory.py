@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -625,3 +626,41 @@ def queue_sync(account, region: str, user=None) -> tuple[SyncRun, bool]:
         ), False
     queue.enqueue("sync_inventory", run.pk)
     return run, True
+
+
+def sync_now(account, user=None) -> int:
+    """A person's "Sync now" (the account page, the API): a sync queued in each of the
+    account's regions, unless one is queued or running there already; how many were queued."""
+    return sum(created for _, created in (queue_sync(account, r, user) for r in account.regions))
+
+
+ENDPOINT_CACHE_SECONDS = 24 * 3600  # an account's data endpoint does not change
+ENDPOINT_RETRY_SECONDS = 5 * 60  # after an AWS error, ask again this much later
+UNKNOWN = "unknown"
+
+
+def data_endpoints(account) -> list[tuple[str, str]]:
+    """(region, the account's device data endpoint there) for a managed account: where its
+    devices connect (DescribeEndpoint, iot:Data-ATS), cached per account and region for a
+    day; "unknown" when AWS does not answer (the account page and the API never fail on it)."""
+    if not account.managed:
+        return []
+    out = []
+    for region in account.regions:
+        key = f"iot-data-endpoint:{account.account_id}:{region}"
+        address = cache.get(key)
+        if address is None:
+            try:
+                with aws.waiting_at_most(2):
+                    answer = aws.call(
+                        aws.client(account, region),
+                        "describe_endpoint",
+                        endpointType="iot:Data-ATS",
+                    )
+                address = answer["endpointAddress"]
+                cache.set(key, address, ENDPOINT_CACHE_SECONDS)
+            except aws.AwsError:
+                address = UNKNOWN
+                cache.set(key, address, ENDPOINT_RETRY_SECONDS)
+        out.append((region, address))
+    return out

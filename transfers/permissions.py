@@ -160,6 +160,23 @@ def incoming(user) -> QuerySet[Transfer]:
     )
 
 
+def landings_to_approve(user) -> QuerySet[Transfer]:
+    """Landings the target side may approve in advance (pre-accepted moves), for the
+    approvals page and the API alike: still open, planned, nobody approved it for the target
+    yet, into an account the user approves for, neither requested nor approved by them (the
+    rest of can_approve_landing is checked on the click)."""
+    return (
+        Transfer.objects.filter(
+            target__in=approvable_accounts(user).values("pk"),
+            landing_state=Transfer.Landing.PLANNED,
+            target_approver__isnull=True,
+            status__in=Transfer.Status.OPEN,
+        )
+        .exclude(requester=user)
+        .exclude(approver=user)
+    )
+
+
 def can_manage_accounts(user) -> bool:
     return user.is_superuser or user.groups.filter(name="admin").exists()
 

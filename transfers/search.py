@@ -7,18 +7,22 @@ and walk the sort's index instead of sorting every match (``CertificatePaginator
 and query plans: docs/benchmarks.md.
 
 Batches: the batch list's filters (``filter_batches``) and each row's counts by state
-(``batch_counts``).
+(``batch_counts``). The audit log: its events for its filters (``audit_events``).
 """
 
 from __future__ import annotations
+
+from datetime import datetime, time
 
 from django.core.cache import cache
 from django.core.exceptions import EmptyResultSet
 from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
 from django.utils.functional import cached_property
 
+from transfers import access
 from transfers.forms import CertificateFilterForm
 from transfers.models import (
     AwsAccount,
@@ -26,6 +30,7 @@ from transfers.models import (
     CertificatePolicy,
     CertificateThing,
     Transfer,
+    TransferEvent,
 )
 
 # Below this many matches a search sorts them all (CertificatePaginator).
@@ -364,3 +369,38 @@ def batch_counts(batch_pks: list[int]) -> dict[int, dict[str, int]]:
     ):
         counts[batch_pk][status] = n
     return counts
+
+
+def audit_events(user, data: dict) -> QuerySet[TransferEvent]:
+    """The audit log's events for its filter values (the page's form, the API's query),
+    unordered: every event of the transfers the user can see, as access.events_seen_by
+    shows each (the filters match what is shown, so they find nothing else either)."""
+    qs = access.events_seen_by(
+        user,
+        TransferEvent.objects.filter(
+            transfer__in=Transfer.objects.visible_to(user).order_by().values("pk")
+        ),
+    )
+    if data.get("account"):
+        account = data["account"]
+        qs = qs.filter(
+            Q(transfer__source__account_id=account) | Q(transfer__target_account_id=account)
+        )
+    if data.get("certificate"):
+        # Prefix of the id, as the certificate list searches: served by the id's index.
+        qs = qs.filter(transfer__certificate_id__startswith=data["certificate"].lower())
+    if data.get("transfer"):
+        qs = qs.filter(transfer_id=data["transfer"])
+    if data.get("batch"):
+        qs = qs.filter(transfer__batch_id=data["batch"])
+    if data.get("user"):
+        qs = qs.filter(shown_actor__iexact=data["user"].strip())
+    if data.get("action"):
+        qs = qs.filter(shown_action__iexact=data["action"].strip())
+    if data.get("kind"):
+        qs = qs.filter(kind=data["kind"])
+    if data.get("since"):
+        qs = qs.filter(created__gte=timezone.make_aware(datetime.combine(data["since"], time.min)))
+    if data.get("until"):
+        qs = qs.filter(created__lte=timezone.make_aware(datetime.combine(data["until"], time.max)))
+    return qs

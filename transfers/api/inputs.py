@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from profiles.models import validate_zone
 from transfers import workflow
 from transfers.batches import MAX_BATCH
 from transfers.forms import SORTS
-from transfers.models import Certificate, Transfer
+from transfers.models import Certificate, Notice, Transfer, TransferEvent
 from transfers.workflow import Options, TransferError
 
 
@@ -74,6 +76,32 @@ class TransferFilterSerializer(serializers.Serializer):
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             raise serializers.ValidationError({"until": ["Must not be before since."]})
         return data
+
+
+class TransferListFilterSerializer(TransferFilterSerializer):
+    """The transfer list's filters: the batch list's, a batch's (its page's list), and the
+    landing's."""
+
+    batch = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**63 - 1, help_text="The transfers of a batch."
+    )
+
+    landing_state = serializers.ChoiceField(
+        choices=[(value, label) for value, label in Transfer.Landing.choices if value],
+        required=False,
+        allow_blank=True,
+        help_text="Transfers whose landing is in this state (planned, landing, landed, "
+        "partial, attention).",
+    )
+    target_approved = serializers.BooleanField(
+        required=False,
+        help_text="Whether the target side approved its landing (target_approver set).",
+    )
+    landing_to_approve = serializers.BooleanField(
+        required=False,
+        help_text="true: the approvals page's landings to approve, those you may approve for "
+        "the target (open, planned, not yet approved, neither requested nor approved by you).",
+    )
 
 
 POLICY_NAME = r"^[A-Za-z0-9_+=,.@-]{1,128}$"  # AWS IoT's policy name rule
@@ -212,3 +240,88 @@ class RejectSerializer(serializers.Serializer):
         trim_whitespace=False,
         help_text="Sent to AWS, seen by the source account: 128 printable characters at most.",
     )
+
+
+class AuditFilterSerializer(serializers.Serializer):
+    """The audit log page's filters."""
+
+    account = documented_string(pattern=r"^[0-9]{12}$")(
+        required=False,
+        allow_blank=True,
+        max_length=12,
+        help_text="Source or target AWS account id.",
+    )
+    certificate = documented_string(pattern=r"^[0-9a-fA-F]{1,64}$")(
+        required=False,
+        allow_blank=True,
+        max_length=64,
+        help_text="A certificate id or its start (hexadecimal).",
+    )
+    transfer = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    batch = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    user = QueryText(
+        required=False, allow_blank=True, max_length=150, help_text="Who acted (user name)."
+    )
+    action = QueryText(required=False, allow_blank=True, max_length=64)
+    kind = serializers.ChoiceField(
+        choices=TransferEvent.Kind.choices, required=False, allow_blank=True
+    )
+    since = serializers.DateField(required=False, help_text="On or after (YYYY-MM-DD).")
+    until = serializers.DateField(required=False, help_text="On or before (YYYY-MM-DD).")
+
+    def validate_account(self, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9]{12}", value):
+            raise serializers.ValidationError("A 12-digit AWS account id.")
+        return value
+
+    def validate_certificate(self, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-fA-F]{1,64}", value):
+            raise serializers.ValidationError(
+                "A certificate id (or its start) is hexadecimal: 0-9, a-f."
+            )
+        return value
+
+    def validate(self, data):
+        if data.get("since") and data.get("until") and data["since"] > data["until"]:
+            raise serializers.ValidationError({"until": ["Must not be before since."]})
+        return data
+
+
+class NoticeFilterSerializer(serializers.Serializer):
+    """The notices page's filters, and the notices of one transfer (its page's list)."""
+
+    channel = serializers.ChoiceField(
+        choices=Notice.Channel.choices, required=False, allow_blank=True
+    )
+    kind = serializers.ChoiceField(choices=Notice.Kind.choices, required=False, allow_blank=True)
+    status = serializers.ChoiceField(
+        choices=Notice.Status.choices, required=False, allow_blank=True
+    )
+    recipient = QueryText(
+        required=False, allow_blank=True, max_length=200, help_text="Part of the recipient."
+    )
+    transfer = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2**63 - 1,
+        help_text="The notices of this transfer, as its page lists them (its source's "
+        "people). Without it: every notice, for staff only (as the notices page).",
+    )
+
+
+class ProfileSerializer(serializers.Serializer):
+    """A person's preferences (the profile page)."""
+
+    # Not an enum of every zone: generated clients would get a type of some 600 members.
+    time_zone = serializers.CharField(
+        max_length=64,
+        help_text="An IANA time zone name (e.g. Europe/Paris): the pages and emails show "
+        "times in it.",
+    )
+
+    def validate_time_zone(self, value: str) -> str:
+        try:
+            validate_zone(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value

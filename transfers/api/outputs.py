@@ -1,4 +1,5 @@
-"""What the API answers: the representations of certificates, plans, transfers and batches.
+"""What the API answers: the representations of certificates, plans, transfers and batches,
+a batch's check, notices, accounts, the audit log's events, and your preferences.
 
 Seen only through the target account, a transfer or a batch shows what concerns the target
 (transfers.access), as on the pages.
@@ -13,9 +14,16 @@ from rest_framework import serializers
 
 from policies import rules
 from policies.models import Approval
-from transfers import batches, downtime, workflow
+from transfers import batches, downtime, inventory, permissions, ratelimit, workflow
 from transfers.access import redact, redact_batch, sees_source_side, source_account_pks
-from transfers.models import Certificate, Transfer, TransferBatch
+from transfers.models import (
+    AwsAccount,
+    Certificate,
+    Notice,
+    SyncRun,
+    Transfer,
+    TransferBatch,
+)
 from transfers.search import batch_counts
 from transfers.workflow.landing_plan import cli_commands
 from transfers.workflow.landing_plan import steps_left as landing_steps_left
@@ -552,3 +560,253 @@ class BatchDetailSerializer(BatchSerializer):
                 **ends,
             }
         ).data
+
+
+# ----------------------------------------------------------------------------- batch check
+
+
+class ReadySerializer(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The portal's certificate id.")
+    certificate_id = serializers.CharField()
+
+
+class BatchCheckSerializer(serializers.Serializer):
+    """The batch page's check before submitting (transfers.batches.preflight)."""
+
+    ready = ReadySerializer(many=True, help_text="What a request would include.")
+    deactivate = serializers.IntegerField(help_text="Of those, ACTIVE: deactivated first.")
+    detach_policies = serializers.IntegerField(help_text="Of those, with policies to detach.")
+    detach_things = serializers.IntegerField(help_text="Of those, with things to detach.")
+    skipped = SkippedSerializer(many=True, help_text="What it would leave out, and why.")
+
+
+def batch_check(check: batches.Preflight) -> dict:
+    return BatchCheckSerializer(
+        {
+            "ready": [{"id": c.pk, "certificate_id": c.certificate_id} for c in check.ready],
+            "deactivate": check.deactivate,
+            "detach_policies": check.detach_policies,
+            "detach_things": check.detach_things,
+            "skipped": [{"certificate_id": cid, "reason": why} for cid, why in check.blocked],
+        }
+    ).data
+
+
+# ----------------------------------------------------------------------------- notices
+
+
+class NoticeSerializer(serializers.ModelSerializer):
+    transfer = serializers.IntegerField(source="transfer_id", allow_null=True)
+    batch = serializers.IntegerField(source="batch_id", allow_null=True)
+    digest = serializers.IntegerField(
+        source="digest_id",
+        allow_null=True,
+        help_text="The batch notice that carried this transfer's notice (status batched).",
+    )
+
+    class Meta:
+        model = Notice
+        fields = [
+            "id",
+            "transfer",
+            "batch",
+            "digest",
+            "channel",
+            "recipient",
+            "kind",
+            "status",
+            "attempts",
+            "last_error",
+            "created",
+            "sent_at",
+        ]
+        read_only_fields = fields
+
+
+# ----------------------------------------------------------------------------- accounts
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    roles = serializers.SerializerMethodField(help_text="Your roles on it.")
+
+    class Meta:
+        model = AwsAccount
+        fields = ["id", "account_id", "name", "managed", "regions", "roles"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_roles(self, account: AwsAccount) -> list[str]:
+        return sorted(permissions.roles(self.context["request"].user, account))
+
+
+class SyncRunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SyncRun
+        fields = [
+            "id",
+            "region",
+            "status",
+            "stage",
+            "certificates",
+            "described",
+            "removed",
+            "api_calls",
+            "error",
+            "created",
+            "started",
+            "finished",
+        ]
+        read_only_fields = fields
+
+
+class DataEndpointSerializer(serializers.Serializer):
+    region = serializers.CharField()
+    address = serializers.CharField(
+        help_text="Where devices moved into the account connect (iot:Data-ATS); 'unknown' "
+        "when AWS did not answer (asked again a few minutes later)."
+    )
+
+
+class AllowanceSerializer(serializers.Serializer):
+    region = serializers.CharField()
+    rate = serializers.FloatField(help_text="Requests per second.")
+    source = serializers.CharField(help_text="Where the allowance comes from.")
+
+
+class ApiAllowanceSerializer(serializers.Serializer):
+    api = serializers.CharField()
+    regions = AllowanceSerializer(many=True)
+
+
+class AccountDetailSerializer(AccountSerializer):
+    """What the account page shows (no secret: whether a webhook secret or a Slack channel is
+    set, not what it is)."""
+
+    webhook_signed = serializers.SerializerMethodField(
+        help_text="A webhook signing secret is set (without one, the webhook gets nothing)."
+    )
+    slack = serializers.SerializerMethodField(help_text="Notices also go to a Slack channel.")
+    uses_external_id = serializers.SerializerMethodField()
+    contact_emails = serializers.ListField(source="emails", child=serializers.CharField())
+    certificate_count = serializers.SerializerMethodField(help_text="In the inventory.")
+    approval_policy = serializers.SerializerMethodField(
+        help_text="Approvals per transfer out of this account."
+    )
+    syncing = serializers.SerializerMethodField(help_text="A sync is queued or running.")
+    sync_runs = serializers.SerializerMethodField(help_text="The last ten, newest first.")
+    data_endpoints = serializers.SerializerMethodField(
+        help_text="A managed account's device data endpoint in each region."
+    )
+    allowances = serializers.SerializerMethodField(
+        help_text="A managed account's AWS API allowances: each API's rate in each region."
+    )
+
+    class Meta(AccountSerializer.Meta):
+        fields = [
+            *AccountSerializer.Meta.fields,
+            "role_arn",
+            "uses_external_id",
+            "api_rate",
+            "api_rates",
+            "contact_emails",
+            "webhook_url",
+            "webhook_signed",
+            "webhook_per_transfer",
+            "slack",
+            "expiry_days",
+            "last_error",
+            "certificate_count",
+            "approval_policy",
+            "syncing",
+            "sync_runs",
+            "data_endpoints",
+            "allowances",
+        ]
+        read_only_fields = fields
+
+    def get_webhook_signed(self, account: AwsAccount) -> bool:
+        return bool(account.webhook_secret)
+
+    def get_slack(self, account: AwsAccount) -> bool:
+        return bool(account.slack_webhook_url)
+
+    def get_uses_external_id(self, account: AwsAccount) -> bool:
+        return bool(account.external_id)
+
+    def get_certificate_count(self, account: AwsAccount) -> int:
+        return account.certificates.count()
+
+    def get_approval_policy(self, account: AwsAccount) -> str:
+        policy = getattr(account, "approval_policy", None)
+        return policy.describe() if policy is not None else "1 approval"
+
+    def _runs(self, account: AwsAccount) -> list[SyncRun]:
+        if "runs" not in self.context:
+            self.context["runs"] = list(account.sync_runs.order_by("-created")[:10])
+        return self.context["runs"]
+
+    def get_syncing(self, account: AwsAccount) -> bool:
+        return any(run.is_open for run in self._runs(account))
+
+    @extend_schema_field(SyncRunSerializer(many=True))
+    def get_sync_runs(self, account: AwsAccount) -> list[dict]:
+        return SyncRunSerializer(self._runs(account), many=True).data
+
+    @extend_schema_field(DataEndpointSerializer(many=True))
+    def get_data_endpoints(self, account: AwsAccount) -> list[dict]:
+        pairs = inventory.data_endpoints(account)
+        return [{"region": region, "address": address} for region, address in pairs]
+
+    @extend_schema_field(ApiAllowanceSerializer(many=True))
+    def get_allowances(self, account: AwsAccount) -> list[dict]:
+        if not account.managed:
+            return []
+        return [
+            {
+                "api": api,
+                "regions": [
+                    {"region": region, "rate": rate, "source": source}
+                    for region, (rate, source) in zip(account.regions, cells, strict=True)
+                ],
+            }
+            for api, cells in ratelimit.table(account)
+        ]
+
+
+class SyncQueuedSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(
+        help_text="Regions a sync was queued in now (0: one was queued or running already)."
+    )
+    account = AccountDetailSerializer()
+
+
+# ----------------------------------------------------------------------------- audit log
+
+
+class AuditEventSerializer(serializers.Serializer):
+    """An event as the audit log shows it (and its CSV has it): seen only through the
+    target, another side's event is a state change without who, what or why."""
+
+    id = serializers.IntegerField(source="pk")
+    time = serializers.DateTimeField(source="created")
+    transfer = serializers.IntegerField(source="transfer_id")
+    batch = serializers.IntegerField(source="transfer.batch_id", allow_null=True)
+    source_account = serializers.CharField(source="transfer.source.account_id")
+    region = serializers.CharField(source="transfer.region")
+    target_account = serializers.CharField(source="transfer.target_account_id")
+    certificate_id = serializers.CharField(source="transfer.certificate_id")
+    kind = serializers.CharField()
+    action = serializers.CharField(source="shown_action")
+    actor = serializers.CharField(source="shown_actor")
+    from_status = serializers.CharField()
+    to_status = serializers.CharField()
+    ok = serializers.BooleanField()
+    details = serializers.JSONField(source="shown_details", allow_null=True)
+
+
+# ----------------------------------------------------------------------------- you
+
+
+class MeSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    time_zone = serializers.CharField(help_text="Pages and emails show times in it.")

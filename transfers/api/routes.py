@@ -4,7 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.permissions import IsAuthenticated
 
-from transfers.api import views
+from transfers.api import portal, views
 
 app_name = "api"
 
@@ -34,8 +34,14 @@ urlpatterns = [
         name="transfer-landed-by-hand",
     ),
     path("transfers/<int:pk>/retry-restore/", views.retry_restore, name="transfer-retry-restore"),
+    path(
+        "transfers/<int:pk>/restored-by-hand/",
+        views.restored_by_hand,
+        name="transfer-restored-by-hand",
+    ),
     path("incoming/", views.IncomingList.as_view(), name="incoming"),
     path("batches/", views.BatchList.as_view(), name="batch-list"),
+    path("batches/preflight/", views.batch_preflight, name="batch-preflight"),
     path("batches/<int:pk>/", views.batch_detail, name="batch-detail"),
     path("batches/<int:pk>/approve/", views.batch_approve, name="batch-approve"),
     path("batches/<int:pk>/decline/", views.batch_decline, name="batch-decline"),
@@ -47,6 +53,13 @@ urlpatterns = [
         views.batch_approve_landing,
         name="batch-approve-landing",
     ),
+    path("notices/", portal.NoticeList.as_view(), name="notice-list"),
+    path("notices/<int:pk>/send-again/", portal.notice_send_again, name="notice-send-again"),
+    path("accounts/", portal.AccountList.as_view(), name="account-list"),
+    path("accounts/<int:pk>/", portal.account_detail, name="account-detail"),
+    path("accounts/<int:pk>/sync/", portal.account_sync, name="account-sync"),
+    path("audit/", portal.AuditList.as_view(), name="audit"),
+    path("me/", portal.me, name="me"),
     # Behind a login like everything else (drf-spectacular serves it to anyone by default).
     path(
         "schema/",

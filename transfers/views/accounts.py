@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -29,45 +28,13 @@ def account_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-ENDPOINT_CACHE_SECONDS = 24 * 3600  # an account's data endpoint does not change
-ENDPOINT_RETRY_SECONDS = 5 * 60  # after an AWS error, ask again this much later
-UNKNOWN = "unknown"
-
-
-def data_endpoints(account: AwsAccount) -> list[tuple[str, str]]:
-    """(region, the account's device data endpoint there) for a managed account: where its
-    devices connect (DescribeEndpoint, iot:Data-ATS), cached per account and region for a
-    day; "unknown" when AWS does not answer (never an error page)."""
-    if not account.managed:
-        return []
-    out = []
-    for region in account.regions:
-        key = f"iot-data-endpoint:{account.account_id}:{region}"
-        address = cache.get(key)
-        if address is None:
-            try:
-                with aws.waiting_at_most(2):
-                    answer = aws.call(
-                        aws.client(account, region),
-                        "describe_endpoint",
-                        endpointType="iot:Data-ATS",
-                    )
-                address = answer["endpointAddress"]
-                cache.set(key, address, ENDPOINT_CACHE_SECONDS)
-            except aws.AwsError:
-                address = UNKNOWN
-                cache.set(key, address, ENDPOINT_RETRY_SECONDS)
-        out.append((region, address))
-    return out
-
-
 @login_required
 def account_detail(request: HttpRequest, pk: int) -> HttpResponse:
     account, roles = get_account_for_user(request.user, pk)
     if request.htmx and request.htmx.target == "sync-runs":
         endpoints = []  # the polled fragment does not show them
     else:
-        endpoints = data_endpoints(account)
+        endpoints = inventory.data_endpoints(account)
     runs = list(account.sync_runs.order_by("-created")[:10])
     context = {
         "endpoints": endpoints,
@@ -95,8 +62,7 @@ def account_sync(request: HttpRequest, pk: int) -> HttpResponse:
     if not account.managed:
         messages.error(request, "This account is only known, not managed: nothing to sync.")
     else:
-        queued = [inventory.queue_sync(account, region, request.user) for region in account.regions]
-        fresh = sum(created for _, created in queued)
+        fresh = inventory.sync_now(account, request.user)
         if fresh:
             messages.success(request, f"Sync queued for {fresh} region(s).")
         else:

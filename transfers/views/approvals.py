@@ -53,15 +53,7 @@ def approvals(request: HttpRequest) -> HttpResponse:
     # an account the user approves for; the checks that it is another person come on click.
     # Seen only through the target: no requester (access).
     landings = list(
-        access.with_source_side(Transfer.objects.all(), request.user)
-        .filter(
-            target__in=permissions.approvable_accounts(request.user).values("pk"),
-            landing_state=Transfer.Landing.PLANNED,
-            target_approver__isnull=True,
-            status__in=Transfer.Status.OPEN,
-        )
-        .exclude(requester=request.user)
-        .exclude(approver=request.user)
+        access.with_source_side(permissions.landings_to_approve(request.user), request.user)
         .select_related("source", "requester")
         .order_by("created", "pk")[:BATCHES_SHOWN]
     )

@@ -11,19 +11,19 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator
-from datetime import datetime, time
+from datetime import datetime
 
 from django import forms
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from transfers import access
-from transfers.models import ACCOUNT_ID_RE, Transfer, TransferEvent
+from transfers.models import ACCOUNT_ID_RE, TransferEvent
+from transfers.search import audit_events
 
 PAGE_SIZE = 50
 CERT_PREFIX_RE = re.compile(r"^[0-9a-fA-F]{1,64}\Z")
@@ -68,45 +68,10 @@ class AuditFilterForm(forms.Form):
     until = forms.DateField(required=False)
 
 
-def visible_events(user) -> QuerySet[TransferEvent]:
-    """Events of the transfers the user can see (out of or into their accounts), as
-    access lets them see each."""
-    return access.events_seen_by(
-        user,
-        TransferEvent.objects.filter(
-            transfer__in=Transfer.objects.visible_to(user).order_by().values("pk")
-        ),
-    )
-
-
 def _filtered(request: HttpRequest) -> tuple[AuditFilterForm, QuerySet[TransferEvent]]:
     form = AuditFilterForm(request.GET)
     form.is_valid()  # a filter that is not understood is ignored and reported
-    data = form.cleaned_data
-    qs = visible_events(request.user)
-    if data.get("account"):
-        account = data["account"]
-        qs = qs.filter(
-            Q(transfer__source__account_id=account) | Q(transfer__target_account_id=account)
-        )
-    if data.get("certificate"):
-        # Prefix of the id, as the certificate list searches: served by the id's index.
-        qs = qs.filter(transfer__certificate_id__startswith=data["certificate"].lower())
-    if data.get("transfer"):
-        qs = qs.filter(transfer_id=data["transfer"])
-    if data.get("batch"):
-        qs = qs.filter(transfer__batch_id=data["batch"])
-    if data.get("user"):
-        qs = qs.filter(shown_actor__iexact=data["user"].strip())
-    if data.get("action"):
-        qs = qs.filter(shown_action__iexact=data["action"].strip())
-    if data.get("kind"):
-        qs = qs.filter(kind=data["kind"])
-    if data.get("since"):
-        qs = qs.filter(created__gte=timezone.make_aware(datetime.combine(data["since"], time.min)))
-    if data.get("until"):
-        qs = qs.filter(created__lte=timezone.make_aware(datetime.combine(data["until"], time.max)))
-    return form, qs
+    return form, audit_events(request.user, form.cleaned_data)
 
 
 @login_required
