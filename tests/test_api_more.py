@@ -11,6 +11,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from django.core.cache import caches
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -417,3 +418,21 @@ def test_ones_time_zone_is_read_and_changed_as_on_the_profile_page(requester):
     assert bad.status_code == 400 and "time_zone" in error(bad)["fields"]
     assert Profile.objects.get(user=requester).time_zone == "Europe/Paris"
     assert api_for().get(url("me")).status_code == 401
+
+
+def test_the_new_operations_count_against_the_tokens_rate(world, settings, monkeypatch):
+    """Throttled like the others: past the rate, 429 with Retry-After, and nothing queued."""
+    monkeypatch.setattr("transfers.queue.enqueue", lambda *args, **kwargs: None)
+    settings.API_THROTTLE_RATE = "2/minute"
+    caches["throttle"].clear()
+    api = api_for(world.requester)
+    try:
+        assert api.get(url("me")).status_code == 200
+        assert api.get(url("audit")).status_code == 200
+        runs = SyncRun.objects.count()
+        refused = api.post(url("account-sync", world.source.pk))
+        assert refused.status_code == 429 and error(refused)["code"] == "throttled"
+        assert int(refused["Retry-After"]) > 0
+        assert SyncRun.objects.count() == runs
+    finally:
+        caches["throttle"].clear()
