@@ -332,6 +332,16 @@ TRANSFER_LEASE_SECONDS = env.integer("TRANSFER_LEASE_SECONDS", 60, minimum=30)
 TRANSFER_THING_DETACH_WAIT_SECONDS = env.integer(
     "TRANSFER_THING_DETACH_WAIT_SECONDS", 30, minimum=1
 )
+# The devices (transfers/workflow/devices.py): a job execution IN_PROGRESS longer than
+# DEVICE_JOB_TIMEOUT_MINUTES times out in AWS (its timeoutConfig); a transfer whose devices
+# have not finished their job after DEVICE_JOB_WAIT_MINUTES is held for an approver; after
+# the landing the portal waits DEVICE_BACK_WAIT_MINUTES for the devices to connect to the
+# target before it says they are not back.
+DEVICE_JOB_TIMEOUT_MINUTES = env.integer("DEVICE_JOB_TIMEOUT_MINUTES", 10, minimum=1)
+DEVICE_JOB_WAIT_MINUTES = env.integer("DEVICE_JOB_WAIT_MINUTES", 30, minimum=1)
+DEVICE_BACK_WAIT_MINUTES = env.integer("DEVICE_BACK_WAIT_MINUTES", 15, minimum=1)
+# While a device has not finished its job, its transfer asks again this often.
+DEVICE_POLL_SECONDS = env.integer("DEVICE_POLL_SECONDS", 3, minimum=1)
 # Restores that did not finish are tried again by the sweep with backoff, this many times,
 # then shown as needing attention with the steps left and a button to try again.
 TRANSFER_RESTORE_TRIES = env.integer("TRANSFER_RESTORE_TRIES", 8, minimum=1)

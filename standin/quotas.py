@@ -42,6 +42,21 @@ AWS_DEFAULTS: dict[str, float] = {
     ),
     **dict.fromkeys(["AttachPolicy", "DetachPolicy", "ListAttachedPolicies"], 15.0),
     **dict.fromkeys(["AttachThingPrincipal", "DetachThingPrincipal"], 100.0),
+    # Devices (DESIGN.md "Devices"): connectivity at about 350 a second; the Jobs calls the
+    # portal makes and DescribeEndpoint at AWS IoT's usual 10.
+    "GetThingConnectivityData": 350.0,
+    **dict.fromkeys(
+        [
+            "CreateJob",
+            "CancelJob",
+            "DescribeJobExecution",
+            "ListJobExecutionsForJob",
+            "DescribeEndpoint",
+            "GetIndexingConfiguration",
+            "UpdateIndexingConfiguration",
+        ],
+        10.0,
+    ),
 }
 
 SERVICE_CODE = "iotcore"

@@ -59,6 +59,21 @@ def _eager_celery(request):
 
 
 @pytest.fixture(autouse=True)
+def later_polls(request, monkeypatch):
+    """Polls (queue.send_later: look again at a device's job, at a device coming back) are
+    collected here instead of run by the eager Celery at once and for ever; a test runs them
+    when it chooses: ``for name, args in later_polls: ...``. The service tier sends them."""
+    polls: list[tuple[str, tuple]] = []
+    if not request.node.get_closest_marker("services"):
+        from transfers import queue
+
+        monkeypatch.setattr(
+            queue, "send_later", lambda name, *args, seconds: polls.append((name, args))
+        )
+    return polls
+
+
+@pytest.fixture(autouse=True)
 def _fast_and_isolated(settings, monkeypatch):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -299,19 +299,26 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(workflow, "reconcile_pending", broken)
-    for name in ("requeue_stalled", "sweep_restores", "sweep_landings"):
+    for name in ("requeue_stalled", "sweep_restores", "sweep_landings", "sweep_device_checks"):
         monkeypatch.setattr(workflow, name, lambda name=name: ran.append(name) or 0)
     monkeypatch.setattr(batches, "resume_approvals", lambda: ran.append("resume_approvals") or 0)
 
     outcomes = tasks.reconcile()
 
-    assert ran == ["requeue_stalled", "resume_approvals", "sweep_restores", "sweep_landings"]
+    assert ran == [
+        "requeue_stalled",
+        "resume_approvals",
+        "sweep_restores",
+        "sweep_landings",
+        "sweep_device_checks",
+    ]
     assert outcomes == {
         "exception": 1,
         "requeued": 0,
         "approvals_resumed": 0,
         "restores": 0,
         "landings": 0,
+        "device_checks": 0,
     }
     assert SweepFailure.objects.get().sweep == "reconcile"
 

@@ -20,7 +20,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from policies import mail, rules
-from transfers import aws, permissions, queue, ratelimit, workflow
+from transfers import aws, permissions, queue, ratelimit, waves, workflow
 from transfers.models import Certificate, Transfer, TransferBatch
 from transfers.workflow import Options, TransferError
 from transfers.workflow.decide import landing_approver_refused
@@ -149,7 +149,9 @@ def request_batch(
     reason: str,
     options: Options,
     landing: LandingChoice | None = None,
+    wave_choice: waves.WaveChoice | None = None,
 ) -> TransferBatch:
+    wave_choice = (wave_choice or waves.WaveChoice(waves=False)).check()
     if not certs:
         raise TransferError("empty", "None of these certificates can be requested.")
     if len(certs) > MAX_BATCH:
@@ -165,6 +167,7 @@ def request_batch(
     target, target_account_id, message, reason = workflow.check_request(
         user, source, target_account_id, message, reason
     )
+    workflow.check_device_options(options, target, region)
     check = preflight(certs, missing, target_account_id, options)
     landings: dict[str, dict] = {}
     if landing is not None:
@@ -199,7 +202,11 @@ def request_batch(
             reason=reason,
             message=message,
             skipped=[{"certificate_id": cid, "reason": why} for cid, why in check.blocked],
+            tell_devices=options.tell_devices,
+            device_endpoints={"typed": options.device_endpoint} if options.device_endpoint else {},
         )
+        wave_choice.apply(batch)
+        batch.save()
         mail.batch_requested(batch)  # its approvers, after commit
         for cert in check.ready:
             plan = {
@@ -477,6 +484,11 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
     if held is None:
         return 0, None
     batch = TransferBatch.objects.select_related("source").get(pk=batch_pk)
+    if waves.advance(batch) == "paused":
+        # An approver resumes (which starts the feeder again) or stops it.
+        TransferBatch.objects.filter(pk=batch_pk, feeder_until=held).update(feeder_until=None)
+        return 0, None
+    waves.refresh(batch)
     now = timezone.now()
     rate = ratelimit.allowances(batch.source, batch.region).of("TransferCertificate")
     window = max(2, math.ceil(rate * 2))
@@ -487,6 +499,7 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
     ).count()
     ready = list(
         transfers.filter(status=Transfer.Status.APPROVED)
+        .filter(waves.ready())
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER))
         .order_by("pk")
         .values_list("pk", flat=True)[: max(0, window - busy)]
@@ -495,7 +508,9 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
         Transfer.objects.filter(pk__in=ready).update(queued_at=now)
         for pk in ready:
             queue.send_now("execute_transfer", pk)
-    waiting = transfers.filter(status=Transfer.Status.APPROVED).count()
+    # Held for their devices: they wait for an approver (who sends them), not for a tick.
+    held_for_devices = Q(device_hold__gt="") & Q(device_released_by__isnull=True)
+    waiting = transfers.filter(status=Transfer.Status.APPROVED).exclude(held_for_devices).count()
     if not waiting:
         TransferBatch.objects.filter(pk=batch_pk, feeder_until=held).update(feeder_until=None)
         return 0, None

@@ -487,6 +487,13 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
 
     Landing.OPEN = ["landing", "partial"]  # type: ignore[attr-defined]  # the sweep retries these
 
+    class DeviceCheck(models.TextChoices):
+        NONE = "", "Not checked"
+        WAITING = "waiting", "Waiting for the device"
+        BACK = "back", "Back online"
+        NOT_BACK = "not_back", "Not back"
+        UNVERIFIABLE = "unverifiable", "Cannot be verified"
+
     status = FSMField(
         max_length=24, choices=Status.choices, default=Status.REQUESTED, protected=True
     )
@@ -582,6 +589,34 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     unusable_since = models.DateTimeField(null=True, blank=True)
     usable_at = models.DateTimeField(null=True, blank=True)
 
+    # The devices (transfers.workflow.devices). Before the move: a job in the source tells
+    # the certificate's things the endpoints in ``device_endpoints`` (the target's first); the
+    # certificate is deactivated only once the job's execution SUCCEEDED (or an approver
+    # released it). After landing: the target's GetThingConnectivityData says when the device
+    # was back; device downtime is from its disconnection in the source to that.
+    tell_devices = models.BooleanField(
+        default=False, help_text="Tell the devices the target's endpoint before the move."
+    )
+    device_endpoints = models.JSONField(default=dict, blank=True)
+    device_things = models.JSONField(default=list, blank=True)
+    device_job_id = models.CharField(max_length=64, blank=True)
+    device_job_status = models.CharField(max_length=16, blank=True)
+    device_hold = models.TextField(blank=True)
+    device_released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    device_check = models.CharField(
+        max_length=16, choices=DeviceCheck.choices, default=DeviceCheck.NONE, blank=True
+    )
+    device_check_until = models.DateTimeField(null=True, blank=True)
+    device_next_check_at = models.DateTimeField(null=True, blank=True)
+    device_checks = models.PositiveIntegerField(default=0)
+    device_offline_at = models.DateTimeField(null=True, blank=True)
+    device_online_at = models.DateTimeField(null=True, blank=True)
+    device_reason = models.CharField(max_length=200, blank=True)
+    # The batch wave it moves in (1 is the canary); None until its wave starts.
+    wave = models.PositiveIntegerField(null=True, blank=True)
+
     created = models.DateTimeField(default=timezone.now)
     updated = models.DateTimeField(default=timezone.now)
     pending_since = models.DateTimeField(null=True, blank=True)
@@ -660,6 +695,14 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
         return None
 
     @property
+    def device_downtime(self) -> timedelta | None:
+        """As the device saw it: from its disconnection in the source to its connection in
+        the target."""
+        if self.device_offline_at and self.device_online_at:
+            return max(self.device_online_at - self.device_offline_at, timedelta(0))
+        return None
+
+    @property
     def expires_at(self):
         if self.pending_since is None:
             return None
@@ -694,6 +737,13 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
     @transition(status, source=[Status.APPROVED, Status.PREPARING], target=Status.FAILED)
     def fail(self) -> None:
         self.finished_at = timezone.now()
+
+    # A batch stopped by an approver (transfers.waves.stop): what had not started stays in
+    # the source, untouched.
+    @transition(status, source=Status.APPROVED, target=Status.CANCELLED)
+    def stop(self) -> None:
+        self.finished_at = timezone.now()
+        self.queued_at = None
 
     @transition(status, source=Status.FAILED, target=Status.APPROVED)
     def retry(self) -> None:
@@ -757,6 +807,33 @@ class TransferBatch(models.Model):
         settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
     )
     created = models.DateTimeField(default=timezone.now)
+
+    # Waves (batches.feed): a canary of max(wave_canary, wave_canary_percent % of the batch),
+    # then waves wave_factor times larger, each started when the one before had at least
+    # wave_threshold % of its devices back (or landed, where that cannot be verified); below
+    # it the batch pauses for an approver. Without waves the batch is one wave.
+    waves = models.BooleanField(default=False)
+    wave_canary = models.PositiveIntegerField(default=10)
+    wave_canary_percent = models.FloatField(default=1.0)
+    wave_factor = models.FloatField(default=2.0)
+    wave_threshold = models.FloatField(default=95.0)
+    wave = models.PositiveIntegerField(default=0, help_text="The wave started last.")
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stopped_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # Maintenance windows: waves start only inside one (days 0 = Monday .. 6, a start time
+    # and a length, in window_tz). No days: any time.
+    window_days = models.JSONField(default=list, blank=True)
+    window_start = models.TimeField(null=True, blank=True)
+    window_minutes = models.PositiveIntegerField(default=0)
+    window_tz = models.CharField(max_length=64, blank=True)
+    # The endpoints the devices are told ({"data": [...], "credentials": [...]}), one job
+    # per wave in the source.
+    tell_devices = models.BooleanField(default=False)
+    device_endpoints = models.JSONField(default=dict, blank=True)
 
     objects = TransferBatchQuerySet.as_manager()
 
@@ -937,6 +1014,7 @@ class SweepFailure(models.Model):
         REQUEUE = "requeue", "Re-sending stalled work"
         RESTORES = "restores", "Restore sweep"
         LANDINGS = "landings", "Landing sweep"
+        DEVICES = "devices", "Device checks"
 
     sweep = models.CharField(max_length=16, choices=Sweep.choices)
     subject = models.CharField(max_length=64, help_text='"transfer 12", "batch 3", ...')

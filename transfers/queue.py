@@ -34,3 +34,11 @@ def send_now(name: str, *args, countdown: float | None = None) -> None:
     (a batch feeder's next tick), which hold no transaction."""
     # apply_async, not app.send_task: it honours task_always_eager in the unit tests.
     _task(name).apply_async(args, countdown=countdown)
+
+
+def send_later(name: str, *args, seconds: float) -> None:
+    """A poll: look again in ``seconds`` at something that changes with time outside the
+    portal (a device's job, a device coming back). Sent at once, outside any transaction.
+    The unit tests' eager Celery would run it at once, over and over, so they collect these
+    instead and run them when they choose (tests/conftest.py)."""
+    _task(name).apply_async(args, countdown=seconds)

@@ -51,6 +51,21 @@ AWS_DEFAULTS = {
     **dict.fromkeys(["AttachPolicy", "DetachPolicy", "ListAttachedPolicies"], 15.0),
     # 15 in AWS's older limits table, 100 in the newer quota listings.
     **dict.fromkeys(["AttachThingPrincipal", "DetachThingPrincipal"], 100.0),
+    # Devices (DESIGN.md "Devices"): connectivity at about 350 a second; the Jobs calls the
+    # portal makes and DescribeEndpoint at AWS IoT's usual 10.
+    "GetThingConnectivityData": 350.0,
+    **dict.fromkeys(
+        [
+            "CreateJob",
+            "CancelJob",
+            "DescribeJobExecution",
+            "ListJobExecutionsForJob",
+            "DescribeEndpoint",
+            "GetIndexingConfiguration",
+            "UpdateIndexingConfiguration",
+        ],
+        10.0,
+    ),
 }
 
 # The adjustable ones: their Service Quotas codes (service code "iotcore").

@@ -64,6 +64,17 @@ def land_transfer(pk: int) -> str:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
+def check_devices(pk: int) -> str:
+    """One look at whether a landed transfer's devices are back; again later until they
+    are or the wait is over (the sweep re-sends a lost one)."""
+    delay = workflow.check_devices(pk)
+    if delay is not None:
+        queue.send_later("check_devices", pk, seconds=delay)
+        return f"again in {delay:g} s"
+    return "settled"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def restore_transfer(pk: int) -> str:
     """One try at a restore; the sweep (reconcile) brings back any that did not finish."""
     return workflow.restore(pk)
@@ -79,6 +90,7 @@ def reconcile() -> dict:
     outcomes["approvals_resumed"] = _isolated(Sweep.REQUEUE, batches.resume_approvals)
     outcomes["restores"] = _isolated(Sweep.RESTORES, workflow.sweep_restores)
     outcomes["landings"] = _isolated(Sweep.LANDINGS, workflow.sweep_landings)
+    outcomes["device_checks"] = _isolated(Sweep.DEVICES, workflow.sweep_device_checks)
     return outcomes
 
 
@@ -123,7 +135,7 @@ def feed_batch(batch_pk: int, lease: str | None = None) -> int:
     batch: each tick passes its lease to the next; a second feeder finds the batch held."""
     waiting, lease = batches.feed(batch_pk, lease)
     if lease is not None:
-        queue.send_now("feed_batch", batch_pk, lease, countdown=1)
+        queue.send_later("feed_batch", batch_pk, lease, seconds=1)
     return waiting
 
 

@@ -10,6 +10,7 @@
 - restore: putting back what preparation removed
 - landing_plan: what the target side will look like after acceptance (reads, never writes)
 - landing: running that plan in the target
+- devices: telling the devices the target's endpoint first; verifying they came back
 - expiry: expiry when nobody accepted in time (the reminders before it: notices)
 - reconcile: deciding a transfer's state from what AWS says now; re-sending lost work
 - events: the audit trail and the one way a transfer changes state
@@ -19,6 +20,9 @@ Callers import from here: ``from transfers import workflow; workflow.approve(...
 
 from transfers.workflow.cancel import cancel
 from transfers.workflow.decide import approve, check_can_approve, decline, retry, withdraw
+from transfers.workflow.devices import check as check_devices
+from transfers.workflow.devices import release as release_devices
+from transfers.workflow.devices import sweep_checks as sweep_device_checks
 from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, TransferError
 from transfers.workflow.events import record
 from transfers.workflow.execute import execute, fail
@@ -38,7 +42,12 @@ from transfers.workflow.reconcile import (
     reconcile_pending,
     requeue_stalled,
 )
-from transfers.workflow.request import check_request, open_transfer, request_transfer
+from transfers.workflow.request import (
+    check_device_options,
+    check_request,
+    open_transfer,
+    request_transfer,
+)
 from transfers.workflow.restore import (
     restore,
     restored_by_hand,
@@ -68,6 +77,10 @@ __all__ = [
     "cancel",
     "check_can_approve",
     "check_request",
+    "check_device_options",
+    "check_devices",
+    "release_devices",
+    "sweep_device_checks",
     "decline",
     "due_for_expiry",
     "execute",

@@ -12,9 +12,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from transfers import aws, leases
+from transfers import aws, leases, queue
 from transfers.models import Certificate, Transfer, TransferEvent
-from transfers.workflow import landing
+from transfers.workflow import devices, landing
 from transfers.workflow.errors import WORKER, RetryLater
 from transfers.workflow.events import aws_call, lease_lost, record, transition
 from transfers.workflow.reconcile import as_datetime, decide, is_ours, newer_transfer
@@ -24,6 +24,9 @@ def execute(pk: int) -> str:
     """Prepare the certificate and transfer it; resumable at every step.
 
     Returns what happened. Raises RetryLater for throttling and outages."""
+    waiting = _devices_first(pk)
+    if waiting is not None:
+        return waiting
     now = timezone.now()
     with transaction.atomic():
         transfer = Transfer.objects.select_for_update().get(pk=pk)
@@ -69,6 +72,30 @@ def execute(pk: int) -> str:
         landed = landing.land(transfer.pk)
         return f"pending_acceptance; landing: {landed}"
     return outcome
+
+
+def _devices_first(pk: int) -> str | None:
+    """Before the certificate is touched, its devices are told the target's endpoint
+    (workflow.devices): None to go on, else why the transfer stays approved for now."""
+    transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
+    if transfer.status != Transfer.Status.APPROVED or devices.ready(transfer):
+        return None
+    try:
+        state = devices.gate(transfer)
+    except aws.AwsError as exc:
+        if exc.retryable:
+            raise RetryLater(exc) from exc
+        # The job could not be created or read (a role without the Jobs actions, …): held,
+        # with AWS's reason, for an approver to release or the requester to withdraw.
+        devices.hold(transfer, f"Could not tell the devices: {exc.user_message}")
+        return "held: the devices could not be told"
+    if state == "waiting":
+        Transfer.objects.filter(pk=pk).update(queued_at=timezone.now())
+        queue.send_later("execute_transfer", pk, seconds=settings.DEVICE_POLL_SECONDS)
+        return "waiting for the devices' job"
+    if state == "held":
+        return "held: the devices did not take the job"
+    return None
 
 
 class _Refused(Exception):

@@ -14,11 +14,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from transfers import aws, leases, permissions, queue
 from transfers.models import SweepFailure, Transfer, TransferEvent
+from transfers.workflow import devices
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, lease_lost, record, transition
 from transfers.workflow.landing_plan import ACTIVATE, steps, steps_left
@@ -201,6 +203,8 @@ def _after_try(transfer: Transfer, failures: list[str], token: str) -> str:
         ):
             raise leases.LeaseLost(transfer.pk)
         record(transfer, "landed", WORKER, steps=transfer.landed, active=active)
+        if active:
+            devices.start_check(transfer.pk)  # a move ends when its devices are back
         return "landed"
     return failed_try(
         transfer, "landing", failures, steps_left(transfer), (BACKOFF_BASE, BACKOFF_MAX), token
@@ -293,7 +297,13 @@ def finished_by_hand(user, pk: int) -> Transfer:
     with transaction.atomic():
         changed = Transfer.objects.filter(
             pk=pk, landing_state__in=[Transfer.Landing.ATTENTION, Transfer.Landing.PARTIAL]
-        ).update(landing_state=Transfer.Landing.LANDED, landing_next_at=None, lease_until=None)
+        ).update(
+            landing_state=Transfer.Landing.LANDED,
+            landing_next_at=None,
+            lease_until=None,
+            # Usable from now at the latest (the person finished it before saying so).
+            usable_at=Coalesce("usable_at", Value(timezone.now())),
+        )
         if not changed:
             raise TransferError("invalid_state", "The landing is not stopped.", 409)
         record(
@@ -304,4 +314,5 @@ def finished_by_hand(user, pk: int) -> Transfer:
             steps_left=steps_left(transfer),
         )
     transfer.refresh_from_db()
+    devices.start_check(transfer.pk)
     return transfer

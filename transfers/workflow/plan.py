@@ -22,6 +22,11 @@ class Options:
     detach_policies: bool = True
     detach_things: bool = True
     restore: bool = True
+    # Tell the certificate's things the target's endpoint before the move (AWS IoT Jobs in
+    # the source; workflow.devices). For a target the portal does not manage, the requester
+    # types its data endpoint.
+    tell_devices: bool = False
+    device_endpoint: str = ""
 
 
 @dataclass

@@ -311,6 +311,8 @@ def requeue_stalled() -> int:
         )
         .exclude(updated__gte=cutoff, status=Transfer.Status.APPROVED, queued_at__isnull=True)
         .exclude(lease_until__gt=now)
+        # Held for its devices: waits for an approver, not for a worker.
+        .exclude(status=Transfer.Status.APPROVED, device_hold__gt="")
         .values_list("pk", flat=True)
     )
     if stalled:
@@ -321,6 +323,7 @@ def requeue_stalled() -> int:
     batches = list(
         TransferBatch.objects.filter(transfers__status=Transfer.Status.APPROVED)
         .filter(Q(feeder_until__isnull=True) | Q(feeder_until__lt=now))
+        .filter(paused_at__isnull=True, stopped_at__isnull=True)  # waits for an approver
         .values_list("pk", flat=True)
         .distinct()
     )

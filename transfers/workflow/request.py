@@ -15,6 +15,7 @@ from transfers.models import (
     TransferEvent,
     validate_transfer_text,
 )
+from transfers.workflow.devices import check_endpoint
 from transfers.workflow.errors import TransferError
 from transfers.workflow.events import record
 from transfers.workflow.landing_plan import LandingChoice
@@ -58,6 +59,24 @@ def check_request(user, source: AwsAccount, target_account_id, message, reason):
     return target, target_account_id, message, reason.strip()
 
 
+def check_device_options(options: Options, target, region: str) -> None:
+    """Telling the devices needs the target's endpoint: read from a managed target, typed
+    for another (and checked to look like one of the region's); TransferError if not."""
+    if not options.tell_devices:
+        options.device_endpoint = ""
+        return
+    if target is not None and target.managed:
+        options.device_endpoint = ""  # read from AWS when the job is made
+        return
+    if not options.device_endpoint.strip():
+        raise TransferError(
+            "endpoint_required",
+            "The portal does not manage the target, so it cannot read its endpoint: type the "
+            "target's iot:Data-ATS endpoint, or turn off telling the devices.",
+        )
+    options.device_endpoint = check_endpoint(options.device_endpoint, region)
+
+
 def request_transfer(
     user,
     cert: Certificate,
@@ -74,6 +93,7 @@ def request_transfer(
         user, cert.account, target_account_id, message, reason
     )
 
+    check_device_options(options, target, cert.region)
     plan = make_plan(cert, target_account_id, options, landing)
     if fingerprint and fingerprint != plan.fingerprint:
         raise TransferError(
@@ -139,6 +159,9 @@ def open_transfer(
             plan=plan,
             landing=plan.get("landing") or {},
             landing_state=Transfer.Landing.PLANNED if plan.get("landing") else "",
+            tell_devices=options.tell_devices and bool(plan.get("things")),
+            device_things=list(plan.get("things") or []) if options.tell_devices else [],
+            device_endpoints={"typed": options.device_endpoint} if options.device_endpoint else {},
         )
         record(
             transfer,
