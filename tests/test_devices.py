@@ -424,3 +424,36 @@ def test_waves_start_only_inside_a_maintenance_window():
     assert not waves.in_window(batch, later)
     assert waves.next_window(batch, later) == datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
     assert waves.in_window(TransferBatch(), later)  # no windows: any time
+
+
+def test_the_device_figures_count_each_state_and_measure_the_devices_downtime(
+    fleet, requester, approver
+):
+    from transfers import downtime
+
+    batch = batch_of(fleet, requester, tell_devices=False, waves=False)
+    now = datetime.now(UTC)
+    rows = list(batch.transfers.order_by("pk"))
+    for t, state, seconds in [
+        (rows[0], "back", 1.0),
+        (rows[1], "back", 3.0),
+        (rows[2], "back", 9.0),
+        (rows[3], "not_back", None),
+        (rows[4], "unverifiable", None),
+        (rows[5], "waiting", None),
+    ]:
+        Transfer.objects.filter(pk=t.pk).update(
+            device_check=state,
+            device_offline_at=now if seconds else None,
+            device_online_at=now + timedelta(seconds=seconds) if seconds else None,
+            unusable_since=now - timedelta(minutes=1),  # the certificate's figure is apart
+            usable_at=now,
+        )
+    figures = downtime.devices(batch.transfers.all())
+    assert (figures.back, figures.not_back, figures.unverifiable, figures.waiting) == (3, 1, 1, 1)
+    assert figures.checked == 6
+    assert figures.downtime.count == 3
+    assert figures.downtime.p50 == timedelta(seconds=3)
+    assert figures.downtime.longest == timedelta(seconds=9)
+    assert dict(figures.downtime.buckets)["5–30 s"] == 1
+    assert downtime.summarize(batch.transfers.all()).p50 == timedelta(minutes=1)

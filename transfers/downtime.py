@@ -56,15 +56,19 @@ def _bucket_filter(low: float | None, high: float | None) -> Q:
     return q
 
 
-def _with_downtime(transfers: QuerySet) -> QuerySet:
+# Which ends a downtime runs between: the certificate's (deactivated in the source, ACTIVE
+# with its policies in the target) or the device's (disconnected from the source, connected
+# to the target: Transfer.device_offline_at, device_online_at; workflow.devices).
+CERTIFICATE = ("unusable_since", "usable_at")
+DEVICE = ("device_offline_at", "device_online_at")
+
+
+def _with_downtime(transfers: QuerySet, ends: tuple[str, str] = CERTIFICATE) -> QuerySet:
+    start, end = ends
     return (
-        transfers.filter(usable_at__isnull=False, unusable_since__isnull=False)
+        transfers.filter(**{f"{start}__isnull": False, f"{end}__isnull": False})
         .order_by()
-        .annotate(
-            downtime=ExpressionWrapper(
-                F("usable_at") - F("unusable_since"), output_field=DurationField()
-            )
-        )
+        .annotate(downtime=ExpressionWrapper(F(end) - F(start), output_field=DurationField()))
     )
 
 
@@ -78,9 +82,10 @@ def _percentile(rows: QuerySet, n: int, p: float) -> timedelta:
     return pair[0] + (pair[1] - pair[0]) * (rank - low)
 
 
-def summarize(transfers: QuerySet) -> Downtime:
-    """Downtime of the transfers in ``transfers`` that have both ends recorded."""
-    rows = _with_downtime(transfers)
+def summarize(transfers: QuerySet, ends: tuple[str, str] = CERTIFICATE) -> Downtime:
+    """Downtime of the transfers in ``transfers`` that have both ends recorded: the
+    certificate's by default, the devices' with ``ends=DEVICE``."""
+    rows = _with_downtime(transfers, ends)
     figures = rows.aggregate(
         n=Count("pk"),
         longest=Max("downtime"),
@@ -115,3 +120,38 @@ def seconds(delta: timedelta | None) -> str:
         minutes, rest = divmod(round(total), 60)
         return f"{minutes} min {rest} s" if rest else f"{minutes} min"
     return charts.duration(delta)
+
+
+@dataclass
+class Devices:
+    """Whether the devices of a set of transfers are back: counts by check state, the
+    device downtime as the devices saw it, and the transfers whose devices are not back."""
+
+    back: int = 0
+    not_back: int = 0
+    waiting: int = 0
+    unverifiable: int = 0
+    downtime: Downtime = field(default_factory=Downtime)
+
+    @property
+    def checked(self) -> int:
+        """Transfers whose devices are, were or will be looked for (M in "back N of M")."""
+        return self.back + self.not_back + self.waiting + self.unverifiable
+
+
+def devices(transfers: QuerySet) -> Devices:
+    """Device figures of ``transfers`` (two queries plus the percentiles')."""
+    counts = dict(
+        transfers.exclude(device_check="")
+        .order_by()
+        .values_list("device_check")
+        .annotate(n=Count("pk"))
+        .values_list("device_check", "n")
+    )
+    return Devices(
+        back=counts.get("back", 0),
+        not_back=counts.get("not_back", 0),
+        waiting=counts.get("waiting", 0),
+        unverifiable=counts.get("unverifiable", 0),
+        downtime=summarize(transfers, DEVICE),
+    )
