@@ -79,7 +79,11 @@ PAIRS = {
 }
 SYNC_RATE = 1000.0  # the accounts' rate during the (unmeasured) set-up
 GOAL_P95, GOAL_RATIO = 5.0, 0.95
-POLICY_DOCUMENT = '{"Version":"2012-10-17","Statement":[]}'
+POLICY_DOCUMENT = (
+    '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"iot:Connect",'
+    '"Resource":"*"}]}'
+)
+GOAL_DEVICE_P95 = 10.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -101,7 +105,32 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds per phase (default 4 N P/R + 180)"
     )
+    parser.add_argument(
+        "--devices",
+        action="store_true",
+        help="simulated devices: told the target's endpoint by a job first, verified back "
+        "(the old way is skipped)",
+    )
+    parser.add_argument("--waves", action="store_true", help="move in waves (with --devices)")
+    parser.add_argument(
+        "--never-reconnect",
+        type=float,
+        default=0.0,
+        help="fraction of devices that never come back (with --devices)",
+    )
+    parser.add_argument(
+        "--drop-after", type=float, default=60.0, help="seconds from deactivation to drop"
+    )
+    parser.add_argument("--backoff-base", type=float, default=1.0, help="reconnection backoff")
+    parser.add_argument(
+        "--back-wait-minutes",
+        type=int,
+        default=2,
+        help="DEVICE_BACK_WAIT_MINUTES: how long a device may take to come back",
+    )
     args = parser.parse_args()
+    if args.devices:
+        args.skip_old_way = True
     if args.quick:
         args.certificates = 100
     if min(args.certificates, args.policies, args.workers, args.concurrency) < 1 or (
@@ -197,12 +226,12 @@ def seed(url: str, source: str, target: str, count: int, policies: list[str], ta
         pool.shutdown(cancel_futures=True)
 
 
-def make_batch(label: str, rate: float | None, landing: bool):
+def make_batch(label: str, rate: float | None, landing: bool, args=None):
     """Accounts, people, the synced inventory and one requested batch of every certificate
     of the pair's source. With ``landing``: the target's approver approves every landing."""
     from django.contrib.auth.models import User
 
-    from transfers import batches, inventory, workflow
+    from transfers import batches, inventory, waves, workflow
     from transfers.models import AccountGrant, AwsAccount, Role, SyncRun
     from transfers.workflow import LandingChoice, Options
 
@@ -240,8 +269,9 @@ def make_batch(label: str, rate: float | None, landing: bool):
         target_account_id=target_id,
         message="Fleet moves to the buyer",
         reason=f"bench/migration.py ({label})",
-        options=Options(),
+        options=Options(tell_devices=bool(args and args.devices)),
         landing=LandingChoice(activate=True) if landing else None,
+        wave_choice=waves.WaveChoice(waves=bool(args and args.waves)),
     )
     if landing:
         for pk in batch.transfers.values_list("pk", flat=True):
@@ -271,8 +301,15 @@ def wait(batch, workers, timeout: float, started: float, landing: bool) -> bool:
                 + rows.filter(
                     status=Transfer.Status.ACCEPTED, landing_state__in=Transfer.Landing.OPEN
                 ).count()
+                + rows.filter(device_check=Transfer.DeviceCheck.WAITING).count()
             )
             done = rows.filter(landing_state=Transfer.Landing.LANDED).count()
+            batch.refresh_from_db()
+            if batch.paused_at is not None:
+                waiting = rows.filter(device_check=Transfer.DeviceCheck.WAITING).count()
+                if not waiting:
+                    print(f"  {now_s(started)}  paused: {batch.pause_reason}", flush=True)
+                    return True
         else:
             open_ = sum(counts.get(s, 0) for s in Transfer.Status.IN_FLIGHT + ["requested"])
             done = counts.get(target, 0)
@@ -294,6 +331,10 @@ def wait(batch, workers, timeout: float, started: float, landing: bool) -> bool:
             print(f"Timed out after {timeout:.0f} s", file=sys.stderr)
             return False
         time.sleep(1)
+
+
+def now_s(started: float) -> str:
+    return f"{time.monotonic() - started:6.0f} s"
 
 
 # --------------------------------------------------------------------------- the old way
@@ -334,6 +375,10 @@ def old_way_script(url: str, batch, policies: list[str]) -> tuple[dict[int, date
 # target's inventory sync after each acceptance).
 PATH = {
     "source": {
+        "CreateJob",
+        "DescribeEndpoint",
+        "ListJobExecutionsForJob",
+        "DescribeJobExecution",
         "DescribeCertificate",
         "UpdateCertificate",
         "ListAttachedPolicies",
@@ -343,7 +388,13 @@ PATH = {
         "ListThingPrincipals",
         "TransferCertificate",
     },
-    "target": {"AcceptCertificateTransfer", "AttachPolicy", "CreateThing", "AttachThingPrincipal"},
+    "target": {
+        "AcceptCertificateTransfer",
+        "AttachPolicy",
+        "CreateThing",
+        "AttachThingPrincipal",
+        "GetThingConnectivityData",
+    },
 }
 
 
@@ -422,7 +473,9 @@ def measure(batch, snapshot: dict, label: str, usable: dict | None, threads: int
     aws_events = TransferEvent.objects.filter(
         transfer__batch=batch, kind=TransferEvent.Kind.AWS
     ).count()
+    devices = device_figures(batch, transfers, snapshot)
     return {
+        **devices,
         "service_p50": percentile(service, 50),
         "service_p95": percentile(service, 95),
         "busy": sum(service) / (threads * worker_span) if worker_span else float("nan"),
@@ -447,6 +500,33 @@ def measure(batch, snapshot: dict, label: str, usable: dict | None, threads: int
 
 
 DUPLICATE_OPS = ("TransferCertificate", "AcceptCertificateTransfer")
+
+
+def device_figures(batch, transfers, snapshot: dict) -> dict:
+    """Devices back of those moved, device downtime as the devices saw it (disconnected in
+    the source to connected in the target, AWS's connectivity timestamps), the waves, and
+    the certificates AWS saw touched (UpdateCertificate) outside the started waves."""
+    batch.refresh_from_db()
+    downtime = [t.device_downtime.total_seconds() for t in transfers if t.device_downtime]
+    states: dict[str, int] = {}
+    for t in transfers:
+        states[t.device_check or "-"] = states.get(t.device_check or "-", 0) + 1
+    outside = [t.certificate_id for t in transfers if t.wave is None]
+    updated = snapshot["certificates"].get("UpdateCertificate", {})
+    touched = sum(1 for cid in outside if updated.get(cid, {}).get("ok", 0))
+    return {
+        "device_p50": percentile(downtime, 50),
+        "device_p95": percentile(downtime, 95),
+        "device_max": max(downtime, default=float("nan")),
+        "device_states": states,
+        "back": states.get("back", 0),
+        "moved": sum(1 for t in transfers if t.usable_at),
+        "held": sum(1 for t in transfers if t.device_hold),
+        "waves": batch.wave,
+        "paused": batch.pause_reason if batch.paused_at else "",
+        "outside_waves": len(outside),
+        "touched_outside": touched,
+    }
 
 
 def report(args, results: list[dict], db: Database, broker: str, load_before: str, wall: float):
@@ -502,7 +582,44 @@ def report(args, results: list[dict], db: Database, broker: str, load_before: st
         ("lost (not landed)", *(str(r["lost"]) for r in results), "0"),
         ("duplicated", *(str(r["duplicated"]) for r in results), "0"),
     ]
+    if args.devices:
+        rows += [
+            (
+                "devices back online",
+                *(f"{r['back']:,} of {r['moved']:,} moved" for r in results),
+                "GetThingConnectivityData in the target",
+            ),
+            (
+                "device downtime p50",
+                *(f"{r['device_p50']:.1f} s" for r in results),
+                "as the device saw it",
+            ),
+            (
+                "device downtime p95",
+                *(f"{r['device_p95']:.1f} s" for r in results),
+                f"<= {GOAL_DEVICE_P95:g} s",
+            ),
+            ("device downtime max", *(f"{r['device_max']:.1f} s" for r in results), ""),
+            (
+                "device checks",
+                *(
+                    ", ".join(f"{k} {v}" for k, v in sorted(r["device_states"].items()))
+                    for r in results
+                ),
+                "",
+            ),
+            ("held for their devices", *(str(r["held"]) for r in results), ""),
+            ("waves started", *(str(r["waves"]) for r in results), ""),
+            (
+                "not in a started wave / touched in AWS",
+                *(f"{r['outside_waves']} / {r['touched_outside']}" for r in results),
+                "touched: UpdateCertificate calls that went through; goal 0",
+            ),
+        ]
     print(table(headers, rows))
+    for r in results:
+        if r.get("paused"):
+            print(f"\nPaused ({r['label']}): {r['paused']}")
     for r in results:
         print()
         print(
@@ -529,12 +646,24 @@ def report(args, results: list[dict], db: Database, broker: str, load_before: st
         if r["lost"]:
             print(f"states at the end: {', '.join(r['states'])}")
     main = results[0]
+    if args.devices and args.never_reconnect:
+        # The pause run: it must stop at a wave below the threshold, touching nothing else.
+        met = bool(main["paused"]) and main["touched_outside"] == 0 and main["duplicated"] == 0
+        print()
+        print(
+            "Goal (devices that never come back: the batch pauses at the first wave below the "
+            "threshold; no certificate outside the started waves touched; 0 duplicated): "
+            + ("met" if met else "NOT met")
+        )
+        return met
     met = (
         main["p95"] <= GOAL_P95
         and main["ratio"] >= GOAL_RATIO
         and main["lost"] == 0
         and main["duplicated"] == 0
     )
+    if args.devices:
+        met = met and main["device_p95"] <= GOAL_DEVICE_P95 and main["back"] == main["n"]
     print()
     print(
         f"Goal (pre-accepted: p95 downtime <= {GOAL_P95:g} s, >= {GOAL_RATIO:g} of the slowest "
@@ -549,6 +678,30 @@ def report(args, results: list[dict], db: Database, broker: str, load_before: st
 
 
 # --------------------------------------------------------------------------- main
+
+
+def start_devices(url: str, control, args) -> None:
+    """Every thing gets a simulated device (connected now to its account's endpoint);
+    connectivity indexing on in both accounts of the pair, so the portal can ask."""
+    from standin.control import client_for_account
+
+    for account in PAIRS["pre-accepted"]:
+        client_for_account(account, REGION, url).update_indexing_configuration(
+            thingIndexingConfiguration={
+                "thingIndexingMode": "REGISTRY",
+                "thingConnectivityIndexingMode": "STATUS",
+            }
+        )
+    control.configure_devices(
+        enabled=True,
+        drop_after_seconds=args.drop_after,
+        backoff_base_seconds=args.backoff_base,
+        backoff_cap_seconds=max(30.0, args.backoff_base),
+        jitter="full",
+        job_answer_seconds=1.0,
+        never_reconnect_fraction=args.never_reconnect,
+        seed=7,
+    )
 
 
 def run_phase(args, url, control, label: str, batch, approver, workers) -> dict:
@@ -580,6 +733,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
 
+    # How long the portal waits for a moved device (the workers read it from here).
+    os.environ["DEVICE_BACK_WAIT_MINUTES"] = str(args.back_wait_minutes)
     redis_url = os.environ.get("REDIS_URL", "")
     db = Database("migration")
     workers = None
@@ -607,12 +762,14 @@ def main() -> int:
             # Set-up, not measured: sync, request, approve the landings at the set-up rate.
             made = {}
             for label in labels:
-                made[label] = make_batch(label, args.rate, label == "pre-accepted")
+                made[label] = make_batch(label, args.rate, label == "pre-accepted", args)
                 print(f"[{label}] batch #{made[label][0].pk} requested", flush=True)
             workers = Workers({**os.environ, "PYTHONUNBUFFERED": "1"}, db.tmp)
             workers.start(args.workers, args.concurrency)
             workers.wait_ready()
             workers.start_beat()
+            if args.devices:
+                start_devices(url, control, args)
             control.set_faults(rps_per_operation=args.rate or "aws")
             results, finished = [], True
             for label in labels:
