@@ -360,7 +360,7 @@ def start_check(pk: int) -> str:
         device_next_check_at=now,
         device_checks=0,
     )
-    queue.send_later("check_devices", pk, seconds=1)
+    queue.send_later("check_devices", pk, seconds=3)
     return "waiting"
 
 
@@ -384,7 +384,12 @@ def check(pk: int) -> float | None:
     now = timezone.now()
     since = transfer.usable_at or now
     try:
-        answers = {name: _connectivity(transfer.target, transfer.region, name) for name in things}
+        # A look waits briefly for the shared rate (RateLimited: the next look tries again):
+        # checks never hold a worker that a move needs.
+        with aws.waiting_at_most(1.0):
+            answers = {
+                name: _connectivity(transfer.target, transfer.region, name) for name in things
+            }
     except aws.AwsError as exc:
         if not exc.retryable:
             why = f"AWS refused GetThingConnectivityData: {exc.user_message}"
@@ -417,7 +422,9 @@ def check(pk: int) -> float | None:
             _finish(transfer, Transfer.DeviceCheck.NOT_BACK, reason=why)
             return None
     checks = transfer.device_checks + 1
-    delay = min(2.0 ** min(checks, 5), 30.0)
+    # 5, 10, 20, 30, 30 … s: AWS drops a device minutes after its deactivation, so it is
+    # rarely back at once; its connection time is AWS's timestamp, however late one looks.
+    delay = min(5.0 * 2 ** (checks - 1), 30.0)
     Transfer.objects.filter(pk=pk).update(
         device_checks=checks, device_next_check_at=now + timedelta(seconds=delay)
     )
