@@ -457,3 +457,28 @@ def test_the_device_figures_count_each_state_and_measure_the_devices_downtime(
     assert figures.downtime.longest == timedelta(seconds=9)
     assert dict(figures.downtime.buckets)["5–30 s"] == 1
     assert downtime.summarize(batch.transfers.all()).p50 == timedelta(minutes=1)
+
+
+def test_a_transfer_waiting_for_its_device_can_be_stopped_and_its_job_is_cancelled(
+    world, requester, approver, later_polls, viewer
+):
+    world["control"].configure_devices(
+        enabled=True, job_answer_seconds=1, traits={"sensor-0": ["silent"]}
+    )
+    transfer = request(world, requester)
+    committed(workflow.approve, approver, transfer.pk)
+    transfer.refresh_from_db()
+    assert transfer.status == Transfer.Status.APPROVED and transfer.device_job_id
+    with pytest.raises(TransferError) as refused:
+        workflow.stop_waiting_for_devices(viewer, transfer.pk)
+    assert refused.value.status == 403
+
+    stopped = workflow.stop_waiting_for_devices(requester, transfer.pk, "not this week")
+    assert stopped.status == Transfer.Status.CANCELLED
+    job = world["iot"].describe_job(jobId=transfer.device_job_id)["job"]
+    assert job["status"] == "CANCELED"
+    desc = world["iot"].describe_certificate(certificateId=transfer.certificate_id)
+    assert desc["certificateDescription"]["status"] == "ACTIVE"
+    assert workflow.execute(transfer.pk) == "skipped: cancelled"  # a late message does nothing
+    with pytest.raises(TransferError):
+        workflow.stop_waiting_for_devices(requester, transfer.pk)

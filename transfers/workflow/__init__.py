@@ -22,6 +22,7 @@ from transfers.workflow.cancel import cancel
 from transfers.workflow.decide import approve, check_can_approve, decline, retry, withdraw
 from transfers.workflow.devices import check as check_devices
 from transfers.workflow.devices import release as release_devices
+from transfers.workflow.devices import stop_waiting as stop_waiting_for_devices
 from transfers.workflow.devices import sweep_checks as sweep_device_checks
 from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, TransferError
 from transfers.workflow.events import record
@@ -80,6 +81,7 @@ __all__ = [
     "check_device_options",
     "check_devices",
     "release_devices",
+    "stop_waiting_for_devices",
     "sweep_device_checks",
     "decline",
     "due_for_expiry",

@@ -304,6 +304,36 @@ def release(user, pk: int, comment: str = "") -> Transfer:
     return transfer
 
 
+def stop_waiting(user, pk: int, comment: str = "") -> Transfer:
+    """The requester or an approver gives up on a transfer still waiting for, or held by,
+    its devices: it ends cancelled, the certificate untouched in the source, and its own
+    job (not a batch wave's, which other devices share) is cancelled for its device."""
+    from transfers.workflow.events import transition
+
+    transfer = Transfer.objects.select_related("source").get(pk=pk)
+    if not (transfer.requester_id == user.pk or permissions.can_approve(user, transfer.source)):
+        raise TransferError("forbidden", "Only the requester or an approver can stop it.", 403)
+    if transfer.status != Transfer.Status.APPROVED or not transfer.tell_devices:
+        raise TransferError(
+            "invalid_state", "Only a transfer waiting for its devices can be stopped.", 409
+        )
+
+    def fill(row: Transfer) -> None:
+        if row.status != Transfer.Status.APPROVED or row.lease_until:
+            raise TransferError("invalid_state", "A worker has started it.", 409)
+        row.error_message = comment or "Stopped while it waited for its devices."
+
+    stopped = transition(
+        pk, "stop", user, refuse="It is no longer waiting.", before=fill, comment=comment
+    )
+    if stopped.device_job_id == f"portal-transfer-{pk}":
+        try:
+            cancel_job(stopped.source, stopped.region, stopped.device_job_id, "transfer stopped")
+        except aws.AwsError as exc:
+            record(stopped, "devices_job_not_cancelled", user, ok=False, error=exc.user_message)
+    return stopped
+
+
 # --------------------------------------------------------------------------- back online
 
 
