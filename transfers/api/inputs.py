@@ -136,6 +136,11 @@ class LandingSerializer(serializers.Serializer):
     skip_things = serializers.BooleanField(default=False)
     create_things = serializers.BooleanField(default=True)
     copy_thing_details = serializers.BooleanField(default=True)
+    enable_connectivity_indexing = serializers.BooleanField(
+        default=False,
+        help_text="Turn on thing connectivity indexing in the target when it is off (its other "
+        "indexing settings kept), so the portal can verify that the devices reconnected there.",
+    )
 
 
 class PlanRequestSerializer(serializers.Serializer):

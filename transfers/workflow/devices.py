@@ -353,6 +353,12 @@ def connectivity_indexed(account: AwsAccount, region: str) -> bool:
     return known
 
 
+def indexing_changed(account: AwsAccount, region: str) -> None:
+    """The account's indexing configuration changed (a landing turned connectivity on):
+    forget what ``connectivity_indexed`` remembered."""
+    cache.delete(f"iot-connectivity-indexed:{account.account_id}:{region}")
+
+
 def start_check(pk: int) -> str:
     """After the landing made the certificate usable in the target: verify its devices."""
     transfer = Transfer.objects.select_related("target", "source").get(pk=pk)

@@ -23,7 +23,14 @@ from transfers.models import SweepFailure, Transfer, TransferEvent
 from transfers.workflow import devices
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, lease_lost, record, transition
-from transfers.workflow.landing_plan import ACTIVATE, steps, steps_left
+from transfers.workflow.landing_plan import (
+    ACTIVATE,
+    CONNECTIVITY,
+    INDEXING,
+    steps,
+    steps_left,
+    with_connectivity,
+)
 from transfers.workflow.outcome import moved
 from transfers.workflow.reconcile import decide
 
@@ -129,7 +136,10 @@ def _land(pk: int, token: str) -> str:
                 break  # activated only once everything before it is in place
             leases.confirm(pk, token)
             try:
-                aws_call(transfer, WORKER, tiot, operation, **params)
+                if key == INDEXING:
+                    enable_connectivity(transfer, tiot)
+                else:
+                    aws_call(transfer, WORKER, tiot, operation, **params)
             except aws.AwsError as exc:
                 if exc.retryable:
                     raise
@@ -143,6 +153,24 @@ def _land(pk: int, token: str) -> str:
     except aws.AwsError as exc:
         failures.append(exc.user_message)
     return _after_try(transfer, failures, token)
+
+
+def enable_connectivity(transfer: Transfer, tiot) -> None:
+    """The landing's indexing step: read the target's thing indexing configuration now (it
+    may have changed since the plan), turn thing connectivity indexing on with the rest kept
+    (landing_plan.with_connectivity) and write it back; nothing is written when it is on
+    already (another transfer of the batch did it)."""
+    answer = aws_call(transfer, WORKER, tiot, "get_indexing_configuration")
+    current = answer.get("thingIndexingConfiguration") or {}
+    if current.get("thingConnectivityIndexingMode") != CONNECTIVITY:
+        aws_call(
+            transfer,
+            WORKER,
+            tiot,
+            "update_indexing_configuration",
+            thingIndexingConfiguration=with_connectivity(current),
+        )
+    devices.indexing_changed(transfer.target, transfer.region)
 
 
 def _accept(transfer: Transfer, tiot) -> str:

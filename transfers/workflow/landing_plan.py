@@ -5,9 +5,12 @@ AWS moves a certificate INACTIVE and bare. A landing plan says: activate, which 
 policies to attach (by default the names detached in the source; mapped to another target
 policy, or created from the source's document with the account id rewritten), which things
 to attach (same names; created when missing, optionally with the source thing's type and
-attributes). This module reads AWS to plan and turns a plan into steps, labels and AWS CLI
-commands; it changes nothing. Running a plan is workflow/landing.py; notices import this
-module only (the CLI commands for a target the portal does not manage).
+attributes), and whether the target's fleet indexing has thing connectivity, without which
+nobody can tell whether the devices came back there (GetIndexingConfiguration; turning it on
+is a step of its own when chosen, with its diff). This module reads AWS to plan and turns a
+plan into steps, labels and AWS CLI commands; it changes nothing. Running a plan is
+workflow/landing.py; notices import this module only (the CLI commands for a target the
+portal does not manage).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from transfers.workflow.errors import TransferError
 ARN_ACCOUNT = re.compile(r"arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:(\d{12}):")
 ANY_ACCOUNT_ID = re.compile(r"(?<!\d)(\d{12})(?!\d)")
 ACTIVATE = "update_certificate:ACTIVE"
+INDEXING = "update_indexing:connectivity"
+CONNECTIVITY = "STATUS"
 
 
 @dataclass
@@ -39,6 +44,9 @@ class LandingChoice:
     skip_things: bool = False
     create_things: bool = True
     copy_thing_details: bool = True  # the source thing's type and attributes
+    # Turn on thing connectivity indexing in the target when it is off (its other indexing
+    # settings kept), so the portal can verify that the devices reconnected there.
+    enable_connectivity_indexing: bool = False
 
     @classmethod
     def parse_map(cls, text: str) -> dict[str, str]:
@@ -73,6 +81,7 @@ class TargetReader:
         self._documents: dict[str, str] = {}
         self._source_things: dict[str, dict] = {}
         self._things_complete = False
+        self._indexing: dict | None = None
 
     @property
     def managed(self) -> bool:
@@ -131,6 +140,13 @@ class TargetReader:
                 self._types[name] = False
         return self._types[name]
 
+    def thing_indexing(self) -> dict:
+        """The target's thing indexing configuration (GetIndexingConfiguration), read once."""
+        if self._indexing is None:
+            answer = aws.call(self._tiot(), "get_indexing_configuration")
+            self._indexing = answer.get("thingIndexingConfiguration") or {}
+        return self._indexing
+
     def source_document(self, name: str) -> str:
         if name not in self._documents:
             answer = aws.call(self._siot(), "get_policy", policyName=name)
@@ -175,6 +191,87 @@ def rewrite_document(document: str, source_id: str, target_id: str) -> tuple[str
             "condition), which the rewrite cannot map"
         )
     return rewritten, problems
+
+
+def with_connectivity(current: dict) -> dict:
+    """The target's thing indexing configuration with thing connectivity indexing on: its
+    other settings (shadow and Device Defender modes, custom fields, filter) kept, the thing
+    index at least REGISTRY (connectivity needs one). The managed fields are AWS's own,
+    derived from the modes: not written back."""
+    after = {k: v for k, v in (current or {}).items() if k != "managedFields"}
+    after["thingConnectivityIndexingMode"] = CONNECTIVITY
+    if after.get("thingIndexingMode", "OFF") == "OFF":
+        after["thingIndexingMode"] = "REGISTRY"
+    return after
+
+
+def indexing_diff(before: dict, after: dict) -> str:
+    """The indexing change as a diff of the two configurations' JSON."""
+
+    def text(config: dict) -> list[str]:
+        shown = {k: v for k, v in (config or {}).items() if k != "managedFields"}
+        return json.dumps(shown, indent=2, sort_keys=True).splitlines(keepends=True)
+
+    return "".join(
+        difflib.unified_diff(
+            text(before),
+            text(after),
+            "thingIndexingConfiguration (now)",
+            "thingIndexingConfiguration (after the landing)",
+        )
+    )
+
+
+def _plan_indexing(reader: TargetReader, choice: LandingChoice, out: dict) -> None:
+    """Whether the devices' return can be verified in the target, and the indexing step
+    when one is chosen. ``out["connectivity"]``: "on", "off", "turned on" (by the landing),
+    "unknown" (not readable, or a target the portal does not manage)."""
+    unmanaged_after = {
+        "thingIndexingMode": "REGISTRY",
+        "thingConnectivityIndexingMode": CONNECTIVITY,
+    }
+    if not reader.managed:
+        out["connectivity"] = "unknown"
+        if choice.enable_connectivity_indexing:
+            out["indexing"] = {"enable": True, "after": unmanaged_after}
+            out["warnings"].append(
+                "The target's administrators are asked to turn on thing connectivity "
+                "indexing; the command sets thing indexing to REGISTRY with connectivity "
+                "status: if the target already indexes more (shadows, Device Defender, custom "
+                "fields; `aws iot get-indexing-configuration` shows them), they keep those "
+                "settings in the command."
+            )
+        return
+    try:
+        before = reader.thing_indexing()
+    except aws.AwsError as exc:
+        if exc.retryable:
+            raise
+        out["connectivity"] = "unknown"
+        out["warnings"].append(
+            f"Could not read the target's fleet indexing configuration ({exc.user_message}): "
+            "whether the devices reconnected there may not be verifiable."
+        )
+        return
+    if before.get("thingConnectivityIndexingMode") == CONNECTIVITY:
+        out["connectivity"] = "on"
+        return
+    if not choice.enable_connectivity_indexing:
+        out["connectivity"] = "off"
+        out["warnings"].append(
+            "Thing connectivity indexing is off in the target: reconnection cannot be "
+            "verified (the portal cannot tell whether the devices came back there). Choose "
+            "to turn it on with the landing, or turn it on in the target."
+        )
+        return
+    after = with_connectivity(before)
+    out["connectivity"] = "turned on"
+    out["indexing"] = {
+        "enable": True,
+        "before": {k: v for k, v in before.items() if k != "managedFields"},
+        "after": after,
+        "diff": indexing_diff(before, after),
+    }
 
 
 def diff(before: str, after: str, name: str) -> str:
@@ -261,6 +358,8 @@ def plan_landing(
                             details = {**details, "type": None}
                         entry.update(details)
             out["things"].append(entry)
+    if things:  # no thing, no device to wait for
+        _plan_indexing(reader, choice, out)
     if not reader.managed:
         out["warnings"].append(
             "The portal does not manage the target: the notice carries these steps as AWS "
@@ -274,6 +373,18 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
     plan = transfer.landing or {}
     arn = transfer.transferred_arn
     out: list[tuple[str, str, dict]] = []
+    indexing = plan.get("indexing") or {}
+    if indexing.get("enable"):
+        # Before the activation, so the devices' first connection in the target is indexed.
+        # The landing reads the configuration again and writes it only when still off
+        # (landing.enable_connectivity): ``after`` is what the plan showed.
+        out.append(
+            (
+                INDEXING,
+                "update_indexing_configuration",
+                {"thingIndexingConfiguration": indexing["after"]},
+            )
+        )
     for p in plan.get("policies", []):
         if p.get("create"):
             out.append(
@@ -334,6 +445,7 @@ def steps_left(transfer: Transfer) -> list[str]:
         "create_thing": "Create thing {}",
         "attach_thing_principal": "Attach thing {}",
         "update_certificate": "Set the certificate {}",
+        "update_indexing_configuration": "Turn on thing {} indexing",
     }
     done = set(transfer.landed)
     left = []
@@ -360,6 +472,13 @@ def cli_commands(transfer: Transfer) -> list[str]:
     # Accepted inactive and activated last, once everything is attached: a device's first
     # connection finds its policies and thing in place.
     commands = [f"aws iot accept-certificate-transfer --certificate-id {cid} {region}"]
+    indexing = plan.get("indexing") or {}
+    if indexing.get("enable"):
+        # Before the activation: the devices' first connection in the target is indexed.
+        commands.append(
+            "aws iot update-indexing-configuration --thing-indexing-configuration "
+            f"{q(json.dumps(indexing['after'], sort_keys=True))} {region}"
+        )
     for p in plan.get("policies", []):
         if p.get("create"):
             commands.append(

@@ -128,6 +128,11 @@ def make_plan(
 def landing_steps_text(landing: dict) -> list[str]:
     """The landing in the plan's words."""
     out = ["Accept in the target, inactive."]
+    if (landing.get("indexing") or {}).get("enable"):
+        out.append(
+            "Turn on thing connectivity indexing in the target (its other indexing settings "
+            "kept), so the portal can verify that the devices reconnected there."
+        )
     for p in landing["policies"]:
         verb = "Create and attach" if p.get("create") else "Attach"
         mapped = f" (for {p['source']})" if p["name"] != p["source"] else ""
