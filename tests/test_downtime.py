@@ -132,7 +132,7 @@ def test_the_overview_shows_the_last_30_days(client, source, target, requester):
     url = reverse("home")
     moved(source, target, requester, 1000, ago=timedelta(days=40))  # too old
     before, page = page_queries(client, url)
-    assert "Device downtime, last 30 days" in page
+    assert "Certificate downtime, last 30 days" in page
     assert "No certificate in the last 30 days has landed usable in a target yet." in page
     moved(source, target, requester, 2)
     moved(source, target, requester, 4)

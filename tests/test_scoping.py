@@ -39,6 +39,8 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
     "policies:edit": ("account", {"GET", "POST"}),
     "batch_detail": ("batch", {"GET", "POST"}),
     **{f"batch_{a}": ("batch", {"POST"}) for a in BATCH_ACTIONS},
+    # A paused batch's resume and stop (transfers.waves), pages only.
+    **{f"batch_{a}": ("batch", {"POST"}) for a in ["resume", "stop"]},
     "transfer_detail": ("transfer", {"GET", "POST"}),
     **{
         f"transfer_{a}": ("transfer", {"POST"})
@@ -50,6 +52,7 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
             "approve_landing",
             "retry_landing",
             "landed_by_hand",
+            "release_devices",
         ]
     },
     "notice_resend": ("notice", {"POST"}),

@@ -140,7 +140,8 @@ class Devices:
 
 
 def devices(transfers: QuerySet) -> Devices:
-    """Device figures of ``transfers`` (two queries plus the percentiles')."""
+    """Device figures of ``transfers`` (two queries plus the percentiles'; one when no
+    device is back: only those have a device downtime)."""
     counts = dict(
         transfers.exclude(device_check="")
         .order_by()
@@ -148,10 +149,13 @@ def devices(transfers: QuerySet) -> Devices:
         .annotate(n=Count("pk"))
         .values_list("device_check", "n")
     )
+    back = counts.get("back", 0)
     return Devices(
-        back=counts.get("back", 0),
+        back=back,
         not_back=counts.get("not_back", 0),
         waiting=counts.get("waiting", 0),
         unverifiable=counts.get("unverifiable", 0),
-        downtime=summarize(transfers, DEVICE),
+        downtime=summarize(transfers, DEVICE)
+        if back
+        else Downtime(buckets=[(label, 0) for label, _, _ in BUCKETS]),
     )

@@ -192,8 +192,21 @@ class CertificateFilterForm(forms.Form):
     sort = forms.ChoiceField(required=False, choices=[(k, k) for k in SORTS])
 
 
+class TargetSelect(forms.Select):
+    """A select whose options for targets the portal does not manage say so
+    (``data-unmanaged``): the form shows the fields only such a target needs."""
+
+    unmanaged: set[str] = set()
+
+    def create_option(self, name, value, *args, **kwargs):
+        option = super().create_option(name, value, *args, **kwargs)
+        if str(value) in self.unmanaged:
+            option["attrs"]["data-unmanaged"] = ""
+        return option
+
+
 class TransferRequestForm(forms.Form):
-    target = forms.ChoiceField(label="Target account")
+    target = forms.ChoiceField(label="Target account", widget=TargetSelect)
     new_target_id = forms.CharField(
         label="Or a new 12-digit account id",
         required=False,
@@ -246,19 +259,52 @@ class TransferRequestForm(forms.Form):
     copy_thing_details = forms.BooleanField(
         label="…with the source thing's type and attributes", required=False, initial=True
     )
+    # The devices (workflow.devices): a job in the source tells the certificate's things the
+    # target's endpoint before the certificate is touched.
+    tell_devices = forms.BooleanField(
+        label="Tell the devices the target's endpoint first",
+        required=False,
+        initial=True,
+        help_text="A job in the source hands each thing the target's endpoint, the source's as "
+        "fallback; the certificate moves only once its device confirmed.",
+    )
+    device_endpoint = forms.CharField(
+        label="Target's data endpoint",
+        required=False,
+        max_length=253,
+        help_text="The portal does not manage the target, so it cannot read it: the target's "
+        "`aws iot describe-endpoint --endpoint-type iot:Data-ATS`, for example "
+        "abc123example-ats.iot.us-east-1.amazonaws.com.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
     fingerprint = forms.CharField(required=False, widget=forms.HiddenInput, max_length=32)
 
-    def __init__(self, *args, source: AwsAccount, allow_new: bool, **kwargs):
+    # Shown only for a target the portal does not manage (the CSS hides it otherwise).
+    UNMANAGED_ONLY = ("device_endpoint",)
+
+    def __init__(
+        self, *args, source: AwsAccount, allow_new: bool, has_thing: bool = True, **kwargs
+    ):
         super().__init__(*args, **kwargs)
-        targets = AwsAccount.objects.exclude(pk=source.pk).order_by("-managed", "name")
+        self.fields["tell_devices"].initial = has_thing
+        self.set_targets(
+            list(AwsAccount.objects.exclude(pk=source.pk).order_by("-managed", "name")),
+            allow_new,
+        )
+        self.fields["target"].required = False
+        if not allow_new:
+            del self.fields["new_target_id"]
+
+    def set_targets(self, targets: list[AwsAccount], allow_new: bool = False) -> None:
+        """The target choices; those the portal does not manage (and "Another account…")
+        are marked, so that the endpoint field shows only for them."""
         self.fields["target"].choices = (
             [("", "Choose…")]
             + [(a.account_id, f"{a.name} ({a.account_id})") for a in targets]
             + ([("new", "Another account…")] if allow_new else [])
         )
-        self.fields["target"].required = False
-        if not allow_new:
-            del self.fields["new_target_id"]
+        self.fields["target"].widget.unmanaged = {a.account_id for a in targets if not a.managed}
+        self.fields["target"].widget.unmanaged.add("new")
 
     def clean(self):
         data = super().clean()
@@ -278,7 +324,28 @@ class TransferRequestForm(forms.Form):
         from transfers.workflow import Options
 
         d = self.cleaned_data
-        return Options(d["deactivate"], d["detach_policies"], d["detach_things"], d["restore"])
+        return Options(
+            d["deactivate"],
+            d["detach_policies"],
+            d["detach_things"],
+            d["restore"],
+            tell_devices=d.get("tell_devices", False),
+            device_endpoint=d.get("device_endpoint", "") if d.get("tell_devices") else "",
+        )
+
+    def check_devices(self, target: AwsAccount | None, region: str):
+        """The Options, the devices' part checked as the workflow will (an endpoint typed for
+        a target the portal does not manage): its error on the endpoint field, None then."""
+        from transfers.workflow import TransferError, check_device_options
+
+        options = self.options()
+        try:
+            check_device_options(options, target, region)
+        except TransferError as exc:
+            field = "device_endpoint" if exc.code in DEVICE_ENDPOINT_ERRORS else None
+            self.add_error(field, exc.message)
+            return None
+        return options
 
     def clean_policy_map(self):
         from transfers.workflow import LandingChoice, TransferError
@@ -305,6 +372,9 @@ class TransferRequestForm(forms.Form):
         )
 
 
+DEVICE_ENDPOINT_ERRORS = {"endpoint_required", "invalid_endpoint"}
+
+
 class DecisionForm(forms.Form):
     comment = forms.CharField(
         required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
@@ -327,3 +397,88 @@ class TransferFilterForm(forms.Form):
     requester = forms.CharField(required=False, max_length=150)
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+WEEKDAYS = [
+    (0, "Monday"),
+    (1, "Tuesday"),
+    (2, "Wednesday"),
+    (3, "Thursday"),
+    (4, "Friday"),
+    (5, "Saturday"),
+    (6, "Sunday"),
+]
+
+
+class BatchRequestForm(TransferRequestForm):
+    """A batch's request: a transfer's choices, plus its waves and maintenance window
+    (transfers.waves.WaveChoice checks the values; its error shows on the form)."""
+
+    waves = forms.BooleanField(
+        label="Move in waves: a canary first, then growing waves, each started only when "
+        "enough of the one before is back",
+        required=False,
+        initial=True,
+    )
+    wave_canary = forms.IntegerField(label="Canary size (certificates)", required=False, initial=10)
+    wave_canary_percent = forms.FloatField(
+        label="…or this share of the batch, if larger (%)", required=False, initial=1.0
+    )
+    wave_factor = forms.FloatField(
+        label="Each wave is this many times the one before", required=False, initial=2.0
+    )
+    wave_threshold = forms.FloatField(
+        label="Start the next wave when this share is back (%); below it the batch pauses",
+        required=False,
+        initial=95.0,
+    )
+    window_days = forms.TypedMultipleChoiceField(
+        label="Maintenance window: waves start only on these days",
+        choices=WEEKDAYS,
+        coerce=int,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None: any time.",
+    )
+    window_start = forms.TimeField(
+        label="Window starts at",
+        required=False,
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+    )
+    window_minutes = forms.IntegerField(label="Window length (minutes)", required=False)
+    window_tz = forms.CharField(
+        label="Window time zone",
+        required=False,
+        max_length=64,
+        help_text="An IANA name such as Europe/Paris.",
+    )
+
+    WAVE_FIELDS = ("waves", "wave_canary", "wave_canary_percent", "wave_factor", "wave_threshold")
+    WINDOW_FIELDS = ("window_days", "window_start", "window_minutes", "window_tz")
+
+    def __init__(self, *args, zone: str = "UTC", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["window_tz"].initial = zone
+
+    def wave_choice(self):
+        """The WaveChoice asked for, checked (TransferError if it makes no sense); a blank
+        number is its default."""
+        from transfers.waves import WaveChoice
+
+        d, default = self.cleaned_data, WaveChoice()
+
+        def given(name, fallback):
+            value = d.get(name)
+            return fallback if value is None else value
+
+        return WaveChoice(
+            waves=bool(d.get("waves")),
+            canary=given("wave_canary", default.canary),
+            canary_percent=given("wave_canary_percent", default.canary_percent),
+            factor=given("wave_factor", default.factor),
+            threshold=given("wave_threshold", default.threshold),
+            window_days=sorted(d.get("window_days") or []),
+            window_start=d.get("window_start"),
+            window_minutes=given("window_minutes", 0),
+            window_tz=(d.get("window_tz") or "").strip(),
+        ).check()

@@ -52,6 +52,8 @@ urlpatterns = [
     path("batches/<int:pk>/withdraw/", batches.batch_withdraw, name="batch_withdraw"),
     path("batches/<int:pk>/retry/", batches.batch_retry, name="batch_retry"),
     path("batches/<int:pk>/cancel/", batches.batch_cancel, name="batch_cancel"),
+    path("batches/<int:pk>/resume/", batches.batch_resume, name="batch_resume"),
+    path("batches/<int:pk>/stop/", batches.batch_stop, name="batch_stop"),
     path("transfers/<int:pk>/approve/", transfers.transfer_approve, name="transfer_approve"),
     path("transfers/<int:pk>/decline/", transfers.transfer_decline, name="transfer_decline"),
     path("transfers/<int:pk>/withdraw/", transfers.transfer_withdraw, name="transfer_withdraw"),
@@ -60,6 +62,11 @@ urlpatterns = [
     path("transfers/<int:pk>/accept/", transfers.transfer_accept, name="transfer_accept"),
     path("transfers/<int:pk>/reject/", transfers.transfer_reject, name="transfer_reject"),
     path("transfers/<int:pk>/reconcile/", transfers.transfer_reconcile, name="transfer_reconcile"),
+    path(
+        "transfers/<int:pk>/release_devices/",
+        transfers.transfer_release_devices,
+        name="transfer_release_devices",
+    ),
     path(
         "transfers/<int:pk>/restore_retry/",
         transfers.transfer_restore_retry,

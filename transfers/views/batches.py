@@ -15,9 +15,17 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from transfers import access, batches, downtime, permissions
+from profiles.models import zone_of
+from transfers import access, batches, downtime, permissions, waves
 from transfers.access import get_batch_for_user
-from transfers.forms import CertificateFilterForm, TransferFilterForm, TransferRequestForm
+from transfers.forms import (
+    DEVICE_ENDPOINT_ERRORS,
+    WEEKDAYS,
+    BatchRequestForm,
+    CertificateFilterForm,
+    DecisionForm,
+    TransferFilterForm,
+)
 from transfers.models import AwsAccount, Transfer, TransferBatch
 from transfers.search import batch_counts, filter_batches, filtered_certificates
 from transfers.workflow import TransferError
@@ -27,7 +35,7 @@ TRANSFERS_PER_PAGE = 100
 BATCHES_PER_PAGE = 50
 
 
-class BatchForm(TransferRequestForm):
+class BatchForm(BatchRequestForm):
     ids = forms.CharField(
         label="Certificate ids or ARNs",
         required=False,
@@ -71,23 +79,25 @@ def batch_new(request: HttpRequest) -> HttpResponse:
         initial={"ids": initial_ids},
         source=source,
         allow_new=False,
+        zone=zone_of(request.user),  # the maintenance window's, by default
     )
     # Targets: any account except the one the selection comes from (checked again on submit).
-    form.fields["target"].choices = [("", "Choose…")] + [
-        (a.account_id, f"{a.name} ({a.account_id})")
-        for a in AwsAccount.objects.order_by("-managed", "name")
-    ]
+    form.set_targets(list(AwsAccount.objects.order_by("-managed", "name")))
     check = bad = None
     if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
         try:
             ids, bad = _ids_from(request, form)
             certs, missing = batches.select(request.user, ids)
             certs = [c for c in certs if c.account in requestable]
+            target = AwsAccount.objects.filter(account_id=data["target_account_id"]).first()
+            region = certs[0].region if certs else source.regions[0] if source.regions else ""
+            options = form.check_devices(target, region)
+            wave_choice = form.wave_choice()
             check = batches.preflight(
-                certs, missing, form.cleaned_data["target_account_id"], form.options()
+                certs, missing, data["target_account_id"], options or form.options()
             )
-            if request.POST.get("action") == "submit":
-                data = form.cleaned_data
+            if options and request.POST.get("action") == "submit":
                 batch = batches.request_batch(
                     request.user,
                     certs,
@@ -95,8 +105,9 @@ def batch_new(request: HttpRequest) -> HttpResponse:
                     target_account_id=data["target_account_id"],
                     message=data["message"],
                     reason=data["reason"],
-                    options=form.options(),
+                    options=options,
                     landing=form.landing_choice(),
+                    wave_choice=wave_choice,
                 )
                 messages.success(
                     request,
@@ -105,7 +116,9 @@ def batch_new(request: HttpRequest) -> HttpResponse:
                 )
                 return redirect(batch)
         except TransferError as exc:
-            form.add_error(None, exc.message)
+            form.add_error(
+                "device_endpoint" if exc.code in DEVICE_ENDPOINT_ERRORS else None, exc.message
+            )
     return render(request, "transfers/batch_new.html", {"form": form, "check": check, "bad": bad})
 
 
@@ -160,6 +173,9 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     batch, _ = get_batch_for_user(request.user, pk)
     progress = batches.progress(batch)
+    devices = downtime.devices(batch.transfers.all())
+    # Its devices still being waited for, the page keeps refreshing (not the paused banner).
+    progress["live"] = progress["live"] or devices.waiting > 0
     context = {
         "batch": batch,
         # Seen only through the target: no reason, people, decision, errors or skipped ids.
@@ -169,6 +185,13 @@ def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
         and batch.requester_id != request.user.pk,
         "can_operate": permissions.can_operate_batch(request.user, batch),
         "is_requester": batch.requester_id == request.user.pk,
+        "devices": devices,
+        "waves": waves.summary(batch) if batch.wave else [],
+        "can_steer": permissions.can_decide_batch(request.user, batch),
+        "next_window": waves.next_window(batch)
+        if batch.window_days and not batch.stopped_at
+        else None,
+        "window_days": [name for n, name in WEEKDAYS if n in batch.window_days],
     }
     if request.htmx and request.htmx.target == "progress":
         return render(request, "transfers/batch_detail.html#progress", context)
@@ -271,3 +294,38 @@ def batch_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         )
 
     return _batch_action(request, pk, permissions.can_operate_batch, act)
+
+
+@login_required
+@require_POST
+def batch_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    return _batch_action(
+        request,
+        pk,
+        permissions.can_decide_batch,
+        lambda b: f"Resumed: wave {waves.resume(request.user, b).wave} moves on.",
+    )
+
+
+@login_required
+@require_POST
+def batch_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    """Stop a batch: what has not started stays in the source. It asks for a comment and a
+    confirmation (checked here, so that a stray click stops nothing)."""
+    form = DecisionForm(request.POST)
+    comment = form.cleaned_data["comment"].strip() if form.is_valid() else ""
+
+    def act(batch):
+        if not comment:
+            raise TransferError("comment_required", "Say why you stop the batch.")
+        if request.POST.get("confirm") != "on":
+            raise TransferError(
+                "confirm_required", "Tick the box to confirm: stopping cannot be undone."
+            )
+        stopped = waves.stop(request.user, batch, comment)
+        return (
+            f"Stopped: {stopped} transfer{'s' if stopped != 1 else ''} that had not started "
+            "stay in the source, untouched."
+        )
+
+    return _batch_action(request, pk, permissions.can_decide_batch, act)

@@ -175,6 +175,8 @@ def home(request: HttpRequest) -> HttpResponse:
 
     # 6. Device downtime of the certificates that landed usable in the last DAYS days.
     landed = downtime.summarize(transfers.filter(usable_at__gte=since))
+    # ... and whether their devices are back, with the downtime the devices saw.
+    device_figures = downtime.devices(transfers.filter(usable_at__gte=since))
 
     # 7. Recent activity (events are append-only: the newest have the highest ids), the same
     # step of many transfers of a batch as one row.
@@ -200,7 +202,8 @@ def home(request: HttpRequest) -> HttpResponse:
         "cert_rows": cert_rows,
         "events": events,
         "downtime": landed,
-        "downtime_title": f"Device downtime, last {DAYS} days",
+        "downtime_title": f"Certificate downtime, last {DAYS} days",
+        "devices": device_figures,
         "downtime_empty": f"in the last {DAYS} days",
         "now": now,
     }

@@ -18,9 +18,15 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from policies import rules
-from transfers import access, aws, notices, permissions, workflow
+from transfers import access, aws, downtime, notices, permissions, workflow
 from transfers.access import get_certificate_for_user, get_transfer_for_user
-from transfers.forms import DecisionForm, RejectForm, TransferFilterForm, TransferRequestForm
+from transfers.forms import (
+    DEVICE_ENDPOINT_ERRORS,
+    DecisionForm,
+    RejectForm,
+    TransferFilterForm,
+    TransferRequestForm,
+)
 from transfers.models import (
     AwsAccount,
     Transfer,
@@ -41,12 +47,17 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
         request.POST or None,
         source=cert.account,
         allow_new=permissions.can_request_to_unknown(request.user, cert.account),
+        # Telling the devices is on by default when there are devices to tell.
+        has_thing=cert.things.exists(),
     )
     plan = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        target = AwsAccount.objects.filter(account_id=data["target_account_id"]).first()
+        # The devices' endpoint, checked as the workflow will: its error on its field.
+        options = form.check_devices(target, cert.region)
         # Submitting needs a plan the person has seen: its fingerprint comes with the form.
-        if request.POST.get("action") == "submit" and data["fingerprint"]:
+        if options and request.POST.get("action") == "submit" and data["fingerprint"]:
             try:
                 transfer = workflow.request_transfer(
                     request.user,
@@ -54,12 +65,14 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
                     target_account_id=data["target_account_id"],
                     message=data["message"],
                     reason=data["reason"],
-                    options=form.options(),
+                    options=options,
                     fingerprint=data["fingerprint"],
                     landing=form.landing_choice(),
                 )
             except workflow.TransferError as exc:
-                form.add_error(None, exc.message)
+                form.add_error(
+                    "device_endpoint" if exc.code in DEVICE_ENDPOINT_ERRORS else None, exc.message
+                )
             else:
                 messages.success(
                     request,
@@ -68,7 +81,7 @@ def transfer_new(request: HttpRequest, cert_pk: int) -> HttpResponse:
                 )
                 return redirect(transfer)
         plan = workflow.make_plan(
-            cert, data["target_account_id"], form.options(), form.landing_choice()
+            cert, data["target_account_id"], options or form.options(), form.landing_choice()
         )
         form.data = form.data.copy()
         form.data["fingerprint"] = plan.fingerprint
@@ -149,6 +162,7 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
     # Seen only through the target account: what concerns the target (access).
     source_side = request.user.is_superuser or bool(source_roles)
     approvals = list(transfer.approvals.select_related("user")) if source_side else []
+    held = bool(transfer.device_hold) and transfer.status == Transfer.Status.APPROVED
     context = {
         "t": transfer,
         "source_side": source_side,
@@ -187,8 +201,13 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "restore_left": workflow.steps_left(transfer)
         if transfer.restore_state in (Transfer.Restore.PARTIAL, Transfer.Restore.ATTENTION)
         else [],
-        "live": transfer.status in Transfer.Status.IN_FLIGHT
-        or transfer.restore_state == Transfer.Restore.PENDING,
+        # Held for its devices, nothing moves until an approver acts: no need to poll.
+        "live": (transfer.status in Transfer.Status.IN_FLIGHT and not held)
+        or transfer.restore_state == Transfer.Restore.PENDING
+        or transfer.device_check == Transfer.DeviceCheck.WAITING,
+        "held": held,
+        "can_release_devices": held and permissions.can_approve(request.user, transfer.source),
+        "device_downtime": downtime.seconds(transfer.device_downtime),
         "decision_form": DecisionForm(),
         "reject_form": RejectForm(),
     }
@@ -343,6 +362,20 @@ def transfer_landed_by_hand(request: HttpRequest, pk: int) -> HttpResponse:
         pk,
         "Recorded: the landing was finished by hand.",
         lambda t: workflow.finished_by_hand(request.user, t.pk),
+    )
+
+
+@login_required
+@require_POST
+def transfer_release_devices(request: HttpRequest, pk: int) -> HttpResponse:
+    """An approver moves a transfer held for its devices without their confirmation."""
+    return _act(
+        request,
+        pk,
+        "Released: the certificate moves without the devices' confirmation.",
+        lambda t: workflow.release_devices(
+            request.user, t.pk, _form_or_error(request, DecisionForm)["comment"]
+        ),
     )
 
 
