@@ -180,6 +180,21 @@ def test_a_managed_target_needs_no_endpoint_and_unticked_tells_nobody(
     assert not second.tell_devices and second.device_things == []
 
 
+def test_the_landing_may_turn_on_connectivity_indexing_shown_as_a_diff(client, cert, requester):
+    client.force_login(requester)
+    fields = {"land": "on", "create_policies": "on", "create_things": "on"}
+    fields["enable_connectivity_indexing"] = "on"
+    preview = ask(client, cert, **fields)
+    html = preview.content.decode()
+    assert '<details id="indexing-diff">' in html and "thingConnectivityIndexingMode" in html
+    fingerprint = preview.context["form"].data["fingerprint"]
+    ask(client, cert, "submit", fingerprint=fingerprint, **fields)
+    transfer = Transfer.objects.get()
+    assert transfer.landing["indexing"]["enable"] is True
+    html = client.get(transfer.get_absolute_url()).content.decode()
+    assert "Turn on thing connectivity indexing in the target" in html
+
+
 # ----------------------------------------------------------------- the batch form
 
 
@@ -396,6 +411,31 @@ def test_releasing_a_held_transfer(client, held, requester, approver, viewer, ou
     html = client.post(url, {"comment": "again"}, follow=True).content.decode()
     assert "Only a transfer held for its devices can be released." in html
     assert TransferEvent.objects.filter(action="devices_released").count() == 1
+
+
+def test_a_transfer_waiting_for_its_devices_can_be_stopped_by_its_requester(
+    client, source, target, requester, viewer
+):
+    waiting = moved(
+        source,
+        target,
+        requester,
+        status=Transfer.Status.APPROVED,
+        **told(device_job_status="QUEUED", device_job_id="portal-batch-1-wave-1-1"),
+    )
+    url = reverse("transfer_stop_waiting", args=[waiting.pk])
+    html = page(client, viewer, waiting.get_absolute_url())
+    assert url not in html
+    assert client.post(url).status_code == 403
+    waiting.refresh_from_db()
+    assert waiting.status == Transfer.Status.APPROVED
+    html = page(client, requester, waiting.get_absolute_url())
+    assert url in html and 'hx-trigger="every 2s"' in html  # waiting: live
+    html = client.post(url, follow=True).content.decode()
+    assert "Stopped: the certificate stays in the source, untouched." in html
+    waiting.refresh_from_db()
+    assert waiting.status == Transfer.Status.CANCELLED
+    assert url not in html
 
 
 # ----------------------------------------------------------------- the batch page

@@ -53,6 +53,7 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
             "retry_landing",
             "landed_by_hand",
             "release_devices",
+            "stop_waiting",
         ]
     },
     "notice_resend": ("notice", {"POST"}),

@@ -259,6 +259,12 @@ class TransferRequestForm(forms.Form):
     copy_thing_details = forms.BooleanField(
         label="…with the source thing's type and attributes", required=False, initial=True
     )
+    enable_connectivity_indexing = forms.BooleanField(
+        label="Turn on thing connectivity indexing in the target if it is off, so that the "
+        "portal can verify the devices came back (its other indexing settings kept; shown as a "
+        "diff)",
+        required=False,
+    )
     # The devices (workflow.devices): a job in the source tells the certificate's things the
     # target's endpoint before the certificate is touched.
     tell_devices = forms.BooleanField(
@@ -369,6 +375,7 @@ class TransferRequestForm(forms.Form):
             skip_things=d["skip_things"],
             create_things=d["create_things"],
             copy_thing_details=d["copy_thing_details"],
+            enable_connectivity_indexing=d.get("enable_connectivity_indexing", False),
         )
 
 

@@ -68,6 +68,11 @@ urlpatterns = [
         name="transfer_release_devices",
     ),
     path(
+        "transfers/<int:pk>/stop_waiting/",
+        transfers.transfer_stop_waiting,
+        name="transfer_stop_waiting",
+    ),
+    path(
         "transfers/<int:pk>/restore_retry/",
         transfers.transfer_restore_retry,
         name="transfer_restore_retry",

@@ -207,6 +207,16 @@ def transfer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         or transfer.device_check == Transfer.DeviceCheck.WAITING,
         "held": held,
         "can_release_devices": held and permissions.can_approve(request.user, transfer.source),
+        # Still waiting for (or held by) its devices: its requester or an approver may give up.
+        "can_stop_waiting": transfer.status == Transfer.Status.APPROVED
+        and transfer.tell_devices
+        and bool(transfer.device_things)
+        and transfer.device_released_by_id is None
+        and (held or transfer.device_job_status != "SUCCEEDED")
+        and (
+            transfer.requester_id == request.user.pk
+            or permissions.can_approve(request.user, transfer.source)
+        ),
         "device_downtime": downtime.seconds(transfer.device_downtime),
         "decision_form": DecisionForm(),
         "reject_form": RejectForm(),
@@ -375,6 +385,20 @@ def transfer_release_devices(request: HttpRequest, pk: int) -> HttpResponse:
         "Released: the certificate moves without the devices' confirmation.",
         lambda t: workflow.release_devices(
             request.user, t.pk, _form_or_error(request, DecisionForm)["comment"]
+        ),
+    )
+
+
+@login_required
+@require_POST
+def transfer_stop_waiting(request: HttpRequest, pk: int) -> HttpResponse:
+    """Give up on a transfer still waiting for its devices: cancelled, nothing touched."""
+    return _act(
+        request,
+        pk,
+        "Stopped: the certificate stays in the source, untouched.",
+        lambda t: workflow.stop_waiting_for_devices(
+            request.user, t.pk, request.POST.get("comment", "")[:2000]
         ),
     )
 
