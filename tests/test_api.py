@@ -118,7 +118,8 @@ def cert(source):
 
 
 def request_transfer(world, user, **data) -> dict:
-    body = {"certificate": world["cert"].pk, "target_account_id": TARGET}
+    # The stand-in's devices are off (they would never take the job): not told.
+    body = {"certificate": world["cert"].pk, "target_account_id": TARGET, "tell_devices": False}
     body |= {"message": "Devices sold to Acme", "reason": "Sale"} | data
     response = api_for(user).post(url("transfer-list"), body, format="json")
     assert response.status_code == 201, response.content
@@ -191,6 +192,7 @@ def test_request_approve_execute_and_accept_through_the_api(
             "message": "Devices sold to Acme",
             "reason": "Sale",
             "plan_fingerprint": plan["fingerprint"],
+            "tell_devices": False,  # the stand-in's devices are off: they would never answer
         },
         format="json",
     )
@@ -205,6 +207,7 @@ def test_request_approve_execute_and_accept_through_the_api(
         "detach_policies": True,
         "detach_things": True,
         "restore": True,
+        "tell_devices": False,
     }
     assert transfer["plan"]["fingerprint"] == plan["fingerprint"]
     assert [e["action"] for e in transfer["events"]] == ["requested"]

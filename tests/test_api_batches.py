@@ -86,6 +86,7 @@ def create(world, user=None, **body):
         "target_account_id": TARGET,
         "message": "Devices sold to Acme",
         "reason": "Sale to Acme",
+        "tell_devices": False,  # the stand-in's devices are off: they would never answer
         **body,
     }
     data = {key: value for key, value in data.items() if value is not None}
@@ -118,6 +119,7 @@ def test_a_pre_accepted_batch_moves_end_to_end_with_api_tokens_alone(
             "message": "Devices sold to Acme",
             "reason": "Sale to Acme",
             "landing": LANDING,
+            "tell_devices": False,  # the stand-in's devices are off: they would never answer
         },
         format="json",
     )
@@ -473,6 +475,7 @@ def single(world, landing=True) -> Transfer:
         "certificate": world.certs[0].pk,
         "target_account_id": TARGET,
         "reason": "Sale",
+        "tell_devices": False,
         **({"landing": LANDING} if landing else {}),
     }
     response = api_for(world.requester).post(url("transfer-list"), body, format="json")

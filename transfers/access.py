@@ -199,6 +199,9 @@ SOURCE_ONLY = {
     "restore_steps_left": [],
     "approvals": None,
 }
+# Of the API's transfer's devices: why it is held for them and who released it. The
+# endpoints told and whether the devices are back concern the target and stay.
+DEVICES_SOURCE_ONLY = {"held": "", "released_by": None}
 # And of the API's batch.
 BATCH_SOURCE_ONLY = {
     "requester": "",
@@ -214,6 +217,8 @@ BATCH_SOURCE_ONLY = {
 def redact(data: dict, transfer: Transfer, with_events: bool) -> dict:
     """The API's representation of ``transfer`` as the target side may see it."""
     data.update(SOURCE_ONLY)
+    if data.get("devices"):
+        data["devices"] = {**data["devices"], **DEVICES_SOURCE_ONLY}
     if "options" in data:
         data["options"] = {key: False for key in data["options"]}
     if with_events:
@@ -238,6 +243,8 @@ def redact_batch(data: dict) -> dict:
     """The API's representation of a batch as the target side may see it (the batch page's
     rule: no reason, people, decision or skipped ids)."""
     data.update({key: value for key, value in BATCH_SOURCE_ONLY.items() if key in data})
+    if data.get("waves"):
+        data["waves"] = {**data["waves"], "stopped_by": None}  # a person of the source
     return data
 
 

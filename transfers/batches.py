@@ -139,19 +139,27 @@ def select(user, ids: list[str]) -> tuple[list[Certificate], list[str]]:
     return certs, [cid for cid in ids if cid not in found]
 
 
-def request_batch(
+def check_request(
     user,
     certs: list[Certificate],
-    missing: list[str],
     *,
     target_account_id: str,
     message: str,
     reason: str,
     options: Options,
-    landing: LandingChoice | None = None,
     wave_choice: waves.WaveChoice | None = None,
-) -> TransferBatch:
-    wave_choice = (wave_choice or waves.WaveChoice(waves=False)).check()
+):
+    """Every rule a batch request must pass before anything is read from AWS or written,
+    with its code: the waves and windows (invalid_waves, invalid_window), something to move
+    (empty), not too much (too_many), one account and region (mixed_sources), the single
+    request's rules (workflow.check_request: the target, the texts, the role) and the devices'
+    (workflow.check_device_options: a typed endpoint for a target the portal does not
+    manage). Telling the devices applies only to certificates with a thing: when none of
+    ``certs`` has one, it is turned off (``options`` is changed in place). Both the request
+    and its check (the batch page's, the API's preflight) call it. Returns (source, region,
+    target, target_account_id, message, reason)."""
+    if wave_choice is not None:
+        wave_choice.check()
     if not certs:
         raise TransferError("empty", "None of these certificates can be requested.")
     if len(certs) > MAX_BATCH:
@@ -167,7 +175,34 @@ def request_batch(
     target, target_account_id, message, reason = workflow.check_request(
         user, source, target_account_id, message, reason
     )
+    if options.tell_devices and not any(cert.things.all() for cert in certs):
+        options.tell_devices = False  # no thing, no device to tell
     workflow.check_device_options(options, target, region)
+    return source, region, target, target_account_id, message, reason
+
+
+def request_batch(
+    user,
+    certs: list[Certificate],
+    missing: list[str],
+    *,
+    target_account_id: str,
+    message: str,
+    reason: str,
+    options: Options,
+    landing: LandingChoice | None = None,
+    wave_choice: waves.WaveChoice | None = None,
+) -> TransferBatch:
+    wave_choice = wave_choice or waves.WaveChoice(waves=False)
+    source, region, target, target_account_id, message, reason = check_request(
+        user,
+        certs,
+        target_account_id=target_account_id,
+        message=message,
+        reason=reason,
+        options=options,
+        wave_choice=wave_choice,
+    )
     check = preflight(certs, missing, target_account_id, options)
     landings: dict[str, dict] = {}
     if landing is not None:

@@ -128,6 +128,7 @@ def test_a_pre_accepted_batch_moves_end_to_end_through_the_generated_client(
             message="Welcome to Acme",
             filter_=CertificateFilter(q="api-sensor-"),
             landing=Landing(activate=True),
+            tell_devices=False,  # the stand-in's devices are off here: they would never answer
         ),
     )
     assert created.status_code == 201, created.content

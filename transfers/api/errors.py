@@ -35,6 +35,16 @@ def _flatten(detail, prefix: str = "") -> list[str]:
     return [f"{prefix}{detail}"]
 
 
+# A rule's refusal that concerns one field of the request: its code stays, and ``fields``
+# names the field (as for ``invalid``).
+FIELD_OF_CODE = {
+    "endpoint_required": "device_endpoint",
+    "invalid_endpoint": "device_endpoint",
+    "invalid_waves": "waves",
+    "invalid_window": "window",
+}
+
+
 def exception_handler(exc, context) -> Response | None:
     """Every refusal as ``{"error": {"code", "message"}}`` with a stable code."""
     if isinstance(exc, aws.AwsError):  # AWS or the rate limiter, wherever it surfaced
@@ -44,7 +54,9 @@ def exception_handler(exc, context) -> Response | None:
         if exc.status == status.HTTP_503_SERVICE_UNAVAILABLE and not retry:
             retry = DEFAULT_RETRY_AFTER  # the schema promises Retry-After on every 503
         headers = {"Retry-After": str(retry)} if retry else None
-        return _error(exc.code, exc.message, exc.status, headers=headers)
+        field = FIELD_OF_CODE.get(exc.code)
+        fields = {field: [exc.message]} if field else None
+        return _error(exc.code, exc.message, exc.status, fields=fields, headers=headers)
     if isinstance(exc, Http404):
         return _error("not_found", str(exc) or "Not found.", status.HTTP_404_NOT_FOUND)
     if isinstance(exc, DjangoPermissionDenied):
@@ -83,7 +95,10 @@ class ErrorBodySerializer(serializers.Serializer):
     code = serializers.CharField(help_text="Stable, machine-readable, e.g. self_approval.")
     message = serializers.CharField(help_text="For the person who asked.")
     fields = serializers.DictField(
-        required=False, help_text="Only for code 'invalid': the errors of each field."
+        required=False,
+        help_text="The errors of each field: for code 'invalid', and for a rule's refusal "
+        "of one field (endpoint_required, invalid_endpoint: device_endpoint; invalid_waves: "
+        "waves; invalid_window: window).",
     )
 
 

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import re
+from datetime import time
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from profiles.models import validate_zone
-from transfers import workflow
+from profiles.models import validate_zone, zone_of
+from transfers import waves, workflow
 from transfers.batches import MAX_BATCH
 from transfers.forms import SORTS
 from transfers.models import Certificate, Notice, Transfer, TransferEvent
@@ -188,6 +189,32 @@ class RequestSerializer(PlanRequestSerializer):
         help_text="Why, for the approver."
     )
 
+    tell_devices = serializers.BooleanField(
+        default=True,
+        help_text="Tell the certificate's devices (its things) the target's endpoint first, "
+        "through a job in the source (AWS IoT Jobs): the certificate moves only once each "
+        "device took it. Applies only to certificates with a thing.",
+    )
+    device_endpoint = documented_string(
+        pattern=r"^[^\x00]*$",
+        maxLength=253,
+        example="abc123example-ats.iot.us-east-1.amazonaws.com",
+    )(
+        required=False,
+        default="",
+        max_length=253,
+        help_text="For a target the portal does not manage (it cannot read its endpoint): the "
+        "target's iot:Data-ATS endpoint in the region (`aws iot describe-endpoint "
+        "--endpoint-type iot:Data-ATS`); required then when the devices are told. Ignored for "
+        "a managed target.",
+    )
+
+    def options(self) -> Options:
+        options = super().options()
+        options.tell_devices = self.validated_data["tell_devices"]
+        options.device_endpoint = self.validated_data["device_endpoint"]
+        return options
+
 
 class TransferCreateSerializer(RequestSerializer):
     certificate = serializers.IntegerField(help_text="The portal's certificate id.")
@@ -196,6 +223,64 @@ class TransferCreateSerializer(RequestSerializer):
         default="",
         max_length=64,
         help_text="The fingerprint of the plan you reviewed.",
+    )
+
+
+def documented_number(field_class, **schema):
+    """A number field whose OpenAPI entry states its range, checked by the service with its
+    own code (waves.WaveChoice.check: invalid_waves, invalid_window)."""
+
+    @extend_schema_field(
+        {"type": "integer" if field_class is serializers.IntegerField else "number", **schema}
+    )
+    class Field(field_class):
+        pass
+
+    return Field
+
+
+class WavesSerializer(serializers.Serializer):
+    """A batch's waves (transfers.waves; defaults as shown)."""
+
+    enabled = serializers.BooleanField(default=True, help_text="false: the batch is one wave.")
+    canary = documented_number(serializers.IntegerField, minimum=1, maximum=10_000)(
+        required=False,
+        help_text="The first wave holds at least this many certificates (default 10).",
+    )
+    canary_percent = documented_number(serializers.FloatField, minimum=0, maximum=100)(
+        required=False,
+        help_text="… or this share of the batch, whichever is larger (default 1).",
+    )
+    factor = documented_number(serializers.FloatField, minimum=1, maximum=10)(
+        required=False, help_text="Each wave is this many times the one before (default 2)."
+    )
+    threshold = documented_number(serializers.FloatField, minimum=0, maximum=100)(
+        required=False,
+        help_text="Percent of a wave's devices back online (or landed, where that cannot be "
+        "verified) for the next wave to start; below it the batch pauses (default 95).",
+    )
+
+
+class WindowSerializer(serializers.Serializer):
+    """Maintenance windows (transfers.waves): on these days, from start, for minutes."""
+
+    days = serializers.ListField(
+        child=documented_number(serializers.IntegerField, minimum=0, maximum=6)(),
+        max_length=7,
+        help_text="Days of the week, 0 (Monday) to 6 (Sunday), each once.",
+    )
+    start = documented_string(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")(
+        max_length=5, help_text="When each window opens, HH:MM, in time_zone."
+    )
+    minutes = documented_number(serializers.IntegerField, minimum=1, maximum=1440)(
+        help_text="How long each window stays open."
+    )
+    time_zone = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=64,
+        help_text="An IANA time zone name; empty or omitted: the requester's.",
     )
 
 
@@ -215,6 +300,40 @@ class BatchCreateSerializer(RequestSerializer):
         required=False,
         help_text="Every certificate GET /api/certificates/ lists with these parameters.",
     )
+
+    waves = WavesSerializer(
+        required=False,
+        help_text="Move in waves: a canary first, then waves that grow, each started when the "
+        "one before had enough of its devices back (or landed, where that cannot be "
+        "verified); below the threshold the batch pauses for an approver. Omitted: waves "
+        "with these defaults.",
+    )
+    window = WindowSerializer(
+        required=False,
+        help_text="Maintenance windows: waves start only inside one. Omitted: any time.",
+    )
+
+    def wave_choice(self, user) -> waves.WaveChoice:
+        """The waves and windows asked for (checked by batches.check_request, with the codes
+        invalid_waves and invalid_window)."""
+        chosen = self.validated_data.get("waves") or {}
+        window = self.validated_data.get("window") or {}
+        start = window.get("start") or ""
+        if start and not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", start):
+            raise TransferError("invalid_window", "The window starts at HH:MM (00:00 to 23:59).")
+        days = window.get("days") or []
+        return waves.WaveChoice(
+            waves=chosen.get("enabled", True),
+            canary=chosen.get("canary", 10),
+            canary_percent=chosen.get("canary_percent", 1.0),
+            factor=chosen.get("factor", 2.0),
+            threshold=chosen.get("threshold", 95.0),
+            window_days=list(days),
+            window_start=time.fromisoformat(start) if start else None,
+            window_minutes=window.get("minutes", 0),
+            # In the requester's time zone unless another is named.
+            window_tz=window.get("time_zone") or (zone_of(user) if days else ""),
+        )
 
     def validate(self, data):
         if ("certificates" in data) == ("filter" in data):

@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from policies import rules
 from policies.models import Approval
-from transfers import batches, downtime, inventory, permissions, ratelimit, workflow
+from transfers import batches, downtime, inventory, permissions, ratelimit, waves, workflow
 from transfers.access import redact, redact_batch, sees_source_side, source_account_pks
 from transfers.models import (
     AwsAccount,
@@ -170,6 +170,71 @@ class OptionsSerializer(serializers.Serializer):
     detach_policies = serializers.BooleanField()
     detach_things = serializers.BooleanField()
     restore = serializers.BooleanField()
+    tell_devices = serializers.BooleanField(
+        help_text="Its devices are told the target's endpoint first (it has a thing)."
+    )
+
+
+class TransferDevicesSerializer(serializers.Serializer):
+    """The certificate's devices (transfers.workflow.devices): told the target's endpoint
+    before the move, verified back in the target after it."""
+
+    told = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The data endpoints the devices were told, in the order they try them: "
+        "the target's first, the source's as fallback (empty until the job is made).",
+    )
+    job_id = serializers.CharField(help_text="The job in the source that tells them.")
+    job_status = serializers.CharField(
+        help_text="The worst of its things' executions (SUCCEEDED: all took it)."
+    )
+    held = serializers.CharField(
+        help_text="Why the transfer is held in the source, untouched, for its devices (the "
+        "job failed, was rejected or timed out): an approver releases it (release-devices). "
+        "Empty when not held, or seen from the target."
+    )
+    released_by = serializers.CharField(
+        allow_null=True, help_text="Who released it to move without the devices' confirmation."
+    )
+    check = serializers.ChoiceField(
+        choices=Transfer.DeviceCheck.choices,
+        help_text="After the landing: waiting, back, not_back, unverifiable (the target cannot "
+        "be asked: not managed, or without thing connectivity indexing); empty before.",
+    )
+    back_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the devices were connected in the target."
+    )
+    offline_at = serializers.DateTimeField(
+        allow_null=True, help_text="When they left the source (its disconnection record)."
+    )
+    device_downtime_seconds = serializers.FloatField(
+        allow_null=True, help_text="As the devices saw it: from offline_at to back_at."
+    )
+    reason = serializers.CharField(
+        help_text="Why not back, or why it cannot be verified (what AWS says)."
+    )
+    wave = serializers.IntegerField(
+        allow_null=True, help_text="The batch wave it moves in (1: the canary)."
+    )
+
+
+def transfer_devices(transfer: Transfer) -> dict:
+    downtime = transfer.device_downtime
+    return {
+        "told": list(transfer.device_endpoints.get("data") or []),
+        "job_id": transfer.device_job_id,
+        "job_status": transfer.device_job_status,
+        "held": transfer.device_hold,
+        "released_by": (
+            transfer.device_released_by.get_username() if transfer.device_released_by else None
+        ),
+        "check": transfer.device_check,
+        "back_at": transfer.device_online_at,
+        "offline_at": transfer.device_offline_at,
+        "device_downtime_seconds": downtime.total_seconds() if downtime is not None else None,
+        "reason": transfer.device_reason,
+        "wave": transfer.wave,
+    }
 
 
 class EventSerializer(serializers.Serializer):
@@ -229,6 +294,10 @@ class TransferSerializer(serializers.ModelSerializer):
     downtime_seconds = serializers.SerializerMethodField(
         help_text="Device downtime: from unusable_since to usable_at; null until both."
     )
+    devices = serializers.SerializerMethodField(
+        help_text="Its devices: the endpoints they were told, their job, a hold, and whether "
+        "they are back in the target."
+    )
 
     class Meta:
         model = Transfer
@@ -282,6 +351,7 @@ class TransferSerializer(serializers.ModelSerializer):
             "unusable_since",
             "usable_at",
             "downtime_seconds",
+            "devices",
             "created",
             "updated",
             "pending_since",
@@ -336,6 +406,10 @@ class TransferSerializer(serializers.ModelSerializer):
     @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_downtime_seconds(self, transfer: Transfer) -> float | None:
         return transfer.downtime.total_seconds() if transfer.downtime is not None else None
+
+    @extend_schema_field(TransferDevicesSerializer)
+    def get_devices(self, transfer: Transfer) -> dict:
+        return TransferDevicesSerializer(transfer_devices(transfer)).data
 
     def build_standard_field(self, field_name, model_field):
         # The JSON lists of detached names: typed for the schema.
@@ -470,6 +544,75 @@ class BatchDowntimeSerializer(serializers.Serializer):
     )
 
 
+class WaveSerializer(serializers.Serializer):
+    """One started wave (transfers.waves.outcome)."""
+
+    wave = serializers.IntegerField(help_text="1 is the canary.")
+    size = serializers.IntegerField()
+    good = serializers.IntegerField(help_text="Done well: landed, and back where verified.")
+    bad = serializers.IntegerField(help_text="Failed, held for their devices, or not back.")
+    open = serializers.IntegerField(help_text="Not done yet.")
+    back = serializers.IntegerField(help_text="Devices verified back online.")
+    verified = serializers.BooleanField(
+        help_text="Whether the devices' return could be verified (else: landing success)."
+    )
+    share = serializers.FloatField(help_text="Percent good: compared with the threshold.")
+
+
+class BatchWavesSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(help_text="false: the batch is one wave.")
+    canary = serializers.IntegerField()
+    canary_percent = serializers.FloatField()
+    factor = serializers.FloatField()
+    threshold = serializers.FloatField()
+    current = serializers.IntegerField(help_text="The wave started last (0: none yet).")
+    paused_at = serializers.DateTimeField(
+        allow_null=True, help_text="Paused below the threshold: an approver resumes or stops."
+    )
+    pause_reason = serializers.CharField()
+    stopped_at = serializers.DateTimeField(allow_null=True)
+    stopped_by = serializers.CharField(
+        allow_null=True, help_text="Who stopped it (null: seen from the target)."
+    )
+    summary = WaveSerializer(many=True, help_text="Each started wave, in order.")
+
+
+class BatchWindowSerializer(serializers.Serializer):
+    days = serializers.ListField(
+        child=serializers.IntegerField(), help_text="0 (Monday) to 6; empty: any time."
+    )
+    start = serializers.CharField(allow_null=True, help_text="HH:MM, in time_zone.")
+    minutes = serializers.IntegerField()
+    time_zone = serializers.CharField()
+    open_now = serializers.BooleanField()
+    next_window = serializers.DateTimeField(
+        allow_null=True, help_text="When the next window opens (null: one is open, or none)."
+    )
+
+
+class BatchDevicesSerializer(serializers.Serializer):
+    """Whether the batch's devices are back (transfers.downtime.devices)."""
+
+    told = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The data endpoints its devices were told, in order (empty until a wave's "
+        "job is made).",
+    )
+    back = serializers.IntegerField(help_text='N in "back online N of M".')
+    checked = serializers.IntegerField(
+        help_text="M: transfers whose devices are, were or will be looked for."
+    )
+    not_back = serializers.IntegerField()
+    waiting = serializers.IntegerField()
+    unverifiable = serializers.IntegerField()
+    held = serializers.IntegerField(help_text="Held in the source for their devices' job.")
+    downtime = BatchDowntimeSerializer(
+        help_text="Device downtime as the devices saw it (disconnected in the source to "
+        "connected in the target); here first_unusable_since is the first device's "
+        "disconnection and last_usable_at the last one's return."
+    )
+
+
 class SkippedSerializer(serializers.Serializer):
     certificate_id = serializers.CharField()
     reason = serializers.CharField()
@@ -494,9 +637,74 @@ class BatchDetailSerializer(BatchSerializer):
             "approvals",
             "landing",
             "downtime",
+            "waves",
+            "window",
+            "devices",
             "skipped",
         ]
         read_only_fields = fields
+
+    waves = serializers.SerializerMethodField(
+        help_text="Its waves: the settings, the wave started last, a pause or stop, and each "
+        "started wave's outcome."
+    )
+    window = serializers.SerializerMethodField(
+        help_text="Its maintenance windows (waves start only inside one)."
+    )
+    devices = serializers.SerializerMethodField(
+        help_text="Its devices: back online N of M, not back, waiting, cannot be verified, "
+        "and their downtime."
+    )
+
+    @extend_schema_field(BatchWavesSerializer)
+    def get_waves(self, batch: TransferBatch) -> dict:
+        return BatchWavesSerializer(
+            {
+                "enabled": batch.waves,
+                "canary": batch.wave_canary,
+                "canary_percent": batch.wave_canary_percent,
+                "factor": batch.wave_factor,
+                "threshold": batch.wave_threshold,
+                "current": batch.wave,
+                "paused_at": batch.paused_at,
+                "pause_reason": batch.pause_reason,
+                "stopped_at": batch.stopped_at,
+                "stopped_by": batch.stopped_by.get_username() if batch.stopped_by else None,
+                "summary": waves.summary(batch),
+            }
+        ).data
+
+    @extend_schema_field(BatchWindowSerializer)
+    def get_window(self, batch: TransferBatch) -> dict:
+        return BatchWindowSerializer(
+            {
+                "days": batch.window_days,
+                "start": batch.window_start.strftime("%H:%M") if batch.window_start else None,
+                "minutes": batch.window_minutes,
+                "time_zone": batch.window_tz or "UTC",
+                "open_now": waves.in_window(batch),
+                "next_window": waves.next_window(batch),
+            }
+        ).data
+
+    @extend_schema_field(BatchDevicesSerializer)
+    def get_devices(self, batch: TransferBatch) -> dict:
+        figures = downtime.devices(batch.transfers.all())
+        held = batch.transfers.filter(
+            status=Transfer.Status.APPROVED, device_released_by__isnull=True
+        ).exclude(device_hold="")
+        return BatchDevicesSerializer(
+            {
+                "told": list(batch.device_endpoints.get("data") or []),
+                "back": figures.back,
+                "checked": figures.checked,
+                "not_back": figures.not_back,
+                "waiting": figures.waiting,
+                "unverifiable": figures.unverifiable,
+                "held": held.count(),
+                "downtime": _downtime(batch, figures.downtime, downtime.DEVICE),
+            }
+        ).data
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, batch: TransferBatch) -> dict:
@@ -540,26 +748,29 @@ class BatchDetailSerializer(BatchSerializer):
 
     @extend_schema_field(BatchDowntimeSerializer)
     def get_downtime(self, batch: TransferBatch) -> dict:
-        figures = downtime.summarize(batch.transfers.all())
-        ends = batch.transfers.aggregate(
-            first_unusable_since=Min("unusable_since"), last_usable_at=Max("usable_at")
+        return _downtime(batch, downtime.summarize(batch.transfers.all()))
+
+
+def _downtime(batch: TransferBatch, figures: downtime.Downtime, ends=downtime.CERTIFICATE):
+    """A batch's downtime figures (the certificates' or, ``ends=DEVICE``, the devices')."""
+    start, end = ends
+    edges = batch.transfers.aggregate(first_unusable_since=Min(start), last_usable_at=Max(end))
+    seconds = {
+        name: value.total_seconds() if value is not None else None
+        for name, value in (
+            ("p50_seconds", figures.p50),
+            ("p95_seconds", figures.p95),
+            ("max_seconds", figures.longest),
         )
-        seconds = {
-            name: value.total_seconds() if value is not None else None
-            for name, value in (
-                ("p50_seconds", figures.p50),
-                ("p95_seconds", figures.p95),
-                ("max_seconds", figures.longest),
-            )
+    }
+    return BatchDowntimeSerializer(
+        {
+            "count": figures.count,
+            **seconds,
+            "buckets": [{"label": label, "count": n} for label, n in figures.buckets],
+            **edges,
         }
-        return BatchDowntimeSerializer(
-            {
-                "count": figures.count,
-                **seconds,
-                "buckets": [{"label": label, "count": n} for label, n in figures.buckets],
-                **ends,
-            }
-        ).data
+    ).data
 
 
 # ----------------------------------------------------------------------------- batch check

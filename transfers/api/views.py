@@ -15,7 +15,7 @@ from rest_framework.decorators import api_view
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from transfers import batches, permissions, workflow
+from transfers import batches, permissions, waves, workflow
 from transfers.access import (
     get_batch_for_user,
     get_certificate_for_user,
@@ -87,8 +87,15 @@ class Pages(PageNumberPagination):
         return parameters
 
 
-TRANSFER_RELATED = ("source", "target", "requester", "approver", "target_approver")
-BATCH_RELATED = ("source", "requester", "approver")
+TRANSFER_RELATED = (
+    "source",
+    "target",
+    "requester",
+    "approver",
+    "target_approver",
+    "device_released_by",
+)
+BATCH_RELATED = ("source", "requester", "approver", "stopped_by")
 
 
 def _detail(pk: int, request) -> dict:
@@ -221,13 +228,16 @@ class TransferList(TransferRows):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         cert, _ = get_certificate_for_user(request.user, data["certificate"])
+        options = serializer.options()
+        if options.tell_devices and not cert.things.all():
+            options.tell_devices = False  # no thing, no device to tell (as a batch's)
         transfer = workflow.request_transfer(
             request.user,
             cert,
             target_account_id=data["target_account_id"],
             message=data["message"],
             reason=data["reason"],
-            options=serializer.options(),
+            options=options,
             fingerprint=data["plan_fingerprint"],
             landing=serializer.landing_choice(),
         )
@@ -393,6 +403,17 @@ def restored_by_hand(request, pk: int) -> Response:
     return _act(request, pk, workflow.restored_by_hand)
 
 
+@extend_schema(
+    request=CommentSerializer,
+    responses=ACTION_RESPONSES,
+    summary="Release a transfer held for its devices (their job failed, was rejected or timed "
+    "out): it moves without their confirmation (an approver of the source)",
+)
+@api_view(["POST"])
+def release_devices(request, pk: int) -> Response:
+    return _act(request, pk, workflow.release_devices, CommentSerializer, "comment")
+
+
 def _check_with_aws(user, pk: int) -> str:
     transfer = Transfer.objects.select_related("source").get(pk=pk)
     if not permissions.can_operate(user, transfer.source):
@@ -493,6 +514,7 @@ class BatchList(generics.ListAPIView):
             reason=data["reason"],
             options=serializer.options(),
             landing=serializer.landing_choice(),
+            wave_choice=serializer.wave_choice(request.user),
         )
         location = reverse("api:batch-detail", args=[batch.pk])
         return Response(
@@ -508,9 +530,10 @@ class BatchList(generics.ListAPIView):
     summary="Check a batch before requesting it (the batch page's check): what a request "
     "with this body would include, and what it would leave out and why; changes nothing",
     description="The same body as POST /api/batches/ and the same refusals (empty, too_many, "
-    "mixed_sources, invalid_target, unknown_target, …), from the inventory. A planned "
-    "landing's blockers need a read of the target account: the request itself finds them "
-    "(in the batch's skipped).",
+    "mixed_sources, invalid_target, unknown_target, endpoint_required, invalid_endpoint, "
+    "invalid_waves, invalid_window, …: batches.check_request, which the request applies "
+    "too), from the inventory. A planned landing's blockers need a read of the target "
+    "account: the request itself finds them (in the batch's skipped).",
 )
 @api_view(["POST"])
 def batch_preflight(request) -> Response:
@@ -518,23 +541,17 @@ def batch_preflight(request) -> Response:
     serializer.is_valid(raise_exception=True)
     data = serializer.validated_data
     certs, missing = _batch_selection(request.user, data)
-    # The rules batches.request_batch applies before anything else, with their codes, then
-    # the batch page's check. (To move into batches.py, for request_batch to call too, once
-    # the changes under way there have landed.)
-    if not certs:
-        raise TransferError("empty", "None of these certificates can be requested.")
-    if len(certs) > batches.MAX_BATCH:
-        raise TransferError("too_many", f"A batch holds at most {batches.MAX_BATCH} certificates.")
-    if len({(c.account_id, c.region) for c in certs}) > 1:
-        raise TransferError(
-            "mixed_sources",
-            "A batch moves certificates of one account and "
-            "region; select them separately per account and region.",
-        )
-    _, target_account_id, _, _ = workflow.check_request(
-        request.user, certs[0].account, data["target_account_id"], data["message"], data["reason"]
+    options = serializer.options()
+    _, _, _, target_account_id, _, _ = batches.check_request(
+        request.user,
+        certs,
+        target_account_id=data["target_account_id"],
+        message=data["message"],
+        reason=data["reason"],
+        options=options,
+        wave_choice=serializer.wave_choice(request.user),
     )
-    check = batches.preflight(certs, missing, target_account_id, serializer.options())
+    check = batches.preflight(certs, missing, target_account_id, options)
     return Response(batch_check(check))
 
 
@@ -671,3 +688,36 @@ def batch_approve_landing(request, pk: int) -> Response:
         batches.approve_landing,
         CommentSerializer,
     )
+
+
+def _wave_act(request, pk: int, action, body=None) -> Response:
+    """Run ``action(user, batch, *body values)`` (transfers.waves: it asks
+    permissions.can_decide_batch, 403, and refuses a state that does not allow it, 409) on
+    a batch the user can see (404 otherwise); answer the batch."""
+    batch, _ = get_batch_for_user(request.user, pk)
+    args = tuple(_valid(body, request.data).values()) if body is not None else ()
+    action(request.user, batch, *args)
+    return Response(_batch_detail(batch.pk, request))
+
+
+@extend_schema(
+    request=None,
+    responses=BATCH_RESPONSES,
+    summary="Resume a batch paused below its wave threshold: the next wave starts (an "
+    "approver of the source)",
+)
+@api_view(["POST"])
+def batch_resume(request, pk: int) -> Response:
+    return _wave_act(request, pk, waves.resume)
+
+
+@extend_schema(
+    request=CommentSerializer,
+    responses=BATCH_RESPONSES,
+    summary="Stop a batch: what has not started stays in the source, untouched (those "
+    "transfers end cancelled), and the waves' jobs are cancelled for the devices not moved "
+    "(an approver of the source)",
+)
+@api_view(["POST"])
+def batch_stop(request, pk: int) -> Response:
+    return _wave_act(request, pk, waves.stop, CommentSerializer)
