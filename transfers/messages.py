@@ -10,6 +10,13 @@ Each is built for its channel: ``render`` (the email: subject, text, HTML, attac
 ``payload`` (the signed webhook's JSON), ``slack_payload`` (Slack's Block Kit).
 Batch digest: the same kinds for a batch's held notices, one message carrying them all
 (BATCH_SUBJECTS; the email attaches the certificate ids as a CSV), by the same functions.
+The closing one (accepted) says how many devices are back in the target, N of M, and the CSV
+says of each whether its devices are back, and why not.
+Batch paused: a batch's own notice, to its source's people and channels (``Kind.PAUSED``):
+a wave ended below the threshold, why, and where an approver resumes or stops it.
+Where the devices were told the target's endpoint first, the notice to the target says which
+endpoints, in order; for a target the portal does not manage it asks the target to confirm
+the devices are back (the portal cannot ask that account).
 
 Approval mail (email only, built here, sent by policies/mail.py):
 - ``approval_request``: a single request waits for an approver's decision;
@@ -59,6 +66,7 @@ BATCH_SUBJECTS = {
     Kind.CANCELLED: "{n} transfer{s} of batch #{pk} to account {target} {were} cancelled",
     Kind.EXPIRED: "{n} transfer{s} of batch #{pk} to account {target} expired and {were} cancelled",
     Kind.FAILED: "{n} transfer{s} of batch #{pk} to account {target} failed",
+    Kind.PAUSED: "Batch #{pk} to account {target} paused at wave {wave}: resume or stop it",
 }
 
 
@@ -73,6 +81,39 @@ def target_account(notice: Notice):
     if notice.transfer is not None:
         return notice.transfer.target
     return AwsAccount.objects.filter(account_id=notice.batch.target_account_id).first()
+
+
+def channel_account(notice: Notice):
+    """Whose webhook and Slack channel carry the notice: the target's, but the source's for
+    a batch's pause (its people decide what happens next)."""
+    if notice.kind == Kind.PAUSED:
+        return notice.batch.source
+    return target_account(notice)
+
+
+def told_endpoints(subject: Transfer | TransferBatch) -> list[str]:
+    """The data endpoints the devices were told before the move, in order (the target's
+    first, the source's as fallback); empty when they were not told."""
+    return list((subject.device_endpoints or {}).get("data") or [])
+
+
+def confirm_devices(subject: Transfer | TransferBatch, target) -> bool:
+    """A target the portal does not manage, whose devices were told: only it can say
+    whether they are back."""
+    return bool(told_endpoints(subject)) and not (target is not None and target.managed)
+
+
+def device_figures(transfers: list[Transfer]) -> dict:
+    """Whether the devices of ``transfers`` are back: back N of M (M: those looked for) and
+    those not back, with why."""
+    looked = [t for t in transfers if t.device_check]
+    return {
+        "back": sum(t.device_check == Transfer.DeviceCheck.BACK for t in looked),
+        "checked": len(looked),
+        "not_back": [t for t in looked if t.device_check == Transfer.DeviceCheck.NOT_BACK],
+        "unverifiable": sum(t.device_check == Transfer.DeviceCheck.UNVERIFIABLE for t in looked),
+        "waiting": sum(t.device_check == Transfer.DeviceCheck.WAITING for t in looked),
+    }
 
 
 def batch_context(notice: Notice) -> dict:
@@ -103,6 +144,9 @@ def batch_context(notice: Notice) -> dict:
         "batch_url": f"{settings.SITE_URL}{batch.get_absolute_url()}",
         "csv_name": f"batch-{batch.pk}-certificates.csv",
         "source_side": access.notice_to_source_side(notice),
+        "devices": device_figures(transfers),
+        "told": told_endpoints(batch),
+        "confirm_devices": confirm_devices(batch, target),
     }
 
 
@@ -122,6 +166,8 @@ def context(notice: Notice) -> dict:
         "transfer_url": f"{settings.SITE_URL}{transfer.get_absolute_url()}",
         "region": transfer.region,
         "landing_commands": landing_commands(transfer),
+        "told": told_endpoints(transfer),
+        "confirm_devices": confirm_devices(transfer, transfer.target),
         # The target's contacts read what concerns the target (access).
         "source_side": access.notice_to_source_side(notice),
     }
@@ -154,6 +200,7 @@ def subject(notice: Notice, ctx: dict | None = None) -> str:
             pk=notice.batch_id,
             target=notice.batch.target_account_id,
             expires=_when(ctx["expires_at"]),
+            wave=notice.batch.wave,
         )
     t = notice.transfer
     return SUBJECTS[notice.kind].format(
@@ -162,12 +209,17 @@ def subject(notice: Notice, ctx: dict | None = None) -> str:
 
 
 def certificate_csv(transfers: list[Transfer]) -> str:
-    """The attachment of a batch email: a row per certificate."""
+    """The attachment of a batch email: a row per certificate. When their devices were
+    looked for in the target, whether they are back (back, not_back, waiting,
+    unverifiable) and why not."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["certificate_id", "certificate_arn", "transfer", "status"])
+    devices = any(t.device_check for t in transfers)
+    head = ["certificate_id", "certificate_arn", "transfer", "status"]
+    writer.writerow(head + (["devices", "devices_reason"] if devices else []))
     for t in transfers:
-        writer.writerow([t.certificate_id, t.certificate_arn, t.pk, t.status])
+        row = [t.certificate_id, t.certificate_arn, t.pk, t.status]
+        writer.writerow(row + ([t.device_check, t.device_reason] if devices else []))
     return out.getvalue()
 
 
@@ -187,7 +239,7 @@ def render(notice: Notice) -> dict:
     with timezone.override(zoneinfo.ZoneInfo(_zone_for(notice))):
         ctx = context(notice)
         attachments = []
-        if notice.transfer is None:
+        if notice.transfer is None and notice.kind != Kind.PAUSED:
             attachments.append((ctx["csv_name"], certificate_csv(ctx["transfers"]), "text/csv"))
         return {
             "subject": subject(notice, ctx),
@@ -197,9 +249,32 @@ def render(notice: Notice) -> dict:
         }
 
 
+def paused_payload(notice: Notice) -> dict:
+    b = notice.batch
+    return {
+        "type": "certificate_transfer_batch.paused",
+        "notice_id": notice.pk,
+        "batch": {
+            "id": b.pk,
+            "source_account_id": b.source.account_id,
+            "target_account_id": b.target_account_id,
+            "region": b.region,
+            "requested_by": b.requester.get_username(),
+            "wave": b.wave,
+            "threshold": b.wave_threshold,
+            "paused_at": b.paused_at.isoformat() if b.paused_at else None,
+            "pause_reason": b.pause_reason,
+            "url": f"{settings.SITE_URL}{b.get_absolute_url()}",
+        },
+    }
+
+
 def batch_payload(notice: Notice) -> dict:
+    if notice.kind == Kind.PAUSED:
+        return paused_payload(notice)
     ctx = batch_context(notice)
     b = notice.batch
+    figures = ctx["devices"]
     return {
         "type": f"certificate_transfer_batch.{notice.kind}",
         "notice_id": notice.pk,
@@ -215,9 +290,22 @@ def batch_payload(notice: Notice) -> dict:
             "expires_at": ctx["expires_at"].isoformat() if ctx["expires_at"] else None,
             "url": ctx["batch_url"],
             "transfers": [
-                {"id": t.pk, "certificate_id": t.certificate_id, "status": t.status}
+                {
+                    "id": t.pk,
+                    "certificate_id": t.certificate_id,
+                    "status": t.status,
+                    "devices": t.device_check,
+                    "devices_reason": t.device_reason,
+                }
                 for t in ctx["transfers"]
             ],
+            "devices": {
+                "told": ctx["told"],
+                "confirm": ctx["confirm_devices"],
+                "back": figures["back"],
+                "checked": figures["checked"],
+                "not_back": len(figures["not_back"]),
+            },
         },
     }
 
@@ -244,6 +332,12 @@ def payload(notice: Notice) -> dict:
             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
             "url": f"{settings.SITE_URL}{t.get_absolute_url()}",
             "landing_commands": landing_commands(t),
+            "devices": {
+                "told": told_endpoints(t),
+                "confirm": confirm_devices(t, t.target),
+                "check": t.device_check,
+                "reason": t.device_reason,
+            },
         },
     }
 
@@ -260,7 +354,15 @@ def slack_payload(notice: Notice) -> dict:
     with timezone.override(zoneinfo.ZoneInfo("UTC")):
         ctx = context(notice)
         title = subject(notice, ctx if notice.transfer is None else None)
-    if notice.transfer is None:
+    if notice.kind == Kind.PAUSED:
+        b = notice.batch
+        url = ctx["batch_url"]
+        fields = [
+            ("Wave", str(b.wave)),
+            ("From", f"{b.source.account_id} ({b.source.name}), {b.region}"),
+            ("Why", b.pause_reason or "-"),
+        ]
+    elif notice.transfer is None:
         b = notice.batch
         url = ctx["batch_url"]
         fields = [
@@ -269,6 +371,11 @@ def slack_payload(notice: Notice) -> dict:
             ("Message", b.message or "(none)"),
             ("Expires", _when(ctx["expires_at"]) if ctx["expires_at"] else "-"),
         ]
+        figures = ctx["devices"]
+        if figures["checked"]:
+            fields.append(("Devices back", f"{figures['back']} of {figures['checked']}"))
+        if ctx["told"]:
+            fields.append(("Devices told", ", ".join(ctx["told"])))
     else:
         t = notice.transfer
         url = ctx["transfer_url"]
@@ -278,6 +385,8 @@ def slack_payload(notice: Notice) -> dict:
             ("Message", t.message or "(none)"),
             ("Expires", _when(t.expires_at) if t.expires_at else "-"),
         ]
+        if ctx["told"]:
+            fields.append(("Devices told", ", ".join(ctx["told"])))
     return {
         "text": title,
         "blocks": [

@@ -930,6 +930,8 @@ class Notice(models.Model):
         CANCELLED = "cancelled", "Cancelled"
         EXPIRED = "expired", "Expired"
         FAILED = "failed", "Failed"
+        # A batch's own notice: paused below its wave threshold (transfers.waves).
+        PAUSED = "paused", "Batch paused"
 
     class Status(models.TextChoices):
         PENDING = "pending"

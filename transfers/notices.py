@@ -21,6 +21,13 @@ one webhook event with the ids, one Slack message. When a batch's held notices g
   the first one was held; the beat task that re-sends stale notices checks every batch with
   held notices (every 5 minutes).
 An account whose webhook receiver wants an event per transfer sets webhook_per_transfer.
+An outcome that lands certificates (accepted) also waits while the batch's devices are being
+looked for in the target (workflow.devices), up to MAX_HOLD, so the closing notice says how
+many came back (the beat sends it once they settle).
+
+A batch's own notice, not carried from its transfers: paused (``batch_paused``), when a wave
+ended below the batch's threshold (transfers.waves). Its requester and the source's approvers
+get an email each, the source's webhook and Slack channel one message each, once per pause.
 """
 
 from __future__ import annotations
@@ -35,13 +42,14 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import F, Max, Min
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from policies.mail import approver_emails
 from transfers import messages, outbound, queue
-from transfers.models import Notice, Transfer
+from transfers.models import Notice, Transfer, TransferBatch
 
 log = logging.getLogger(__name__)
 Kind, Channel, Status = Notice.Kind, Notice.Channel, Notice.Status
@@ -152,12 +160,29 @@ def send_reminders(now=None) -> int:
 
 
 def _due(batch_pk: int, kind: str, newest, oldest, now) -> bool:
-    if now - newest >= QUIET or now - oldest >= MAX_HOLD:
+    if now - oldest >= MAX_HOLD:
+        return True
+    if kind == Kind.ACCEPTED and _devices_coming(batch_pk):
+        return False  # the closing notice says how many devices came back
+    if now - newest >= QUIET:
         return True
     coming = _STILL_COMING.get(kind)
     if coming is None:  # reminders: only the quiet period tells
         return False
     return not Transfer.objects.filter(batch_id=batch_pk, status__in=coming).exists()
+
+
+def _devices_coming(batch_pk: int) -> bool:
+    """Some landed (or landing) transfer of the batch has devices still looked for in the
+    target (workflow.devices): their figures are not known yet."""
+    Landing, Check = Transfer.Landing, Transfer.DeviceCheck
+    landing = models.Q(
+        status=Transfer.Status.ACCEPTED,
+        device_check=Check.NONE,
+        landing_state__in=[Landing.PLANNED, Landing.LANDING, Landing.PARTIAL],
+    ) & ~models.Q(detached_things=[])
+    rows = Transfer.objects.filter(batch_id=batch_pk)
+    return rows.filter(models.Q(device_check=Check.WAITING) | landing).exists()
 
 
 def flush_batch(batch_pk: int, *, kinds=None, now=None) -> list[int]:
@@ -206,6 +231,38 @@ def flush_batches(now=None) -> int:
         .distinct()
     )
     return sum(len(flush_batch(pk, now=now)) for pk in list(batches))
+
+
+def batch_paused(batch: TransferBatch) -> list[int]:
+    """The batch paused below its wave threshold: its requester and the source's approvers
+    (an email each), the source's webhook and Slack channel (when it has them) are told why,
+    with a link to the batch page where an approver resumes or stops it. Returns the new
+    notices' pks (sent after commit)."""
+    source = batch.source
+    emails = {batch.requester.email} if batch.requester.email else set()
+    emails |= set(approver_emails(source.pk, exclude=set()))
+    rows = [
+        Notice(batch=batch, channel=Channel.EMAIL, recipient=e, kind=Kind.PAUSED)
+        for e in sorted(emails)
+    ]
+    if source.webhook_url and source.webhook_secret:
+        rows.append(
+            Notice(
+                batch=batch, channel=Channel.WEBHOOK, recipient=source.webhook_url, kind=Kind.PAUSED
+            )
+        )
+    if source.slack_webhook_url:
+        rows.append(
+            Notice(
+                batch=batch,
+                channel=Channel.SLACK,
+                recipient=slack_recipient(source.account_id),
+                kind=Kind.PAUSED,
+            )
+        )
+    made = [row.pk for row in Notice.objects.bulk_create(rows)]
+    _enqueue(made)
+    return made
 
 
 def _enqueue(pks: list[int]) -> None:
@@ -308,7 +365,7 @@ def slack_recipient(account_id: str) -> str:
 
 
 def _send_slack(notice: Notice) -> None:
-    target = messages.target_account(notice)
+    target = messages.channel_account(notice)
     if target is None or not target.slack_webhook_url:
         raise DeliveryError("the account has no Slack incoming webhook any more")
     body = json.dumps(messages.slack_payload(notice), separators=(",", ":"))
@@ -318,7 +375,7 @@ def _send_slack(notice: Notice) -> None:
 
 
 def _send_webhook(notice: Notice) -> None:
-    target = messages.target_account(notice)
+    target = messages.channel_account(notice)
     if target is None or not target.webhook_url:
         raise DeliveryError("the account has no webhook URL any more")
     if not target.webhook_secret:

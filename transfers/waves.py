@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from transfers import aws, permissions, queue
+from transfers import aws, notices, permissions, queue
 from transfers.models import Transfer, TransferBatch
 from transfers.workflow import devices
 from transfers.workflow.errors import WORKER, TransferError
@@ -341,6 +341,7 @@ def _pause(batch: TransferBatch, current: dict) -> None:
         batch.paused_at, batch.pause_reason = timezone.now(), reason
         for t in batch.transfers.filter(wave=current["wave"]).order_by("pk")[:1]:
             record(t, "batch_paused", WORKER, batch=batch.pk, reason=reason)
+        notices.batch_paused(batch)  # its requester and the source's approvers
 
 
 # --------------------------------------------------------------------------- people
