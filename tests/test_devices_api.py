@@ -335,6 +335,34 @@ def test_release_devices_moves_a_held_transfer_without_the_devices_confirmation(
     assert again.status_code == 409 and error(again)["code"] == "invalid_state"
 
 
+def test_stop_waiting_gives_up_on_a_transfer_waiting_for_its_devices(world, moved, target):
+    waiting = make_transfer(
+        make_cert(world.things[0].account, 7, things=["sensor-7"]),
+        world.requester,
+        Transfer.Status.APPROVED,
+        target=target,
+        approver=world.approver,
+        tell_devices=True,
+        device_things=["sensor-7"],
+        device_job_status="QUEUED",
+    )
+    pk = waiting.pk
+    assert api_for(world.outsider).post(url("transfer-stop-waiting", pk)).status_code == 404
+    refused = api_for(world.carol).post(url("transfer-stop-waiting", pk))
+    assert refused.status_code == 403 and error(refused)["code"] == "forbidden"
+    stopped = api_for(world.requester).post(
+        url("transfer-stop-waiting", pk), {"comment": "Not this week"}, format="json"
+    )
+    assert stopped.status_code == 200, stopped.content
+    assert stopped.json()["status"] == "cancelled"
+    assert stopped.json()["error_message"] == "Not this week"
+    again = api_for(world.requester).post(url("transfer-stop-waiting", pk))
+    assert again.status_code == 409 and error(again)["code"] == "invalid_state"
+    # Accepted already: nothing to stop.
+    late = api_for(world.approver).post(url("transfer-stop-waiting", moved.back.pk))
+    assert late.status_code == 409
+
+
 def test_resume_and_stop_a_paused_batch_as_the_batch_page_does(
     world, moved, django_capture_on_commit_callbacks
 ):
@@ -371,6 +399,7 @@ def test_the_new_operations_are_in_the_schema_with_their_statuses(world):
     schema = api_for(world.requester).get(url("schema"), {"format": "json"}).json()
     for path in (
         "/api/transfers/{id}/release-devices/",
+        "/api/transfers/{id}/stop-waiting/",
         "/api/batches/{id}/resume/",
         "/api/batches/{id}/stop/",
     ):

@@ -44,6 +44,7 @@ urlpatterns = [
         views.release_devices,
         name="transfer-release-devices",
     ),
+    path("transfers/<int:pk>/stop-waiting/", views.stop_waiting, name="transfer-stop-waiting"),
     path("incoming/", views.IncomingList.as_view(), name="incoming"),
     path("batches/", views.BatchList.as_view(), name="batch-list"),
     path("batches/preflight/", views.batch_preflight, name="batch-preflight"),

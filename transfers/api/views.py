@@ -414,6 +414,18 @@ def release_devices(request, pk: int) -> Response:
     return _act(request, pk, workflow.release_devices, CommentSerializer, "comment")
 
 
+@extend_schema(
+    request=CommentSerializer,
+    responses=ACTION_RESPONSES,
+    summary="Stop a transfer still waiting for (or held by) its devices: it ends cancelled, "
+    "the certificate untouched in the source, its own job cancelled (its requester or an "
+    "approver of the source)",
+)
+@api_view(["POST"])
+def stop_waiting(request, pk: int) -> Response:
+    return _act(request, pk, workflow.stop_waiting_for_devices, CommentSerializer, "comment")
+
+
 def _check_with_aws(user, pk: int) -> str:
     transfer = Transfer.objects.select_related("source").get(pk=pk)
     if not permissions.can_operate(user, transfer.source):
