@@ -513,6 +513,7 @@ def test_the_batch_page_shows_its_waves_and_its_devices(client, waved, requester
     assert "<title>5–30 s: 1</title>" in html  # the devices' histogram
     assert "Certificate downtime" in html  # the certificate's figures, beside them
     assert 'hx-trigger="every 2s"' in html  # a device is still waited for
+    assert '<td>2</td>\n      <td><span class="bad">not back</span></td>' in html  # its row
 
 
 def test_a_paused_batch_offers_resume_and_stop_to_approvers_only(
