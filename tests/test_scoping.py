@@ -71,13 +71,18 @@ ENDPOINTS: dict[str, tuple[str, set[str]]] = {
             "landed-by-hand",
             "retry-restore",
             "restored-by-hand",
+            "release-devices",
+            "stop-waiting",
         ]
     },
     "api:notice-send-again": ("notice_page", {"POST"}),
     "api:account-detail": ("account", {"GET"}),
     "api:account-sync": ("account", {"POST"}),
     "api:batch-detail": ("batch", {"GET"}),
-    **{f"api:batch-{a}": ("batch", {"POST"}) for a in [*BATCH_ACTIONS, "approve-landing"]},
+    **{
+        f"api:batch-{a}": ("batch", {"POST"})
+        for a in [*BATCH_ACTIONS, "approve-landing", "resume", "stop"]
+    },
 }
 # The Django admin is for portal staff only, across every account by design; an outsider
 # (not staff) is sent to its login page whatever the id (checked below).
