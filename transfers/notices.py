@@ -47,7 +47,9 @@ from django.db.models import F, Max, Min
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
-from policies.mail import approver_emails
+# The module, not its function: policies.mail imports messages, which imports the workflow
+# package, which imports this module (a name imported from a half-loaded module fails).
+from policies import mail as approval_mail
 from transfers import messages, outbound, queue
 from transfers.models import Notice, Transfer, TransferBatch
 
@@ -240,7 +242,7 @@ def batch_paused(batch: TransferBatch) -> list[int]:
     notices' pks (sent after commit)."""
     source = batch.source
     emails = {batch.requester.email} if batch.requester.email else set()
-    emails |= set(approver_emails(source.pk, exclude=set()))
+    emails |= set(approval_mail.approver_emails(source.pk, exclude=set()))
     rows = [
         Notice(batch=batch, channel=Channel.EMAIL, recipient=e, kind=Kind.PAUSED)
         for e in sorted(emails)

@@ -25,10 +25,6 @@ import pytest
 import requests
 from django.db import connections
 
-# First: transfers.batches imported before the workflow package runs into an import cycle
-# on main (policies.mail -> transfers.messages -> transfers.workflow -> notices ->
-# policies.mail); the workflow first, as the portal's own start-up does.
-import transfers.workflow  # noqa: F401
 from demo import certificate_pem
 from standin.control import client_for_account
 from tests.conftest import SOURCE, TARGET, api_token, make_account, make_user
