@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet pip==26.3 setuptools==80.9.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# Compile once, as pip does for what it installs: the suite's modules and the plugins'
+	@# packages pytest rewrites for its assertions (schemathesis alone is 240 modules), so
+	@# each test worker loads them instead of compiling them again (7.7 s -> 2.9 s each).
+	env -u PYTHONDONTWRITEBYTECODE -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q \
+		--collect-only -p no:randomly tests > /dev/null
 	touch $(STAMP)
 
 # The demo talks to the embedded AWS stand-in with throwaway credentials. Its database,
@@ -44,7 +49,8 @@ run: $(STAMP)
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	@start=$$(date +%s.%N); \
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -n $(TEST_WORKERS) --durations=5 \
+	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE \
+		$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=5 \
 		-m "not services and not browser"; \
 	status=$$?; \
 	echo "make test: $$(awk "BEGIN { printf \"%.0f\", $$(date +%s.%N) - $$start }") s, exit status $$status"; \

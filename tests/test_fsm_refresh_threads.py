@@ -35,7 +35,7 @@ def test_transfers_refresh_from_db_in_threads(source, requester):
     def work() -> None:
         try:
             row = Transfer.objects.get(pk=pk)
-            for _ in range(300):
+            for _ in range(100):
                 try:
                     row.refresh_from_db()
                 except AttributeError as exc:

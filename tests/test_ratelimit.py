@@ -101,7 +101,7 @@ def test_a_throttling_answer_slows_the_bucket(standin, source):
     assert bucket.throttled == 1 and bucket.rate == source.api_rate * ratelimit.DECREASE
 
 
-def test_botocore_retries_take_tokens_and_slow_the_bucket(standin, source, settings):
+def test_botocore_retries_take_tokens_and_slow_the_bucket(standin, source, settings, monkeypatch):
     """botocore retries inside one call: each attempt is a request AWS counts, so each takes
     a token, and each throttling answer halves the rate."""
     from transfers import aws
@@ -109,6 +109,16 @@ def test_botocore_retries_take_tokens_and_slow_the_bucket(standin, source, setti
     settings.AWS_MAX_ATTEMPTS = 3
     aws.clear_cache()
     standin.set_faults(throttle_rate=1.0, operations=["ListCertificates"])
+    # botocore's backoff between its attempts is not what this is about: no sleeping.
+    import time
+    import types
+
+    import botocore.endpoint
+
+    fast = {k: getattr(time, k) for k in dir(time) if not k.startswith("_")}
+    monkeypatch.setattr(
+        botocore.endpoint, "time", types.SimpleNamespace(**{**fast, "sleep": lambda s: None})
+    )
     with pytest.raises(aws.AwsError) as failed:
         aws.call(aws.client(source, "us-east-1"), "list_certificates", pageSize=1)
     assert failed.value.code == "ThrottlingException"
