@@ -365,6 +365,7 @@ _MARKERS = {
     "list_principal_things_v2": ("nextToken", "nextToken"),
     "list_things": ("nextToken", "nextToken"),
     "list_thing_principals": ("nextToken", "nextToken"),
+    "list_job_executions_for_job": ("nextToken", "nextToken"),
 }
 
 
