@@ -123,6 +123,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--backoff-base", type=float, default=1.0, help="reconnection backoff")
     parser.add_argument(
+        "--no-connectivity",
+        action="store_true",
+        help="connectivity indexing off in the target: devices told, their return not looked for",
+    )
+    parser.add_argument(
         "--back-wait-minutes",
         type=int,
         default=2,
@@ -681,7 +686,8 @@ def start_devices(url: str, control, args) -> None:
     connectivity indexing on in both accounts of the pair, so the portal can ask."""
     from standin.control import client_for_account
 
-    for account in PAIRS["pre-accepted"]:
+    pair = PAIRS["pre-accepted"]
+    for account in pair[:1] if args.no_connectivity else pair:
         client_for_account(account, REGION, url).update_indexing_configuration(
             thingIndexingConfiguration={
                 "thingIndexingMode": "REGISTRY",
