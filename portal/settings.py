@@ -340,6 +340,10 @@ TRANSFER_THING_DETACH_WAIT_SECONDS = env.integer(
 DEVICE_JOB_TIMEOUT_MINUTES = env.integer("DEVICE_JOB_TIMEOUT_MINUTES", 10, minimum=1)
 DEVICE_JOB_WAIT_MINUTES = env.integer("DEVICE_JOB_WAIT_MINUTES", 30, minimum=1)
 DEVICE_BACK_WAIT_MINUTES = env.integer("DEVICE_BACK_WAIT_MINUTES", 15, minimum=1)
+# How often the beat looks for the devices of landed transfers, and at most how many
+# transfers a round (each look one GetThingConnectivityData per thing).
+DEVICE_CHECK_SECONDS = env.integer("DEVICE_CHECK_SECONDS", 5, minimum=1)
+DEVICE_CHECKS_PER_ROUND = env.integer("DEVICE_CHECKS_PER_ROUND", 50, minimum=1)
 # While a device has not finished its job, its transfer asks again this often.
 DEVICE_POLL_SECONDS = env.integer("DEVICE_POLL_SECONDS", 3, minimum=1)
 # Restores that did not finish are tried again by the sweep with backoff, this many times,
@@ -446,6 +450,12 @@ CELERY_BEAT_SCHEDULE = {
     "sync-inventory": {
         "task": "transfers.tasks.sync_all_accounts",
         "schedule": INVENTORY_SYNC_MINUTES * 60.0,
+    },
+    "check-devices": {
+        "task": "transfers.tasks.check_devices_due",
+        "schedule": float(DEVICE_CHECK_SECONDS),
+        # A round nobody ran in time is overtaken by the next: never a backlog of them.
+        "options": {"expires": DEVICE_CHECK_SECONDS},
     },
     "reconcile-transfers": {
         "task": "transfers.tasks.reconcile",

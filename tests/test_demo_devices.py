@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 import demo
 from tests.conftest import committed
@@ -55,11 +56,16 @@ def test_the_walk_through_ends_with_the_device_back_online_in_acme(seeded, later
     committed(workflow.approve_landing, carol, transfer.pk)
     committed(workflow.approve, bob, transfer.pk)
 
-    for _ in range(30):  # the polls the worker would run, a second apart on the device clock
-        if not later_polls:
+    # The polls the worker would run and the beat's rounds of device checks, a second apart
+    # on the device clock.
+    far = timezone.now() + timedelta(days=1)
+    for _ in range(30):
+        waiting = Transfer.objects.filter(device_check=Transfer.DeviceCheck.WAITING).exists()
+        if not later_polls and not waiting:
             break
         due, later_polls[:] = list(later_polls), []
         clock[0] += 1.0
+        workflow.sweep_device_checks(now=far)
         for name, args in due:
             getattr(tasks, name).apply(args=args).get()
 

@@ -299,7 +299,7 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
         raise RuntimeError("disk on fire")
 
     monkeypatch.setattr(workflow, "reconcile_pending", broken)
-    for name in ("requeue_stalled", "sweep_restores", "sweep_landings", "sweep_device_checks"):
+    for name in ("requeue_stalled", "sweep_restores", "sweep_landings"):
         monkeypatch.setattr(workflow, name, lambda name=name: ran.append(name) or 0)
     monkeypatch.setattr(batches, "resume_approvals", lambda: ran.append("resume_approvals") or 0)
 
@@ -310,7 +310,6 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
         "resume_approvals",
         "sweep_restores",
         "sweep_landings",
-        "sweep_device_checks",
     ]
     assert outcomes == {
         "exception": 1,
@@ -318,7 +317,6 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
         "approvals_resumed": 0,
         "restores": 0,
         "landings": 0,
-        "device_checks": 0,
     }
     assert SweepFailure.objects.get().sweep == "reconcile"
 

@@ -63,15 +63,10 @@ def land_transfer(pk: int) -> str:
     return workflow.land(pk)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def check_devices(pk: int) -> str:
-    """One look at whether a landed transfer's devices are back; again later until they
-    are or the wait is over (the sweep re-sends a lost one)."""
-    delay = workflow.check_devices(pk)
-    if delay is not None:
-        queue.send_later("check_devices", pk, seconds=delay)
-        return f"again in {delay:g} s"
-    return "settled"
+@shared_task
+def check_devices_due() -> int:
+    """Beat, every DEVICE_CHECK_SECONDS: are the devices of landed transfers back yet?"""
+    return workflow.sweep_device_checks()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
@@ -90,7 +85,6 @@ def reconcile() -> dict:
     outcomes["approvals_resumed"] = _isolated(Sweep.REQUEUE, batches.resume_approvals)
     outcomes["restores"] = _isolated(Sweep.RESTORES, workflow.sweep_restores)
     outcomes["landings"] = _isolated(Sweep.LANDINGS, workflow.sweep_landings)
-    outcomes["device_checks"] = _isolated(Sweep.DEVICES, workflow.sweep_device_checks)
     return outcomes
 
 

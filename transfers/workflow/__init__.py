@@ -21,9 +21,9 @@ Callers import from here: ``from transfers import workflow; workflow.approve(...
 from transfers.workflow.cancel import cancel
 from transfers.workflow.decide import approve, check_can_approve, decline, retry, withdraw
 from transfers.workflow.devices import check as check_devices
+from transfers.workflow.devices import check_due as sweep_device_checks
 from transfers.workflow.devices import release as release_devices
 from transfers.workflow.devices import stop_waiting as stop_waiting_for_devices
-from transfers.workflow.devices import sweep_checks as sweep_device_checks
 from transfers.workflow.errors import EXPIRY, RECONCILER, WORKER, RetryLater, TransferError
 from transfers.workflow.events import record
 from transfers.workflow.execute import execute, fail
