@@ -282,9 +282,9 @@ def test_a_device_not_back_in_time_says_what_aws_says(
 
 @pytest.fixture
 def fleet(world, source):
-    """Thirty certificates with a thing each, moved in a batch with waves of 2, 4, 8..."""
+    """Sixteen certificates with a thing each, moved in a batch with waves of 2, 4, 8..."""
     iot = world["iot"]
-    for n in range(3, 30):
+    for n in range(3, 16):
         made = add_certificate(iot, "ACTIVE", ["Connect"])
         iot.create_thing(thingName=f"sensor-{n}")
         iot.attach_thing_principal(thingName=f"sensor-{n}", principal=made["certificateArn"])
@@ -324,7 +324,7 @@ def test_waves_grow_and_a_wave_below_the_threshold_pauses_the_batch(
         job_answer_seconds=0.01,
         traits={lost: ["never_reconnect"]},
     )
-    assert [waves.size(batch, n, 30) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    assert [waves.size(batch, n, 16) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
     committed(batches.approve_landing, fleet["carol"], batch)
     committed(batches.approve, approver, batch)
     batch.refresh_from_db()
@@ -333,7 +333,7 @@ def test_waves_grow_and_a_wave_below_the_threshold_pauses_the_batch(
     assert set(canary.values_list("status", "device_job_id")) == {
         ("approved", f"portal-batch-{batch.pk}-wave-1-{min(t.pk for t in canary)}")
     }
-    assert batch.transfers.filter(wave__isnull=True, status="approved").count() == 28
+    assert batch.transfers.filter(wave__isnull=True, status="approved").count() == 14
 
     run_polls(later_polls, clock, rounds=20)  # checks and feeder ticks until it settles
 
@@ -355,7 +355,7 @@ def test_waves_grow_and_a_wave_below_the_threshold_pauses_the_batch(
     assert "75 %" in batch.pause_reason and "below" in batch.pause_reason
     assert later_polls == []  # a paused batch has no feeder ticking
     untouched = batch.transfers.filter(wave__isnull=True)
-    assert untouched.count() == 24 and set(untouched.values_list("status", flat=True)) == {
+    assert untouched.count() == 10 and set(untouched.values_list("status", flat=True)) == {
         "approved"
     }
     for t in untouched:  # still ACTIVE in the source, with its policy
@@ -379,10 +379,10 @@ def test_stopping_a_batch_leaves_what_did_not_start_in_the_source(
     committed(batches.approve_landing, fleet["carol"], batch)
     committed(batches.approve, approver, batch)
     stopped = committed(waves.stop, approver, batch, "customer asked to wait")
-    assert stopped == 28
+    assert stopped == 14
     batch.refresh_from_db()
     assert batch.stopped_at is not None and batch.stopped_by == approver
-    assert batch.transfers.filter(status="cancelled").count() == 28
+    assert batch.transfers.filter(status="cancelled").count() == 14
     assert batches.feed(batch.pk) == (0, None)
     for t in batch.transfers.filter(status="cancelled"):
         desc = fleet["iot"].describe_certificate(certificateId=t.certificate_id)
