@@ -180,6 +180,33 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+STANDIN_PIDS: dict[str, int] = {}  # the running stand-ins' process ids, by URL
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its live descendants (a prefork pool's
+    children), from /proc; 0 for a process that is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        # After the name: state, ppid, …; utime and stime are the 14th and 15th fields.
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += times.get(current, 0.0)
+        todo.extend(children.get(current, []))
+    return total
+
+
 @contextlib.contextmanager
 def standin_process(command: Sequence[str] | None = None, timeout: float = 120) -> Iterator[str]:
     """Run the stand-in server in a subprocess on a free port; yields its URL.
@@ -201,6 +228,7 @@ def standin_process(command: Sequence[str] | None = None, timeout: float = 120) 
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    STANDIN_PIDS[url] = proc.pid
     try:
         control = RemoteControl(url, timeout=5)
         deadline = time.monotonic() + timeout
@@ -288,6 +316,19 @@ class Workers:
                 start_new_session=True,
             )
             self.procs.append((proc, log))
+
+    def start_args(self, args: Sequence[str]) -> None:
+        """One worker started with ``args`` after ``celery`` (``-A portal worker …``)."""
+        log = self.logs / f"worker{len(self.worker_logs()) + 1}.log"
+        proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
+            [sys.executable, "-m", "celery", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append((proc, log))
 
     def wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -38,8 +38,11 @@ case "$command" in
         ;;
     worker)
         require_settings
+        # A pool of threads: a transfer mostly waits (for AWS, for the rate limiter's next
+        # token), and a waiting thread is cheap where a waiting process is not. One worker
+        # per core; more threads per worker for higher rates (docs/deploy.md "Sizing").
         exec celery -A portal worker --loglevel "${LOG_LEVEL:-INFO}" \
-            --concurrency "${WORKER_CONCURRENCY:-4}" "$@"
+            --pool threads --concurrency "${WORKER_CONCURRENCY:-8}" "$@"
         ;;
     beat)
         require_settings

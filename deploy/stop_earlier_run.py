@@ -27,7 +27,9 @@ PROGRAMS = [
     ("web", "gunicorn"),
     ("standin", "standin.server"),
     ("beat", "beat"),
-    ("worker", "worker"),
+    ("worker0", "worker"),  # two worker processes (deploy/supervisord-dev.conf)
+    ("worker1", "worker"),
+    ("worker", "worker"),  # a run from before there were two
 ]
 
 # supervisord gives the worker's warm shutdown up to 30 s (deploy/supervisord-dev.conf).

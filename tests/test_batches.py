@@ -3,6 +3,7 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
 from transfers import batches, inventory, workflow
@@ -134,6 +135,55 @@ def test_the_feeder_hands_out_a_window_at_a_time(
     assert batches.feed(batch.pk, lease) == (0, None)  # done: the lease is given back
     batch.refresh_from_db()
     assert batch.feeder_until is None
+
+
+def test_a_worker_done_with_a_transfer_hands_on_the_batchs_next_one(
+    fleet, requester, approver, source, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Issue 25 §2: the transfers in flight stay what the feeder made them without waiting
+    for its next tick (which waits in the queue behind the work it handed out)."""
+    from transfers import queue, tasks
+
+    source.api_rate = 1000.0  # no wait in the limiter
+    source.save()
+    batch = request(requester, fleet)
+    with django_capture_on_commit_callbacks(execute=False):
+        batches.approve(approver, batch)
+        batches.approve_transfers(batch.pk, approver.pk)
+    sent = []
+    monkeypatch.setattr(
+        queue,
+        "send_now",
+        lambda name, pk, **kw: sent.append(pk) if name == "execute_transfer" else None,
+    )
+    batches.feed(batch.pk)
+    first, second, third, fourth = batch.transfers.order_by("pk").values_list("pk", flat=True)
+    sent.clear()  # the feeder's window (the whole batch at this rate): take back two of it
+    Transfer.objects.filter(pk__in=[third, fourth]).update(queued_at=None)
+
+    # A message for a transfer another worker holds or finished hands nothing on.
+    Transfer.objects.filter(pk=first).update(status=Transfer.Status.PENDING_ACCEPTANCE)
+    assert tasks.execute_transfer.run(first).startswith("skipped")
+    assert sent == []
+    Transfer.objects.filter(pk=first).update(status=Transfer.Status.APPROVED)
+
+    # Done with the first: the next ready one (the second is still in flight) goes out, once.
+    assert tasks.execute_transfer.run(first) == "pending_acceptance"
+    assert sent == [third]
+    assert batch.transfers.get(pk=third).queued_at is not None
+    # Someone else took the fourth a moment ago (the feeder, another worker): not sent twice.
+    Transfer.objects.filter(pk=fourth).update(queued_at=timezone.now())
+    assert tasks.execute_transfer.run(second) == "pending_acceptance"
+    assert sent == [third]
+    # A paused batch hands nothing on: an approver resumes it.
+    Transfer.objects.filter(pk=fourth).update(queued_at=None)
+    TransferBatch.objects.filter(pk=batch.pk).update(paused_at=timezone.now())
+    assert tasks.execute_transfer.run(third) == "pending_acceptance"
+    assert sent == [third]
+    TransferBatch.objects.filter(pk=batch.pk).update(paused_at=None)
+    assert batches.hand_on(third) == fourth
+    assert sent == [third, fourth]
+    assert batches.hand_on(fourth) is None  # nothing left
 
 
 def test_retry_failed_and_cancel_pending(fleet, requester, approver):

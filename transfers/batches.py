@@ -35,6 +35,9 @@ FEEDER_LEASE = timedelta(seconds=30)
 # Approving thousands of transfers: this many per transaction (on SQLite a long write
 # transaction blocks every other writer, the rate limiter included).
 CHUNK = 200
+# A worker handing on the batch's next transfer tries this many of the first ready ones (the
+# others finishing at the same moment take some of them).
+HAND_ON_TRIES = 8
 
 
 def parse_ids(text: str) -> tuple[list[str], list[str]]:
@@ -532,13 +535,7 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
         Q(status=Transfer.Status.PREPARING)
         | Q(status=Transfer.Status.APPROVED, queued_at__gte=now - REQUEUE_AFTER)
     ).count()
-    ready = list(
-        transfers.filter(status=Transfer.Status.APPROVED)
-        .filter(waves.ready())
-        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER))
-        .order_by("pk")
-        .values_list("pk", flat=True)[: max(0, window - busy)]
-    )
+    ready = list(_ready(batch, now).values_list("pk", flat=True)[: max(0, window - busy)])
     if ready:
         Transfer.objects.filter(pk__in=ready).update(queued_at=now)
         for pk in ready:
@@ -550,6 +547,44 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
         TransferBatch.objects.filter(pk=batch_pk, feeder_until=held).update(feeder_until=None)
         return 0, None
     return waiting, held.isoformat()
+
+
+def _ready(batch: TransferBatch, now: datetime):
+    """The batch's transfers a worker may take now: approved, of a started wave with its
+    devices told, and not handed out in the last REQUEUE_AFTER."""
+    return (
+        batch.transfers.filter(status=Transfer.Status.APPROVED)
+        .filter(waves.ready())
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER))
+        .order_by("pk")
+    )
+
+
+def hand_on(transfer_pk: int) -> int | None:
+    """A worker that has finished with a batch's transfer hands the batch's next ready one
+    to the workers, so the transfers in flight stay what the feeder made them however late
+    its next tick comes: a tick waits in the queue behind the work it handed out, and
+    behind executions that wait for the rate limiter in every worker process. Returns the
+    transfer handed on, if any.
+
+    Taking it is a compare-and-set on ``queued_at`` (the feeder and other workers finishing
+    at the same moment may pick the same row): a row someone else took is skipped."""
+    batch = (
+        TransferBatch.objects.filter(
+            transfers=transfer_pk, paused_at__isnull=True, stopped_at__isnull=True
+        )
+        .only("pk")
+        .first()
+    )
+    if batch is None:
+        return None
+    now = timezone.now()
+    stale = Q(queued_at__isnull=True) | Q(queued_at__lt=now - REQUEUE_AFTER)
+    for pk in _ready(batch, now).values_list("pk", flat=True)[:HAND_ON_TRIES]:
+        if Transfer.objects.filter(stale, pk=pk).update(queued_at=now):
+            queue.send_now("execute_transfer", pk)
+            return pk
+    return None
 
 
 def progress(batch: TransferBatch) -> dict:

@@ -44,7 +44,7 @@ def _backoff(retries: int) -> int:
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=RETRY_LIMIT)
 def execute_transfer(self, pk: int) -> str:
     try:
-        return workflow.execute(pk)
+        outcome = workflow.execute(pk)
     except workflow.RetryLater as exc:
         if self.request.retries >= self.max_retries:
             workflow.fail(
@@ -55,6 +55,9 @@ def execute_transfer(self, pk: int) -> str:
             )
             return "failed: retries exhausted"
         raise self.retry(countdown=_backoff(self.request.retries)) from exc
+    if not outcome.startswith(("waiting", "skipped", "stopped")):
+        batches.hand_on(pk)  # done with it: the batch's next one, if it has one
+    return outcome
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

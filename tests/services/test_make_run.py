@@ -1,5 +1,6 @@
 """`make run` itself: its programs end with supervisord however it ends, and a new run in the
-same checkout leaves one beat and one worker (issue 22, point 12).
+same checkout leaves one beat and its two workers (issue 22, point 12; two worker processes
+since issue 25 §2).
 
 Each run has its own PORTAL_VAR_DIR (SQLite and the file broker, as a newcomer's) and free
 ports, so the checkout's own `make run`, if one is going, is neither seen nor touched. In the
@@ -21,6 +22,7 @@ import pytest
 from tests.services.conftest import REPO, free_port, wait_until
 
 START_TIMEOUT = 240
+WORKERS = 2  # deploy/supervisord-dev.conf: [program:worker] numprocs
 
 
 @dataclass
@@ -79,7 +81,10 @@ class MakeRun:
             if self.handle.poll() is not None:
                 pytest.fail(f"make run exited:\n{self.output()[-3000:]}")
             text = self.output()
-            if "worker@" not in text or " ready." not in text or "beat: Starting" not in text:
+            workers_ready = sum(f"worker{n}@" in text for n in range(WORKERS))
+            if workers_ready < WORKERS or text.count(" ready.") < WORKERS:
+                return False
+            if "beat: Starting" not in text:
                 return False
             if not web:
                 return True
@@ -129,13 +134,13 @@ def make_run(tmp_path):
             os.kill(process.pid, signal.SIGKILL)
 
 
-def test_make_run_leaves_one_beat_and_one_worker_whatever_an_earlier_run_left(make_run):
+def test_make_run_leaves_one_beat_and_its_workers_whatever_an_earlier_run_left(make_run):
     def pids() -> set[int]:
         return {p.pid for p in processes_of(make_run.var_dir)}
 
     def one_beat_and_one_worker() -> None:
         beats, workers = beats_and_workers(make_run.var_dir)
-        assert (len(beats), len(workers)) == (1, 1), processes_of(make_run.var_dir)
+        assert (len(beats), len(workers)) == (1, WORKERS), processes_of(make_run.var_dir)
 
     first = make_run()
     first.wait_ready()
