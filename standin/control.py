@@ -62,8 +62,8 @@ def set_faults(
 ) -> dict[str, Any]:
     """Replace the fault configuration; returns it. ``operations`` (names like
     ``"TransferCertificate"``) limits the faults and the rate ceilings; ``None`` = all.
-    ``rps_per_operation``: a ceiling per account and API, like AWS's per-API quotas; ``"aws"``:
-    each API at its own AWS allowance (standin.quotas)."""
+    ``rps_per_operation``: a ceiling per account, region and API, like AWS's per-API quotas;
+    ``"aws"``: each API at its own AWS allowance (standin.quotas)."""
     FAULTS.configure(
         {
             "throttle_rate": throttle_rate,

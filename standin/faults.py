@@ -5,8 +5,9 @@ moto's server answers requests on several threads at once.
 
 * :data:`FAULTS` decides, before an operation runs, whether a call is answered with an
   injected ``ThrottlingException`` / ``ServiceUnavailableException`` instead: at random, or
-  above a requests-per-second ceiling per account (all its calls together) or per account
-  and operation (AWS's own quotas: each API has its budget). Off by default.
+  above a requests-per-second ceiling per account and region (all its calls together) or
+  per account, region and operation (AWS's own quotas: each API of each account-region pair
+  has its budget). Off by default.
 * :data:`COUNTERS` counts the calls that reached an operation (per operation and per
   ``(operation, certificateId)``, with their outcome) and, separately, the calls that were
   answered by an injected fault, which never reach the operation and never change state.
@@ -46,13 +47,13 @@ class FaultConfig:
     calls answered with ``ThrottlingException`` / ``ServiceUnavailableException``.
     ``operations`` limits the faults *and* the rate ceiling to these operation names
     (``None``: every IoT operation). ``rps_per_account`` is a requests-per-second ceiling per
-    calling account (token bucket, burst = max(1, rps)); calls above it get
-    ``ThrottlingException``. ``rps_per_operation`` is the same ceiling per calling account
-    *and operation*, as AWS applies its per-API quotas (ListThingPrincipals does not use up
-    DescribeCertificate's budget), or ``"aws"``: each API at its own AWS allowance
-    (standin.quotas: AWS's default, or the value set in the stand-in's Service Quotas; an API
-    without one has no ceiling); both may be set. ``seed`` seeds the random generator
-    (``None``: unseeded).
+    calling account and region (token bucket, burst = max(1, rps)); calls above it get
+    ``ThrottlingException``. ``rps_per_operation`` is the same ceiling per calling account,
+    region *and operation*, as AWS applies its per-API quotas (ListThingPrincipals does not
+    use up DescribeCertificate's budget, nor us-east-1 eu-west-1's), or ``"aws"``: each API at
+    its own AWS allowance (standin.quotas: AWS's default, or the value set in the stand-in's
+    Service Quotas; an API without one has no ceiling); both may be set. ``seed`` seeds the
+    random generator (``None``: unseeded).
     """
 
     throttle_rate: float = 0.0
@@ -161,7 +162,7 @@ class FaultInjector:
         self._clock = clock
         self._config = FaultConfig()
         self._rng = random.Random()
-        self._buckets: dict[tuple[str, str], _TokenBucket] = {}
+        self._buckets: dict[tuple[str, str, str], _TokenBucket] = {}
 
     @property
     def config(self) -> FaultConfig:
@@ -184,8 +185,11 @@ class FaultInjector:
     def clear(self) -> None:
         self.configure(FaultConfig())
 
-    def decide(self, operation: str, account_id: str) -> str | None:
-        """The error code to answer instead of running ``operation``, or ``None``."""
+    def decide(self, operation: str, account_id: str, region: str = "") -> str | None:
+        """The error code to answer instead of running ``operation``, or ``None``.
+
+        The ceilings are kept per account *and region*, as AWS keeps its quotas: each
+        account-region pair has its own allowance."""
         with self._lock:
             config = self._config
             if not config.active:
@@ -199,8 +203,8 @@ class FaultInjector:
             if per_operation == AWS_ALLOWANCES:
                 per_operation = QUOTAS.allowance(operation)
             for rps, key in (
-                (config.rps_per_account, (account_id, "")),
-                (per_operation, (account_id, operation)),
+                (config.rps_per_account, (account_id, region, "")),
+                (per_operation, (account_id, region, operation)),
             ):
                 if rps is not None:
                     now = self._clock()

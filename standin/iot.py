@@ -707,7 +707,7 @@ def _call_action(self: IoTResponse) -> Any:
     operation = self._get_action()
     if not operation:
         return original(self)
-    code = FAULTS.decide(operation, self.current_account)
+    code = FAULTS.decide(operation, self.current_account, self.region)
     if code is not None:
         COUNTERS.record_fault(operation, code)
         return _fault_response(self, code)

@@ -132,6 +132,20 @@ def test_rate_ceiling_per_operation_gives_each_api_its_own_budget(aws):
     assert aws.control.call_count("ListThings", outcome="throttled") == 0
 
 
+def test_rate_ceilings_are_kept_per_account_and_region(aws):
+    """AWS keeps its quotas per account and region: a second region of the same account has
+    its own allowance of every API, and its own account-wide ceiling."""
+    east, west = aws.iot(SOURCE, "us-east-1"), aws.iot(SOURCE, "eu-west-1")
+    aws.control.set_faults(rps_per_operation=3, rps_per_account=5)
+
+    east_calls = [outcome(east.list_certificates) for _ in range(6)]
+    west_calls = [outcome(west.list_certificates) for _ in range(3)]
+
+    assert east_calls[:3] == ["ok"] * 3
+    assert "ThrottlingException" in east_calls[3:]
+    assert west_calls == ["ok"] * 3
+
+
 def test_counters_prove_a_certificate_was_transferred_exactly_once(aws, registered_cert):
     iot = aws.iot(SOURCE)
     first, second = registered_cert(iot), registered_cert(iot)
@@ -246,6 +260,18 @@ def test_token_bucket_per_operation_refills_at_the_configured_rate():
     assert describe == [None, None, "ThrottlingException"]
     assert other_api == [None, None]
     assert refilled == [None, "ThrottlingException"]
+
+
+def test_token_buckets_are_kept_per_region():
+    clock = FakeClock()
+    injector = FaultInjector(clock=clock)
+    injector.configure(rps_per_account=2, rps_per_operation=2)
+
+    east = [injector.decide("DescribeCertificate", SOURCE, "us-east-1") for _ in range(3)]
+    west = [injector.decide("DescribeCertificate", SOURCE, "eu-west-1") for _ in range(3)]
+
+    assert east == [None, None, "ThrottlingException"]
+    assert west == [None, None, "ThrottlingException"]
 
 
 def test_a_call_refused_by_one_ceiling_uses_no_token_of_the_other():
