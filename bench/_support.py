@@ -1,7 +1,8 @@
 """Shared by the benchmarks: a throwaway database, the stand-in in a subprocess, percentiles.
 
 Nothing here touches ./var or a real database: SQLite goes to a temporary directory, and
-with ``DATABASE_URL`` set to PostgreSQL a dedicated database (``bench_<label>_<random>``) is
+with ``DATABASE_URL`` set to PostgreSQL a dedicated database (``bench_<label>_<random>``;
+``BENCH_DATABASE_PREFIX`` replaces ``bench`` where several checkouts share one server) is
 created on that server and dropped at the end. Import this before anything Django.
 """
 
@@ -103,7 +104,8 @@ class Database:
                 self.tmp = Path(reuse.removeprefix("sqlite:///")).parent
         elif given.startswith(("postgres://", "postgresql://")):
             parts = urllib.parse.urlsplit(given)
-            self.pg_name = f"bench_{label}_{secrets.token_hex(3)}"
+            prefix = os.environ.get("BENCH_DATABASE_PREFIX", "bench")
+            self.pg_name = f"{prefix}_{label}_{secrets.token_hex(3)}"
             self.pg_admin_url = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
             self.url = urllib.parse.urlunsplit(parts._replace(path=f"/{self.pg_name}"))
             self.vendor = "postgresql"
@@ -277,6 +279,72 @@ def ec_certificate_pem(name: str, not_before: datetime, not_after: datetime) -> 
 
 # --------------------------------------------------------------------------- processes
 
+# The worker as production runs it: docs/deploy.md ("Processes") and deploy/entrypoint.sh
+# (`celery -A portal worker --loglevel INFO --concurrency 4`, Celery's default prefork pool).
+# The one place the benchmarks that measure "the documented worker settings" read it from:
+# change it here when the documented settings change.
+DOCUMENTED_WORKER_ARGS = ("--concurrency", "4")
+
+
+def documented_worker_args() -> list[str]:
+    """The worker's arguments after ``celery -A portal worker`` as docs/deploy.md runs it."""
+    return list(DOCUMENTED_WORKER_ARGS)
+
+
+def describe_worker_args(args: Sequence[str]) -> str:
+    """``prefork pool, concurrency 4`` for ``--concurrency 4`` (Celery's defaults otherwise)."""
+    given = dict(zip(args[::2], args[1::2], strict=False))
+    pool = given.get("--pool", given.get("-P", "prefork"))
+    concurrency = given.get("--concurrency", given.get("-c", "one per core"))
+    return f"{pool} pool, concurrency {concurrency}"
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds: its own utime + stime and its reaped children's cutime +
+    cstime) from /proc, or None when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)", which may hold spaces
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return ppid, (utime + stime + cutime + cstime) / _TICK
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a process and all its descendants (a prefork worker's children) used so
+    far, from /proc. Children that already exited are in their parent's cutime + cstime."""
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None:
+                stats[int(entry.name)] = stat
+    if pid not in stats:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats[current][1]
+        todo.extend(children.get(current, []))
+    return total
+
+
+def pid_cpu(pid: int) -> float | None:
+    """CPU seconds of one process alone (utime + stime), None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
 
 class Workers:
     """Celery worker processes, each in its own session (Ctrl-C reaches only us; we stop
@@ -287,6 +355,22 @@ class Workers:
         self.procs: list[tuple[subprocess.Popen, Path]] = []
 
     def start(self, count: int, concurrency: int) -> None:
+        self.start_with(
+            count,
+            [
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
+
+    def start_with(self, count: int, worker_args: Sequence[str]) -> None:
+        """``count`` workers, each ``celery -A portal worker <worker_args>`` with INFO logs
+        and a host name of its own."""
         for i in range(count):
             log = self.logs / f"worker{i + 1}.log"
             proc = subprocess.Popen(  # noqa: S603 - our interpreter, celery's module
@@ -297,17 +381,11 @@ class Workers:
                     "-A",
                     "portal",
                     "worker",
-                    "--pool",
-                    "threads",
-                    "--concurrency",
-                    str(concurrency),
+                    *worker_args,
                     "--loglevel",
                     "INFO",
                     "--hostname",
                     f"bench{i + 1}@%h",
-                    "--without-heartbeat",
-                    "--without-gossip",
-                    "--without-mingle",
                 ],
                 cwd=ROOT,
                 env=self.env,
@@ -364,6 +442,9 @@ class Workers:
             start_new_session=True,
         )
         self.procs.append((proc, log))
+
+    def worker_pids(self) -> list[int]:
+        return [proc.pid for proc, log in self.procs if log.name.startswith("worker")]
 
     def worker_logs(self) -> list[Path]:
         return [log for _, log in self.procs if log.name.startswith("worker")]
