@@ -30,7 +30,7 @@ It waits until no transfer of the four batches is requested, approved or prepari
 from its first to its last, from the audit trail) and / R, the aggregate (all four batches'
 calls / seconds from the first to the last) and / (4 x R); the CPU seconds used while the
 batches ran, per transfer and as a share of the machine, by the worker processes (each with
-its children: prefork's pool processes), the stand-in, the database's backends (PostgreSQL:
+its children, when its pool has any), the stand-in, the database's backends (PostgreSQL:
 the processes serving this database, sampled from pg_stat_activity and /proc; SQLite runs
 inside the workers) and Redis (``INFO cpu``: the whole server); how many database backends
 waited on a lock (the limiter's buckets are rows locked for each call), sampled twice a
@@ -58,15 +58,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _support import (  # noqa: E402 - after the path
+    STANDIN_PIDS,
     Database,
     Workers,
+    cpu_seconds,
     describe_worker_args,
     documented_worker_args,
     load,
     machine,
     percentile,
     pid_cpu,
-    process_cpu,
     setup_django,
     standin_process,
     table,
@@ -298,33 +299,20 @@ def redis_cpu(client) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def standin_pid() -> int | None:
-    """Our child running ``standin.server`` (standin_process starts it)."""
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat[1]) == me and b"standin.server" in cmdline:
-            return int(entry.name)
-    return None
-
-
 class Cpu:
     """CPU seconds of each part, read before the approval and after the last transfer."""
 
-    def __init__(self, workers: Workers, standin: int | None, sampler: Sampler, redis) -> None:
+    def __init__(self, workers: Workers, standin: int, sampler: Sampler, redis) -> None:
         self.workers, self.standin, self.sampler, self.redis = workers, standin, sampler, redis
         self.before: dict[str, float] = {}
 
+    def worker_pids(self) -> list[int]:
+        return [proc.pid for proc, log in self.workers.procs if log.name.startswith("worker")]
+
     def read(self) -> dict[str, float]:
         values = {
-            "workers": sum(process_cpu(pid) for pid in self.workers.worker_pids()),
-            "stand-in": process_cpu(self.standin) if self.standin else float("nan"),
+            "workers": sum(map(cpu_seconds, self.worker_pids())),
+            "stand-in": cpu_seconds(self.standin),
             "this script": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
         }
         if self.redis is not None:
@@ -585,14 +573,18 @@ def run(args, k: int, redis_url: str) -> dict | None:
 
             worker_args = documented_worker_args() + ([] if redis_url else FILE_BROKER_FLAGS)
             workers = Workers({**os.environ, "PYTHONUNBUFFERED": "1"}, db.tmp)
-            workers.start_with(k, worker_args)
+            for i in range(k):
+                workers.start_args(
+                    ["-A", "portal", "worker", *worker_args]
+                    + ["--loglevel", "INFO", "--hostname", f"bench{i + 1}@%h"]
+                )
             workers.wait_ready()
             workers.start_beat()
             control.reset_counters()
             control.set_faults(rps_per_operation=args.rate)
             time.sleep(2)  # let the pools and beat settle before the CPU baseline
             sampler = Sampler(db)
-            cpu = Cpu(workers, standin_pid(), sampler, redis_client)
+            cpu = Cpu(workers, STANDIN_PIDS[url], sampler, redis_client)
             cpu.start()
 
             from transfers import batches
