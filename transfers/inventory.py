@@ -255,6 +255,7 @@ def _store_listing(run: SyncRun, listed: dict[str, dict]) -> tuple[dict[str, int
         )
     }
     to_create, to_update = [], []
+    new_status: dict[str, list[int]] = {}
     for cid, item in listed.items():
         row = existing.get(cid)
         created = _aware(item.get("creationDate"))
@@ -274,19 +275,24 @@ def _store_listing(run: SyncRun, listed: dict[str, dict]) -> tuple[dict[str, int
             continue
         if row.status != item["status"]:
             row.last_modified_date = now
+            new_status.setdefault(item["status"], []).append(row.pk)
         changed = (row.arn, row.status, row.creation_date) != (
             item["certificateArn"],
             item["status"],
             created,
         )
-        row.arn, row.status, row.creation_date = item["certificateArn"], item["status"], created
+        row.arn, row.creation_date = item["certificateArn"], created
         row.synced_at = now
         if changed:
             to_update.append(row)
     Certificate.objects.bulk_create(to_create, batch_size=500)
     Certificate.objects.bulk_update(
-        to_update, ["arn", "status", "creation_date", "last_modified_date"], batch_size=500
+        to_update, ["arn", "creation_date", "last_modified_date"], batch_size=500
     )
+    # A status changes with its copies on the links (Certificate.objects.set_status).
+    for status, changed_pks in new_status.items():
+        for start in range(0, len(changed_pks), 500):
+            Certificate.objects.filter(pk__in=changed_pks[start : start + 500]).set_status(status)
     Certificate.objects.filter(account=account, region=region).update(synced_at=now)
     pks = dict(
         Certificate.objects.filter(account=account, region=region).values_list(
@@ -497,7 +503,7 @@ class _Links(_Phase):
         if self.mode == "name":
             _replace_by_name(self.model, self.run, self.pending)
         else:
-            _replace_by_certificate(self.model, self.run.account, self.pending)
+            _replace_by_certificate(self.model, self.pending)
         self.done += len(self.pending)
         self.pending = {}
         return {self.kind: {"by": self.mode, "after": self.cursor}}
@@ -531,18 +537,15 @@ def _replace_by_name(model, run: SyncRun, wanted: dict[str, set[int]]) -> None:
     }
     stale = [pk for (cert, name), pk in have.items() if cert not in wanted[name]]
     _delete(model, stale)
-    model.objects.bulk_create(
-        [
-            model(account=run.account, certificate_id=cert, name=name)
-            for name, certs in wanted.items()
-            for cert in certs
-            if (cert, name) not in have
-        ],
-        batch_size=500,
+    model.objects.create_for(
+        (cert, name)
+        for name, certs in wanted.items()
+        for cert in sorted(certs)
+        if (cert, name) not in have
     )
 
 
-def _replace_by_certificate(model, account, wanted: dict[int, set[str]]) -> None:
+def _replace_by_certificate(model, wanted: dict[int, set[str]]) -> None:
     """Make the links of these certificates exactly ``wanted``."""
     have = {
         (cert, name): pk
@@ -552,14 +555,11 @@ def _replace_by_certificate(model, account, wanted: dict[int, set[str]]) -> None
     }
     stale = [pk for (cert, name), pk in have.items() if name not in wanted[cert]]
     _delete(model, stale)
-    model.objects.bulk_create(
-        [
-            model(account=account, certificate_id=cert, name=name)
-            for cert, names in wanted.items()
-            for name in names
-            if (cert, name) not in have
-        ],
-        batch_size=500,
+    model.objects.create_for(
+        (cert, name)
+        for cert, names in sorted(wanted.items())
+        for name in sorted(names)
+        if (cert, name) not in have
     )
 
 

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
@@ -239,6 +239,28 @@ class CertificateQuerySet(models.QuerySet):
     def visible_to(self, user) -> CertificateQuerySet:
         return self.filter(account__in=AwsAccount.objects.visible_to(user))
 
+    def set_status(self, status: str) -> int:
+        """The one way a known certificate's status changes (tests/test_layout.py): these
+        certificates and the copies on their policy and thing links, in one transaction.
+        Returns how many certificates it changed.
+
+        The certificate rows are updated first, so their row locks order this against
+        ``CertificateLinkQuerySet.create_for`` (which reads them FOR UPDATE): a link made
+        meanwhile either exists before the links' update or copies the new status."""
+        with transaction.atomic(using=self.db):
+            pks = list(self.order_by("pk").values_list("pk", flat=True))
+            changed = 0
+            for start in range(0, len(pks), 500):
+                chunk = pks[start : start + 500]
+                changed += (
+                    Certificate.objects.using(self.db).filter(pk__in=chunk).update(status=status)
+                )
+                for model in (CertificatePolicy, CertificateThing):
+                    model.objects.using(self.db).filter(certificate__in=chunk).exclude(
+                        status=status
+                    ).update(status=status)
+        return changed
+
 
 class Certificate(models.Model):
     class Status(models.TextChoices):
@@ -319,15 +341,73 @@ class Certificate(models.Model):
         return self.validity() == "expiring"
 
 
+class CertificateLinkQuerySet(models.QuerySet):
+    def create_for(self, pairs, batch_size: int = 500) -> list:
+        """New links of (certificate pk, name) pairs, with their certificates' account,
+        region and status copied: the one way links are made in bulk (tests/test_layout.py).
+        The certificates are read FOR UPDATE, so a status changing meanwhile
+        (``CertificateQuerySet.set_status``) waits for these links or is seen by them."""
+        pairs = list(pairs)
+        made = []
+        with transaction.atomic(using=self.db):
+            for start in range(0, len(pairs), batch_size):
+                chunk = pairs[start : start + batch_size]
+                copies = {
+                    pk: rest
+                    for pk, *rest in Certificate.objects.using(self.db)
+                    .select_for_update()
+                    .filter(pk__in={cert for cert, _ in chunk})
+                    .order_by("pk")
+                    .values_list("pk", "account_id", "region", "status")
+                }
+                made += self.bulk_create(
+                    [
+                        self.model(
+                            certificate_id=cert,
+                            name=name,
+                            account_id=copies[cert][0],
+                            region=copies[cert][1],
+                            status=copies[cert][2],
+                        )
+                        for cert, name in chunk
+                    ]
+                )
+        return made
+
+    def disagreeing(self) -> CertificateLinkQuerySet:
+        """Links whose copies (account, region, status) differ from their certificate's."""
+        return self.exclude(
+            account=F("certificate__account"),
+            region=F("certificate__region"),
+            status=F("certificate__status"),
+        )
+
+    def repair(self) -> int:
+        """Copy the certificate's account, region and status onto each of these links that
+        disagrees (manage.py check_link_copies --fix). Returns how many it changed."""
+        cert = Certificate.objects.filter(pk=OuterRef("certificate_id"))
+        return self.disagreeing().update(
+            **{f: Subquery(cert.values(f)[:1]) for f in ("account", "region", "status")}
+        )
+
+
 class CertificateLink(models.Model):
     """A name attached to a certificate: a policy or a thing.
 
-    ``account`` repeats the certificate's, which never changes: a search by name then counts
-    the visible certificates it matches from this table's name index alone, without reading
-    a certificate row per match (transfers.search.CertificatePaginator)."""
+    ``account``, ``region`` and ``status`` repeat the certificate's: a search by name, with a
+    region or status filter or without, then counts and lists the visible certificates it
+    matches from this table's indexes alone, without reading a certificate row per match
+    (transfers.search). The account and region never change; the status changes only
+    through ``CertificateQuerySet.set_status``, which writes both, and links are made by
+    ``save`` or ``create_for``, which copy them. ``manage.py check_link_copies`` finds any
+    link that disagrees (and ``--fix`` repairs it)."""
 
     account = models.ForeignKey(AwsAccount, models.CASCADE, related_name="+", db_index=False)
+    region = models.CharField(max_length=32)
+    status = models.CharField(max_length=24, choices=Certificate.Status.choices)
     name = models.CharField(max_length=128)
+
+    objects = CertificateLinkQuerySet.as_manager()
 
     class Meta:
         abstract = True
@@ -337,8 +417,8 @@ class CertificateLink(models.Model):
         return self.name
 
     def save(self, *args, **kwargs):
-        if self.account_id is None:
-            self.account_id = self.certificate.account_id
+        cert = self.certificate
+        self.account_id, self.region, self.status = cert.account_id, cert.region, cert.status
         super().save(*args, **kwargs)
 
 
@@ -349,7 +429,17 @@ class CertificatePolicy(CertificateLink):
         constraints = [
             models.UniqueConstraint(fields=["certificate", "name"], name="policy_unique_per_cert")
         ]
-        indexes = [models.Index(fields=["name", "account", "certificate"], name="policy_name_idx")]
+        indexes = [
+            # A name prefix, with a region or not; and a status with a name prefix: each
+            # counted and listed from the index alone (PostgreSQL: migration 0023's).
+            models.Index(
+                fields=["name", "account", "region", "certificate"], name="policy_name_idx"
+            ),
+            models.Index(
+                fields=["status", "name", "account", "region", "certificate"],
+                name="policy_status_idx",
+            ),
+        ]
 
 
 class CertificateThing(CertificateLink):
@@ -359,7 +449,17 @@ class CertificateThing(CertificateLink):
         constraints = [
             models.UniqueConstraint(fields=["certificate", "name"], name="thing_unique_per_cert")
         ]
-        indexes = [models.Index(fields=["name", "account", "certificate"], name="thing_name_idx")]
+        indexes = [
+            # A name prefix, with a region or not; and a status with a name prefix: each
+            # counted and listed from the index alone (PostgreSQL: migration 0023's).
+            models.Index(
+                fields=["name", "account", "region", "certificate"], name="thing_name_idx"
+            ),
+            models.Index(
+                fields=["status", "name", "account", "region", "certificate"],
+                name="thing_status_idx",
+            ),
+        ]
 
 
 class SyncRun(models.Model):

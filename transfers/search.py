@@ -36,11 +36,9 @@ from transfers.models import (
 # Below this many matches a search sorts them all (CertificatePaginator).
 SORT_ALL_BELOW = 1_000
 # Counts stop here and the page says "more than N" (exact on request, ?count=exact):
-# counting a million certificates costs more than the page. A count read from the indexes
-# alone stops at COUNT_UP_TO; one that reads a certificate row per match (a search with a
-# status or region filter: the links know only the account) at PROBE_COUNT_UP_TO.
+# counting a million certificates costs more than the page. Every count reads indexes only
+# (links carry their certificate's account, region and status), so one limit serves all.
 COUNT_UP_TO = 10_000
-PROBE_COUNT_UP_TO = 1_000
 UNIVERSE_SECONDS = 300
 
 
@@ -72,7 +70,8 @@ class CertificatePaginator(TailPaginator):
     them: cheap for a few, but each match costs an index probe, twice (count, page), which
     at 8,000 matches is most of a request. So, given the same search in other forms:
 
-    - ``keys``: the matches' primary keys from the indexes alone (links carry the account),
+    - ``keys``: the matches' primary keys from the indexes alone (links carry the
+      account, region and status),
       whose count is the page count without reading a certificate per match;
     - ``walk``: the same rows written as a test on each certificate, which the database
       answers by walking the sort's index until the page is full. It walks about
@@ -93,12 +92,13 @@ class CertificatePaginator(TailPaginator):
         walk=None,
         account_pks=(),
         branches=None,
-        up_to=COUNT_UP_TO,
+        up_to=None,
     ):
         super().__init__(ordered, per_page)
         self.keys, self.walk, self.account_pks = keys, walk, sorted(account_pks)
         # Without ``branches`` the count is exact; with them it stops above ``up_to``.
-        self.branches, self.up_to = branches, up_to
+        self.branches = branches
+        self.up_to = COUNT_UP_TO if up_to is None else up_to
 
     @cached_property
     def count(self) -> int:
@@ -229,8 +229,10 @@ def _prefix(field: str, value: str, using: str) -> Q:
     return condition
 
 
-def search(queryset, q: str):
-    """Id or ARN prefix, or a policy or thing name (prefix)."""
+def search(queryset, q: str, region: str = "", status: str = ""):
+    """Id or ARN prefix, or a policy or thing name (prefix). ``queryset`` is already
+    narrowed to ``region`` and ``status`` when given: they narrow each branch too, so a
+    rare status with a broad name unions its few matches, not every link of the name."""
     if not q:
         return queryset
     using = queryset.db
@@ -240,14 +242,14 @@ def search(queryset, q: str):
     # An OR of EXISTS (or of IN) makes the database test every certificate row instead
     # (0.1-0.5 s at 100,000 certificates, docs/benchmarks.md); search_walk is that form,
     # for when most rows pass.
-    first, *rest = _branches(q, using)
+    first, *rest = _branches(q, using, region=region, status=status)
     return queryset.filter(pk__in=first.union(*rest, all=True))
 
 
 def _branches(q: str, using: str, account_pks=None, **narrowing) -> list:
     """The primary keys of the certificates an id prefix, a policy name and a thing name
     find, each from its own index (in ``account_pks`` when given, and with the
-    certificate's ``region`` and ``status`` when given)."""
+    certificate's ``region`` and ``status`` when given: links carry copies of both)."""
     branches = [
         Certificate.objects.filter(_prefix("certificate_id", q.lower(), using)).values("pk"),
         CertificatePolicy.objects.filter(_prefix("name", q, using)).values("certificate_id"),
@@ -256,24 +258,19 @@ def _branches(q: str, using: str, account_pks=None, **narrowing) -> list:
     if account_pks is not None:
         branches = [b.filter(account__in=account_pks) for b in branches]
     wanted = {k: v for k, v in narrowing.items() if v}
-    if wanted:
-        branches = [
-            branches[0].filter(**wanted),
-            *(
-                b.filter(**{f"certificate__{k}": v for k, v in wanted.items()})
-                for b in branches[1:]
-            ),
-        ]
-    return [b.order_by() for b in branches]
+    return [b.filter(**wanted).order_by() for b in branches]
 
 
-def count_branches(narrowed, q: str, account_pks, data: dict) -> tuple[list, int]:
-    """What the capped count unions for this list or search, and where it stops."""
-    narrowing = {"region": data.get("region"), "status": data.get("status")}
+def count_branches(narrowed, q: str, account_pks, data: dict) -> list:
+    """What the capped count (up to COUNT_UP_TO) unions for this list or search."""
     if not q or q.startswith("arn:"):
-        return [search(narrowed, q).values("pk").order_by()], COUNT_UP_TO
-    up_to = PROBE_COUNT_UP_TO if any(narrowing.values()) else COUNT_UP_TO
-    return _branches(q, narrowed.db, account_pks, **narrowing), up_to
+        return [search(narrowed, q).values("pk").order_by()]
+    return _branches(q, narrowed.db, account_pks, **narrowing(data))
+
+
+def narrowing(data: dict) -> dict:
+    """The region and status filters of valid form data, for ``search`` and the branches."""
+    return {"region": data.get("region") or "", "status": data.get("status") or ""}
 
 
 def search_walk(queryset, q: str):
@@ -296,10 +293,11 @@ def search_walk(queryset, q: str):
     return queryset.filter(found)
 
 
-def search_keys(q: str, account_pks: list[int], using: str):
-    """The primary keys ``search`` finds for ``q`` (not an ARN) in those accounts, each
-    once, read from the indexes alone (no certificate row per match)."""
-    first, *rest = _branches(q, using, account_pks)
+def search_keys(q: str, account_pks: list[int], using: str, region: str = "", status: str = ""):
+    """The primary keys ``search`` finds for ``q`` (not an ARN) in those accounts (and
+    ``region`` and ``status`` when given), each once, read from the indexes alone (no
+    certificate row per match)."""
+    first, *rest = _branches(q, using, account_pks, region=region, status=status)
     return first.union(*rest)
 
 
@@ -333,7 +331,8 @@ def narrow(accounts, data: dict):
 def filtered_certificates(user, form: CertificateFilterForm, accounts=None):
     """The certificates a user may see, narrowed by the list's filters and search."""
     certs, _ = narrowed_certificates(user, form, accounts)
-    return search(certs, form.cleaned_data.get("q", ""))
+    data = form.cleaned_data
+    return search(certs, data.get("q", ""), **narrowing(data))
 
 
 def filter_batches(rows: QuerySet, data: dict) -> QuerySet:

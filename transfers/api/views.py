@@ -48,7 +48,7 @@ from transfers.api.outputs import (
 )
 from transfers.forms import SORTS
 from transfers.models import AwsAccount, Certificate, Transfer, TransferBatch
-from transfers.search import batch_counts, filter_batches, narrow, search
+from transfers.search import batch_counts, filter_batches, narrow, narrowing, search
 from transfers.workflow import TransferError
 
 
@@ -118,7 +118,8 @@ def _certificates(user, data: dict):
     managed accounts the user can see, narrowed, searched and sorted as the list page does."""
     accounts = AwsAccount.objects.visible_to(user).filter(managed=True)
     certs, _ = narrow(accounts, data)
-    return search(certs, data.get("q", "")).order_by(*SORTS[data.get("sort") or "newest"])
+    found = search(certs, data.get("q", ""), **narrowing(data))
+    return found.order_by(*SORTS[data.get("sort") or "newest"])
 
 
 @extend_schema(

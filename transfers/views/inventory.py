@@ -28,6 +28,7 @@ from transfers.search import (
     CertificatePaginator,
     count_branches,
     narrowed_certificates,
+    narrowing,
     search,
     search_keys,
     search_walk,
@@ -124,15 +125,17 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
     # The page's rows straight from a narrow index that holds what a row shows (a search
     # may match and sort thousands of certificates), then their names.
     order = SORTS[sort]
-    rows = search(narrowed, q).order_by(*order).values_list(*ROW_FIELDS)
+    rows = search(narrowed, q, **narrowing(data)).order_by(*order).values_list(*ROW_FIELDS)
     shortcuts = {}
     if q and not q.startswith("arn:"):
         walk = search_walk(narrowed, q).order_by(*order).values_list(*ROW_FIELDS)
-        shortcuts = {"walk": walk, "account_pks": account_pks}
-        if not (data.get("region") or data.get("status")):  # the links know only the account
-            shortcuts["keys"] = search_keys(q, account_pks, narrowed.db)
+        shortcuts = {
+            "walk": walk,
+            "account_pks": account_pks,
+            "keys": search_keys(q, account_pks, narrowed.db, **narrowing(data)),
+        }
     if request.GET.get("count") != "exact":
-        shortcuts["branches"], shortcuts["up_to"] = count_branches(narrowed, q, account_pks, data)
+        shortcuts["branches"] = count_branches(narrowed, q, account_pks, data)
     paginator = CertificatePaginator(rows, PAGE_SIZE, **shortcuts)
     page = paginator.get_page(request.GET.get("page"))
     page.object_list = page_rows(page.object_list, accounts)

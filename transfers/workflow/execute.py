@@ -342,7 +342,7 @@ def _mark_pending(transfer: Transfer, arn: str | None) -> None:
         refuse="Only a transfer being prepared can become pending.",
         transferred_arn=partition_arn,
     )
-    Certificate.objects.filter(pk=transfer.cert_id).update(status="PENDING_TRANSFER")
+    Certificate.objects.filter(pk=transfer.cert_id).set_status("PENDING_TRANSFER")
 
 
 def fail(pk: int, code: str, message: str, token: str | None = None) -> Transfer:

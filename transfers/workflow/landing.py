@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from transfers import aws, leases, permissions, queue
-from transfers.models import SweepFailure, Transfer, TransferEvent
+from transfers.models import Certificate, SweepFailure, Transfer, TransferEvent
 from transfers.workflow import devices
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, lease_lost, record, transition
@@ -150,6 +150,14 @@ def _land(pk: int, token: str) -> str:
                     failures.append(f"{operation}: {exc.user_message}")
                     continue
             transfer.landed = leases.append(pk, token, "landed", key)
+            if key == ACTIVATE:
+                # The target's inventory row, if its sync stored it already (inactive, as
+                # accepted): ACTIVE now, with its links' copies.
+                Certificate.objects.filter(
+                    account=transfer.target,
+                    region=transfer.region,
+                    certificate_id=transfer.certificate_id,
+                ).set_status(Certificate.Status.ACTIVE)
     except aws.AwsError as exc:
         failures.append(exc.user_message)
     return _after_try(transfer, failures, token)

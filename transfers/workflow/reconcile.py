@@ -242,7 +242,7 @@ def _caught_pending(transfer: Transfer, transfer_date) -> str:
         return "raced"
     except IntegrityError:
         return "superseded"  # a newer transfer of the certificate opened meanwhile
-    Certificate.objects.filter(pk=transfer.cert_id).update(status="PENDING_TRANSFER")
+    Certificate.objects.filter(pk=transfer.cert_id).set_status("PENDING_TRANSFER")
     return "pending"
 
 

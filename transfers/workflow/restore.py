@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from transfers import aws, leases, permissions, queue
-from transfers.models import SweepFailure, Transfer
+from transfers.models import Certificate, SweepFailure, Transfer
 from transfers.workflow.errors import WORKER, TransferError
 from transfers.workflow.events import aws_call, failed_try, lease_lost, record
 
@@ -117,6 +117,13 @@ def _restore(pk: int, token: str) -> str:
                 failures.append(f"{operation}: {exc.user_message}")
                 continue
             transfer.restored = leases.append(pk, token, "restored", key)
+            if operation == "update_certificate":
+                # ACTIVE again at home: so is its inventory row, with its links' copies.
+                Certificate.objects.filter(
+                    account=transfer.source,
+                    region=transfer.region,
+                    certificate_id=transfer.certificate_id,
+                ).set_status(params["newStatus"])
     except aws.AwsError as exc:
         # Throttled, AWS unavailable, no token from the rate limiter, role not assumable:
         # the remaining steps wait for the next try.
