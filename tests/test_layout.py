@@ -61,3 +61,38 @@ def test_only_the_queue_module_sends_tasks():
                 senders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.func.attr}")
     assert [s for s in senders if not s.startswith("transfers/queue.py:")] == []
     assert senders, "the queue module sends with apply_async"
+
+
+def _root(node: ast.AST) -> str:
+    """The name a chain of calls and attributes starts from (``Certificate`` for
+    ``Certificate.objects.filter(...).update(...)``), or ""."""
+    while isinstance(node, ast.Call | ast.Attribute):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def test_only_the_models_write_a_certificates_status_and_make_links_in_bulk():
+    """Links carry copies of their certificate's status and region (transfers.search), so
+    a known certificate's status changes only through Certificate.objects.set_status, which
+    writes the links too, and links are made in bulk only by create_for, which copies them
+    (manage.py check_link_copies finds a link that disagrees)."""
+    writes = []
+    packages = ["portal", "transfers", "sso", "profiles", "policies", "standin", "demo"]
+    for path in sorted(p for name in packages for p in (ROOT / name).rglob("*.py")):
+        if "migrations" in path.parts or path.relative_to(ROOT).as_posix() == "transfers/models.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            root, method = _root(node.func.value), node.func.attr
+            sets_status = (
+                method == "update" and any(k.arg == "status" for k in node.keywords)
+            ) or (
+                method == "bulk_update"
+                and "status" in ast.unparse(node.args[1] if len(node.args) > 1 else node)
+            )
+            if (root == "Certificate" and sets_status) or (
+                root in ("CertificatePolicy", "CertificateThing") and method == "bulk_create"
+            ):
+                writes.append(f"{path.relative_to(ROOT)}:{node.lineno} {root}...{method}")
+    assert writes == []
