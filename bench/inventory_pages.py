@@ -53,6 +53,10 @@ ACCOUNTS = [
 REGIONS = ["us-east-1", "eu-west-1"]
 POLICY_KINDS = ["Connect", "Publish", "Subscribe", "Shadow", "Jobs", "Telemetry", "Ota", "Debug"]
 STATUSES = ["ACTIVE"] * 75 + ["INACTIVE"] * 17 + ["REVOKED"] * 5 + ["PENDING_TRANSFER"] * 3
+# A policy on just over the count limit's certificates (transfers.search.COUNT_UP_TO + 1,
+# spread evenly over the table; all of them when there are fewer): the count reads the most
+# it ever reads and still says "more than", and the page walks the sort's index farthest.
+JUST_OVER = "Edge-Cap"
 PAGE = 250
 
 
@@ -116,6 +120,7 @@ def populate(n: int, rng: random.Random):
         CertificateThing,
         Role,
     )
+    from transfers.search import COUNT_UP_TO
 
     now = datetime.now(UTC)
     with transaction.atomic():
@@ -151,7 +156,10 @@ def populate(n: int, rng: random.Random):
         "synced_at",
         "described",
     ]
-    link_columns = ["id", "account_id", "certificate_id", "name"]
+    # Links carry their certificate's account, region and status (transfers.models).
+    link_columns = ["id", "account_id", "certificate_id", "name", "region", "status"]
+    just_over = COUNT_UP_TO + 1
+    step = max(1, n // just_over)
     synced = when(now)
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:
@@ -169,6 +177,7 @@ def populate(n: int, rng: random.Random):
             created = now - timedelta(seconds=rng.randrange(3 * 365 * 86400))
             not_before = created - timedelta(days=1)
             not_after = not_before + timedelta(days=rng.choice([365, 730, 1825]))
+            status = rng.choice(STATUSES)
             certs.append(
                 (
                     i + 1,
@@ -176,7 +185,7 @@ def populate(n: int, rng: random.Random):
                     region,
                     cid,
                     f"arn:aws:iot:{region}:{account.account_id}:cert/{cid}",
-                    rng.choice(STATUSES),
+                    status,
                     "",
                     account.account_id,
                     when(created),
@@ -188,12 +197,16 @@ def populate(n: int, rng: random.Random):
                 )
             )
             short = account.name.split()[-1].capitalize()
+            copies = (region, status)
             for k in rng.sample(POLICY_KINDS, rng.randint(1, 3)):
                 policy_id += 1
-                policy_links.append((policy_id, account.pk, i + 1, f"{short}-{k}"))
+                policy_links.append((policy_id, account.pk, i + 1, f"{short}-{k}", *copies))
+            if i % step == 0 and i // step < just_over:  # no draw from rng: the rest as before
+                policy_id += 1
+                policy_links.append((policy_id, account.pk, i + 1, JUST_OVER, *copies))
             if rng.random() < 0.85:
                 thing_id += 1
-                thing_links.append((thing_id, account.pk, i + 1, f"{prefix}-{i:06d}"))
+                thing_links.append((thing_id, account.pk, i + 1, f"{prefix}-{i:06d}", *copies))
         with transaction.atomic():
             _insert(Certificate._meta.db_table, cert_columns, certs)
             _insert(CertificatePolicy._meta.db_table, link_columns, policy_links)
@@ -241,7 +254,10 @@ def scenarios(rng: random.Random, n: int, requests: int):
         .values_list("pk", "things__name")
         .order_by()
     )
-    policy_names = sorted(set(CertificatePolicy.objects.values_list("name", flat=True)))
+    policy_names = sorted(
+        set(CertificatePolicy.objects.exclude(name=JUST_OVER).values_list("name", flat=True))
+    )
+    just_over = CertificatePolicy.objects.filter(name=JUST_OVER).count()
 
     def cycle(items):
         return [items[i % len(items)] for i in range(requests)]
@@ -277,13 +293,19 @@ def scenarios(rng: random.Random, n: int, requests: int):
             [{"q": name, "status": "ACTIVE"} for name in cycle(policy_names)],
             None,
         ),
-        # The count's worst case: a status on few certificates (3 %) with a broad name.
-        # The links know only the account, so the count reads a certificate row per link
-        # until 2 x 1,001 pass, and the walk reads about 33 rows per match it lists.
+        # A status on few certificates (3 %) with a broad name: the links carry the
+        # status, so the count and the page read the matches from the links' status index
+        # (before they did, the count read a certificate row per link of the name).
         (
             "search: policy name + rarest status",
             "search",
             [{"q": name, "status": "PENDING_TRANSFER"} for name in cycle(policy_names)],
+            None,
+        ),
+        (
+            f"search: just over the count limit ({just_over:,})",
+            "search",
+            [{"q": JUST_OVER}] * requests,
             None,
         ),
         (
