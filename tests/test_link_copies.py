@@ -207,3 +207,42 @@ def test_the_landing_writes_active_on_the_targets_links(world, requester, approv
     transfer.refresh_from_db()
     assert transfer.landing_state == Transfer.Landing.LANDED
     assert_agree(landed, "ACTIVE", links=2)  # the thing's link comes with the next sync
+
+
+# ------------------------------------------------------------------------- the migration
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_fills_the_copies_from_the_certificates():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = (
+        ("transfers", "0022_notice_kind_paused"),
+        ("transfers", "0023_link_region_and_status"),
+    )
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    try:
+        apps = executor.loader.project_state([before]).apps
+        account = apps.get_model("transfers", "AwsAccount").objects.create(
+            account_id="111111111111", name="Fleet", regions=["eu-west-1"]
+        )
+        cert = apps.get_model("transfers", "Certificate").objects.create(
+            account=account,
+            region="eu-west-1",
+            certificate_id="ab" * 32,
+            arn="arn",
+            status="REVOKED",
+        )
+        for model in ("CertificatePolicy", "CertificateThing"):
+            apps.get_model("transfers", model).objects.create(
+                certificate=cert, account=account, name="Fleet-Publish"
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate([after])
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    row = Certificate.objects.get()
+    assert links_of(row) == [(row.account_id, "eu-west-1", "REVOKED")] * 2
