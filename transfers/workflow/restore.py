@@ -23,6 +23,7 @@ from transfers.workflow.events import aws_call, failed_try, lease_lost, record
 BACKOFF_BASE, BACKOFF_MAX = 10, 30 * 60
 # A restore just enqueued is the task's; the sweep leaves it alone this long.
 GRACE = timedelta(minutes=1)
+REACTIVATE = "update_certificate:ACTIVE"  # the last step's key
 
 
 def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
@@ -43,7 +44,7 @@ def steps(transfer: Transfer) -> list[tuple[str, str, dict]]:
     if transfer.deactivated:
         out.append(
             (
-                "update_certificate:ACTIVE",
+                REACTIVATE,
                 "update_certificate",
                 {"certificateId": transfer.certificate_id, "newStatus": "ACTIVE"},
             )
@@ -117,7 +118,7 @@ def _restore(pk: int, token: str) -> str:
                 failures.append(f"{operation}: {exc.user_message}")
                 continue
             transfer.restored = leases.append(pk, token, "restored", key)
-            if operation == "update_certificate":
+            if key == REACTIVATE:
                 # ACTIVE again at home: so is its inventory row, with its links' copies.
                 Certificate.objects.filter(
                     account=transfer.source,
