@@ -95,8 +95,9 @@ def test_one_approval_runs_them_all_once(fleet, requester, approver):
 def test_the_feeder_hands_out_a_window_at_a_time(
     fleet, requester, approver, source, django_capture_on_commit_callbacks, monkeypatch
 ):
-    source.api_rate = 1.0  # a window of two transfers
+    source.api_rate = 1.0  # a window of two transfers (the calls in series left out)
     source.save()
+    monkeypatch.setattr(batches, "SERIAL_CALLS", 0)
     batch = request(requester, fleet)
     with django_capture_on_commit_callbacks(execute=False):
         batches.approve(approver, batch)
@@ -135,6 +136,14 @@ def test_the_feeder_hands_out_a_window_at_a_time(
     assert batches.feed(batch.pk, lease) == (0, None)  # done: the lease is given back
     batch.refresh_from_db()
     assert batch.feeder_until is None
+
+
+def test_the_transfers_in_flight_follow_from_the_rate():
+    # Two seconds of work, and enough for each serial call's wait at low rates.
+    assert batches.in_flight(1) == 2 + batches.SERIAL_CALLS
+    assert batches.in_flight(3) == 6 + batches.SERIAL_CALLS
+    assert batches.in_flight(50) == 100 + batches.SERIAL_CALLS
+    assert batches.in_flight(0.1) == 1 + batches.SERIAL_CALLS
 
 
 def test_a_worker_done_with_a_transfer_hands_on_the_batchs_next_one(

@@ -3,7 +3,7 @@
 The preflight of a batch reads the inventory (a fresh read of a thousand certificates
 would take minutes at AWS's rates); the worker reads each certificate fresh before acting.
 Approved work is fed to the workers at the account's API rate: a feeder task hands out a
-window of about two seconds of work at a time instead of queueing the whole batch.
+window at a time (batches.in_flight) instead of queueing the whole batch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,11 @@ FEEDER_LEASE = timedelta(seconds=30)
 # Approving thousands of transfers: this many per transaction (on SQLite a long write
 # transaction blocks every other writer, the rate limiter included).
 CHUNK = 200
+# The transfers in flight per batch (in_flight): seconds of work at the account's rate, and
+# the AWS calls a transfer makes one after another (describe, deactivate, list and detach
+# policies, list, detach and confirm things, transfer).
+IN_FLIGHT_SECONDS = 2
+SERIAL_CALLS = 8
 # A worker handing on the batch's next transfer tries this many of the first ready ones (the
 # others finishing at the same moment take some of them).
 HAND_ON_TRIES = 8
@@ -529,7 +534,7 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
     waves.refresh(batch)
     now = timezone.now()
     rate = ratelimit.allowances(batch.source, batch.region).of("TransferCertificate")
-    window = max(2, math.ceil(rate * 2))
+    window = in_flight(rate)
     transfers = batch.transfers.all()
     busy = transfers.filter(
         Q(status=Transfer.Status.PREPARING)
@@ -547,6 +552,16 @@ def feed(batch_pk: int, lease: str | None = None) -> tuple[int, str | None]:
         TransferBatch.objects.filter(pk=batch_pk, feeder_until=held).update(feeder_until=None)
         return 0, None
     return waiting, held.isoformat()
+
+
+def in_flight(rate: float) -> int:
+    """How many of a batch's transfers the workers have at once, at ``rate`` transfers a
+    second: two seconds of work, plus one per AWS call a transfer makes in series. Each of
+    those calls may wait up to 1/rate for its API's next token, so at low rates a transfer
+    takes about SERIAL_CALLS/rate seconds and about SERIAL_CALLS of them must be under way
+    to keep every API busy (bench/rate_sweep.py: at 1 a second, two in flight reached 0.69
+    of the rate)."""
+    return math.ceil(rate * IN_FLIGHT_SECONDS) + SERIAL_CALLS
 
 
 def _ready(batch: TransferBatch, now: datetime):
