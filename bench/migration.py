@@ -161,8 +161,8 @@ def serve_standin(argv: list[str]) -> None:
     reached: dict = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     decide, snapshot, reset = faults.FAULTS.decide, faults.COUNTERS.snapshot, faults.COUNTERS.reset
 
-    def counting_decide(operation: str, account_id: str):
-        code = decide(operation, account_id)
+    def counting_decide(operation: str, account_id: str, region: str = ""):
+        code = decide(operation, account_id, region)
         with lock:
             reached[account_id][operation][0 if code is None else 1] += 1
         return code
