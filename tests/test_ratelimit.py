@@ -42,6 +42,24 @@ def test_a_burst_of_one_second_then_the_configured_rate(db, clock):
     assert 9.9 <= elapsed <= 10.1  # then 10 a second
 
 
+def test_a_token_taken_by_another_worker_meanwhile_is_not_lost(db, clock, monkeypatch):
+    """Two workers read the bucket at the same moment: the second write sees the row changed
+    and reads again, so both tokens are counted (a plain update would count one)."""
+    key, rate = "111111111111:us-east-1:TransferCertificate", 10.0
+    ratelimit.acquire(key, rate)  # the bucket exists: 9 tokens left
+    real_time, others, calls = clock.time, [], []
+
+    def time_with_another_worker():
+        calls.append(1)
+        if len(calls) == 1:  # between this worker's read and its write
+            others.append(ratelimit._take(key, rate))
+        return real_time()
+
+    monkeypatch.setattr(clock, "time", time_with_another_worker)
+    assert ratelimit._take(key, rate) == 0 and others == [0]
+    assert RateBucket.objects.get(key=key).tokens == pytest.approx(7.0)
+
+
 def test_each_api_and_account_has_its_own_bucket(db, clock):
     take(10, key="a:us-east-1:DescribeCertificate", clock=clock)
     assert take(10, key="a:us-east-1:TransferCertificate", clock=clock) == 0

@@ -163,6 +163,12 @@ def _locked(key: str, ceiling: float) -> RateBucket:
     bucket = RateBucket.objects.select_for_update().filter(key=key).first()
     if bucket is not None:
         return bucket
+    _create(key, ceiling)
+    return RateBucket.objects.select_for_update().get(key=key)
+
+
+def _create(key: str, ceiling: float) -> None:
+    """Make the bucket, full, unless another worker just did."""
     try:
         with transaction.atomic():
             RateBucket.objects.create(
@@ -170,7 +176,6 @@ def _locked(key: str, ceiling: float) -> RateBucket:
             )
     except IntegrityError:
         pass  # another worker made it first
-    return RateBucket.objects.select_for_update().get(key=key)
 
 
 def burst(rate: float) -> float:
@@ -178,23 +183,35 @@ def burst(rate: float) -> float:
 
 
 def _take(key: str, ceiling: float) -> float:
-    """One token if there is one (returns 0), else the seconds until there will be."""
-    with transaction.atomic():
-        bucket = _locked(key, ceiling)
-        now = time.time()
-        rate = max(min(bucket.rate, ceiling), ceiling * FLOOR)
-        tokens = min(burst(rate), bucket.tokens + max(0.0, now - bucket.updated) * rate)
+    """One token if there is one (returns 0), else the seconds until there will be.
+
+    A compare-and-set, not a locked read: the bucket is read, the new state computed, and
+    written only if the row is still what was read (else read again), two statements and
+    no transaction. A ``SELECT … FOR UPDATE`` in a transaction held the row, which every
+    worker's calls to that API share, while Python computed, and in a worker of many
+    threads that includes waiting for the GIL."""
+    while True:
+        row = RateBucket.objects.filter(key=key).values_list("tokens", "rate", "updated").first()
+        if row is None:
+            _create(key, ceiling)
+            continue
+        old_tokens, old_rate, old_updated = row
+        now = max(time.time(), old_updated)  # a clock a hair behind another machine's
+        rate = max(min(old_rate, ceiling), ceiling * FLOOR)
+        tokens = min(burst(rate), old_tokens + (now - old_updated) * rate)
         if tokens >= 1 - EPSILON:
-            bucket.tokens = max(0.0, tokens - 1)
-            bucket.rate = min(ceiling, rate + ceiling * INCREASE)
-            wait = 0.0
+            new_tokens, new_rate, wait = (
+                max(0.0, tokens - 1),
+                min(ceiling, rate + ceiling * INCREASE),
+                0.0,
+            )
         else:
-            bucket.tokens = tokens
-            bucket.rate = rate
-            wait = max(MIN_WAIT, (1 - tokens) / rate)
-        bucket.updated = now
-        bucket.save(update_fields=["tokens", "rate", "updated"])
-    return wait
+            new_tokens, new_rate, wait = tokens, rate, max(MIN_WAIT, (1 - tokens) / rate)
+        written = RateBucket.objects.filter(
+            key=key, tokens=old_tokens, rate=old_rate, updated=old_updated
+        ).update(tokens=new_tokens, rate=new_rate, updated=now)
+        if written:
+            return wait
 
 
 def throttled(key: str, ceiling: float) -> None:
