@@ -287,8 +287,13 @@ DOCUMENTED_WORKER_ARGS = ("--pool", "threads", "--concurrency", "8")
 
 
 def documented_worker_args() -> list[str]:
-    """The worker's arguments after ``celery -A portal worker`` as docs/deploy.md runs it."""
-    return list(DOCUMENTED_WORKER_ARGS)
+    """The worker's arguments after ``celery -A portal worker`` as docs/deploy.md runs it;
+    ``WORKER_CONCURRENCY`` sets the threads per worker, as in the container
+    (deploy/entrypoint.sh)."""
+    args = list(DOCUMENTED_WORKER_ARGS)
+    if os.environ.get("WORKER_CONCURRENCY"):
+        args[args.index("--concurrency") + 1] = os.environ["WORKER_CONCURRENCY"]
+    return args
 
 
 def describe_worker_args(args: Sequence[str]) -> str:
