@@ -133,11 +133,6 @@ def iot_apis() -> frozenset[str]:
 
 
 INCREASE = 0.02  # of the configured rate, per call that goes through
-# ...and at least this many requests a second per call, so a halved rate is won back within
-# a few seconds at any rate: at 1 a second, 2 % per call took 25 s, and a batch held at its
-# allowance by two token buckets (the portal's and AWS's, a network's jitter apart) spent
-# most of its time there (bench/rate_sweep.py at R = 1).
-MIN_INCREASE = 0.2
 DECREASE = 0.5  # factor on a throttling answer
 FLOOR = 0.05  # never below this fraction of the configured rate
 EPSILON = 1e-6  # float slack, so a bucket a hair short of a token does not spin
@@ -187,11 +182,6 @@ def burst(rate: float) -> float:
     return max(1.0, rate)  # one second's worth
 
 
-def increase(ceiling: float) -> float:
-    """The rate won back by each call that goes through."""
-    return max(ceiling * INCREASE, MIN_INCREASE)
-
-
 def _take(key: str, ceiling: float) -> float:
     """One token if there is one (returns 0), else the seconds until there will be.
 
@@ -212,7 +202,7 @@ def _take(key: str, ceiling: float) -> float:
         if tokens >= 1 - EPSILON:
             new_tokens, new_rate, wait = (
                 max(0.0, tokens - 1),
-                min(ceiling, rate + increase(ceiling)),
+                min(ceiling, rate + ceiling * INCREASE),
                 0.0,
             )
         else:
