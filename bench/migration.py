@@ -97,7 +97,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--policies", type=int, default=2, help="policies per certificate")
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
-    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="threads per worker (docs/deploy.md: 8)"
+    )
     parser.add_argument("--quick", action="store_true", help="100 certificates")
     parser.add_argument(
         "--skip-old-way", action="store_true", help="only the pre-accepted migration"
