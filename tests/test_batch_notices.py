@@ -134,7 +134,8 @@ def test_each_recipient_gets_one_email_for_the_batch_with_the_ids_as_csv(
         f"{N} certificate transfers to account {TARGET} are waiting for you (batch #{batch.pk})"
     )
     body = message.body
-    first = batch.transfers.order_by("pending_since").first()
+    # The email gives the earliest expiry (the transfers may straddle a minute).
+    first = min(batch.transfers.all(), key=lambda t: t.expires_at)
     for needed in (
         f"{N} AWS IoT certificates are being transferred",
         "111111111111 (Fleet production), region us-east-1",
