@@ -46,11 +46,14 @@ run: $(STAMP)
 # The service and browser tiers need real services: .ci/run enables them.
 # One pytest-xdist worker per core (TEST_WORKERS=0 runs in one process); the total wall
 # time is printed last, and pytest's exit status is kept (5, nothing collected, fails).
+# Each worker builds its test database from the models, not by running the 30 migrations
+# (5 s of CPU per worker); tests/test_migrations.py checks the two agree, and the service
+# tier migrates PostgreSQL for real.
 TEST_WORKERS ?= auto
 test: $(STAMP)
 	@start=$$(date +%s.%N); \
 	env -u DATABASE_URL -u REDIS_URL -u PYTHONDONTWRITEBYTECODE \
-		$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=5 \
+		$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=5 --nomigrations \
 		-m "not services and not browser"; \
 	status=$$?; \
 	echo "make test: $$(awk "BEGIN { printf \"%.0f\", $$(date +%s.%N) - $$start }") s, exit status $$status"; \

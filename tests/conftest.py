@@ -41,6 +41,25 @@ def _share_botocore_models() -> None:
 _share_botocore_models()
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(request, django_db_setup, django_db_blocker):
+    """Under --nomigrations (``make test``) the tables come from the models: record every
+    migration as applied, as on a migrated database, so the tests of a migration can step
+    back to the one before it and forward again (test_migrations.py keeps the models and
+    the migrations saying the same)."""
+    if request.config.getoption("nomigrations", False):
+        from django.db import connection
+        from django.db.migrations.loader import MigrationLoader
+        from django.db.migrations.recorder import MigrationRecorder
+        from django.test.utils import override_settings
+
+        with django_db_blocker.unblock(), override_settings(MIGRATION_MODULES={}):
+            recorder = MigrationRecorder(connection)
+            recorder.ensure_schema()
+            for app, name in MigrationLoader(connection).graph.nodes:
+                recorder.record_applied(app, name)
+
+
 @pytest.fixture(autouse=True)
 def _eager_celery(request):
     """Tasks enqueued after commit run inline in unit tests; the service tier (marked
