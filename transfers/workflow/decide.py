@@ -78,7 +78,14 @@ def _count_approval(user, pk: int, comment: str, check) -> Transfer | None:
     from policies import mail, rules
     from policies.models import Approval
 
-    transfer = Transfer.objects.select_for_update().select_related("source", "requester").get(pk=pk)
+    # Only the transfer's row: FOR UPDATE alone would lock the joined account and requester
+    # too, so the approvals of every batch from one account or one requester would queue
+    # behind each other's chunks (bench/regions.py: 35 % of the workers' time).
+    transfer = (
+        Transfer.objects.select_for_update(of=("self",))
+        .select_related("source", "requester")
+        .get(pk=pk)
+    )
     if transfer.status != Transfer.Status.REQUESTED:
         return None  # the transition refuses it, with its message
     needed = rules.required(transfer)
