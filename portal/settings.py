@@ -293,6 +293,12 @@ else:
     }
     for _folder in ("queue", "control", "work"):
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+# Celery's Django fixup closes a worker's database connections before and after every task
+# whatever CONN_MAX_AGE says (celery/celery#4116): on PostgreSQL a new backend for every
+# task, 30 a second at 25 transfers a second (bench/regions.py), each a fork and a login.
+# With a reuse count it leaves them open, and portal/celery.py closes them as Django does
+# after a request: at CONN_MAX_AGE, or when the connection is broken.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
