@@ -516,3 +516,51 @@ def test_a_count_within_the_limit_is_exact_and_counts_each_match_once(
     response = client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
     assert not response.context["page"].paginator.exact
     assert "More than 49 certificates" in response.content.decode()
+
+
+def test_a_walk_probes_only_the_names_that_exist(client, viewer, fleet, monkeypatch):
+    """No thing is named "Fleet-Conf…": the walk for it tests policies, not things (a probe
+    of a link index per walked row each), and lists what sorting all matches lists."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from transfers import search
+    from transfers.forms import SORTS
+    from transfers.views import inventory
+
+    monkeypatch.setattr(search, "SORT_ALL_BELOW", 0)
+    monkeypatch.setattr(inventory, "PAGE_SIZE", 2)  # walked: 2 x 60 < 12 x 12
+    matches = fleet.filter(policies__name="Fleet-Config").order_by(*SORTS["newest"])
+    expected = [c.certificate_id for c in matches]
+    client.force_login(viewer)
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(reverse("certificate_list"), {"q": "Fleet-Conf"}).context["page"]
+    assert page.paginator.count == len(expected) == 12
+    assert [c.certificate_id for c in page.object_list] == expected[:2]
+    walked = [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'EXISTS(SELECT 1 AS "a" FROM "transfers_certificate' in q["sql"]
+    ]
+    assert len(walked) == 1, walked
+    assert '"transfers_certificatepolicy"' in walked[0]
+    assert '"transfers_certificatething"' not in walked[0]
+    # With a thing of that name too, both are probed.
+    with CaptureQueriesContext(connection) as queries:
+        client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
+    walked = [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'EXISTS(SELECT 1 AS "a" FROM "transfers_certificate' in q["sql"]
+    ]
+    assert walked and all('"transfers_certificatething"' in sql for sql in walked)
+
+
+def test_the_capped_count_says_what_each_branch_found(fleet):
+    from transfers.search import _branches, capped_counts
+
+    accounts = [fleet.first().account_id]
+    total, found = capped_counts(_branches("Fleet-Con", "default", accounts), 10_000)
+    assert total == 50 and found == [0, 48, 9]  # ids, policies, things
+    total, found = capped_counts(_branches("Fleet-Con", "default", accounts), 20)
+    assert total == 21 and found[1] == 21  # capped

@@ -128,7 +128,10 @@ def certificate_list(request: HttpRequest) -> HttpResponse:
     rows = search(narrowed, q, **narrowing(data)).order_by(*order).values_list(*ROW_FIELDS)
     shortcuts = {}
     if q and not q.startswith("arn:"):
-        walk = search_walk(narrowed, q).order_by(*order).values_list(*ROW_FIELDS)
+
+        def walk(found):
+            return search_walk(narrowed, q, found).order_by(*order).values_list(*ROW_FIELDS)
+
         shortcuts = {
             "walk": walk,
             "account_pks": account_pks,
