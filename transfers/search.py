@@ -312,10 +312,13 @@ def search_walk(queryset, q: str, found: list[bool] | None = None):
     ``found``: which of the id, policy and thing branches (``_branches``) find anything;
     links of a name nobody has are not probed (None: both are). The id's test stays, as
     cheap as it is: an EXISTS alone would become a join, which PostgreSQL runs in
-    parallel over the whole index instead of stopping at the page (100 ms, not 20)."""
-    using = queryset.db
+    parallel over the whole index instead of stopping at the page (100 ms, not 20). It is
+    a plain LIKE, not ``_prefix``'s range: alone, the range made SQLite read every id with
+    that first character from the id index and sort them (155 ms at 1,000,000) instead
+    of walking the sort's index, which is what a walk is for."""
     _, policies, things = found or (True, True, True)
-    test = _prefix("certificate_id", q.lower(), using)
+    using = queryset.db
+    test = Q(certificate_id__startswith=q.lower())
     for related, wanted in ((CertificatePolicy, policies), (CertificateThing, things)):
         if not wanted:
             continue
