@@ -203,9 +203,10 @@ def fleet(source, other):
 
 
 def walks(queries) -> bool:
-    """Whether a query tested certificates one by one for a policy (search_walk)."""
+    """Whether a query tested certificates one by one for a policy (search_walk): its id
+    test, then the policies' (a probe or a set), in one OR."""
     return any(
-        re.search(r'EXISTS\(SELECT .* FROM "transfers_certificatepolicy"', q["sql"])
+        re.search(r"ESCAPE '\\' OR .*\"transfers_certificatepolicy\"", q["sql"])
         for q in queries.captured_queries
     )
 
@@ -275,11 +276,11 @@ def test_a_narrow_search_sorts_its_matches_without_walking(client, viewer, fleet
     assert response.context["page"].paginator.count == 12
     assert not walks(queries)
     # The certificates of the accounts were counted once, and are then remembered.
-    universe = [q for q in queries.captured_queries if "COUNT(*) AS" in q["sql"]]
+    universe = [q for q in queries.captured_queries if 'COUNT(*) AS "__count"' in q["sql"]]
     assert len(universe) == 1
     with CaptureQueriesContext(connection) as again:
         client.get(reverse("certificate_list"), {"q": "Fleet-Config", "page": 2})
-    assert not [q for q in again.captured_queries if "COUNT(*) AS" in q["sql"]]
+    assert not [q for q in again.captured_queries if 'COUNT(*) AS "__count"' in q["sql"]]
 
 
 def test_the_last_page_of_the_list_reads_in_reverse(client, viewer, source):
@@ -518,11 +519,11 @@ def test_a_count_within_the_limit_is_exact_and_counts_each_match_once(
     assert "More than 49 certificates" in response.content.decode()
 
 
-def test_a_walk_probes_only_the_names_that_exist(client, viewer, fleet, monkeypatch):
-    """No thing is named "Fleet-Conf…": the walk for it tests policies, not things (a probe
-    of a link index per walked row each), and lists what sorting all matches lists."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
+def test_a_walk_tests_each_name_as_the_count_saw_it(client, viewer, fleet, monkeypatch):
+    """The walk is told, per name branch, what the capped count read: no link of that name
+    (not tested), all of a few links (tested as a set, hashed once), or many (each walked
+    row probes its links); every page is what sorting all matches gives."""
+    from django.db.models import QuerySet
 
     from transfers import search
     from transfers.forms import SORTS
@@ -530,40 +531,69 @@ def test_a_walk_probes_only_the_names_that_exist(client, viewer, fleet, monkeypa
 
     monkeypatch.setattr(search, "SORT_ALL_BELOW", 0)
     monkeypatch.setattr(inventory, "PAGE_SIZE", 2)  # walked: 2 x 60 < 12 x 12
-    matches = fleet.filter(policies__name="Fleet-Config").order_by(*SORTS["newest"])
-    expected = [c.certificate_id for c in matches]
+    told = []
+
+    def walk(queryset, q, names=None):
+        told.append(names)
+        return search_walk(queryset, q, names)
+
+    search_walk = search.search_walk
+    monkeypatch.setattr(inventory, "search_walk", walk)
     client.force_login(viewer)
-    with CaptureQueriesContext(connection) as queries:
-        page = client.get(reverse("certificate_list"), {"q": "Fleet-Conf"}).context["page"]
-    assert page.paginator.count == len(expected) == 12
-    assert [c.certificate_id for c in page.object_list] == expected[:2]
-    walked = [
-        q["sql"]
-        for q in queries.captured_queries
-        if 'EXISTS(SELECT 1 AS "a" FROM "transfers_certificate' in q["sql"]
-    ]
-    assert len(walked) == 1, walked
-    assert '"transfers_certificatepolicy"' in walked[0]
-    assert '"transfers_certificatething"' not in walked[0]
-    # With a thing of that name too, both are probed.
-    with CaptureQueriesContext(connection) as queries:
-        client.get(reverse("certificate_list"), {"q": "Fleet-Con"})
-    walked = [
-        q["sql"]
-        for q in queries.captured_queries
-        if 'EXISTS(SELECT 1 AS "a" FROM "transfers_certificate' in q["sql"]
-    ]
-    assert walked and all('"transfers_certificatething"' in sql for sql in walked)
+
+    def first_page(q):
+        return [
+            c.certificate_id
+            for c in client.get(reverse("certificate_list"), {"q": q}).context["page"]
+        ]
+
+    # No thing is named Fleet-Conf…, 12 policy links are.
+    matches = fleet.filter(policies__name="Fleet-Config").order_by(*SORTS["newest"])
+    assert first_page("Fleet-Conf") == [c.certificate_id for c in matches[:2]]
+    ((policies, things),) = told
+    assert isinstance(policies, QuerySet) and things is False
+    # Fleet-Con: 57 policy links (more than 2 x 21 when the count stops at 20) and 9
+    # thing links (all read).
+    monkeypatch.setattr(search, "COUNT_UP_TO", 20)
+    told.clear()
+    matches = (
+        fleet.filter(
+            Q(policies__name__startswith="Fleet-Con") | Q(things__name__startswith="Fleet-Con")
+        )
+        .distinct()
+        .order_by(*SORTS["newest"])
+    )
+    assert first_page("Fleet-Con") == [c.certificate_id for c in matches[:2]]
+    ((policies, things),) = told
+    assert policies is True and isinstance(things, QuerySet)
+
+
+def test_a_walk_probes_many_links_tests_a_few_as_a_set_and_skips_none(fleet):
+    from transfers.search import _branches, search_walk
+
+    visible = fleet.model.objects.filter(account=fleet.first().account)
+    _, policies, things = _branches("Fleet-Con", "default", [fleet.first().account_id])
+    sql = str(search_walk(visible, "Fleet-Con", [True, things]).query)
+    assert 'EXISTS(SELECT 1 AS "a" FROM "transfers_certificatepolicy"' in sql
+    assert 'IN (SELECT U0."certificate_id" AS "certificate_id" FROM "transfers_certificatet' in sql
+    sql = str(search_walk(visible, "Fleet-Con", [policies, False]).query)
+    assert '"transfers_certificatething"' not in sql and "EXISTS" not in sql
+    walked = search_walk(visible, "Fleet-Con", [policies, things]).order_by("pk")
+    assert list(walked) == list(search_walk(visible, "Fleet-Con").order_by("pk"))
 
 
 def test_the_capped_count_says_what_each_branch_found(fleet):
     from transfers.search import _branches, capped_counts
 
     accounts = [fleet.first().account_id]
-    total, found = capped_counts(_branches("Fleet-Con", "default", accounts), 10_000)
+    total, found, whole = capped_counts(_branches("Fleet-Con", "default", accounts), 10_000)
     assert total == 50 and found == [0, 48, 9]  # ids, policies, things
-    total, found = capped_counts(_branches("Fleet-Con", "default", accounts), 20)
-    assert total == 21 and found[1] == 21  # capped
+    assert whole == [True, True, True]
+    # Capped at 20: the 57 policy links (48 certificates) are more than 2 x 21 were read;
+    # the 9 things' links were all read.
+    total, found, whole = capped_counts(_branches("Fleet-Con", "default", accounts), 20)
+    assert total == 21 and found == [0, 21, 9]
+    assert whole == [True, False, True]
 
 
 def test_a_walk_for_an_id_prefix_alone_walks_the_sort_not_the_id_index(fleet):
@@ -575,7 +605,7 @@ def test_a_walk_for_an_id_prefix_alone_walks_the_sort_not_the_id_index(fleet):
     from transfers.forms import SORTS
     from transfers.search import search_walk
 
-    walk = search_walk(fleet.model.objects.all(), "0", [True, False, False])
+    walk = search_walk(fleet.model.objects.all(), "0", [False, False])
     sql, params = walk.order_by(*SORTS["newest"])[:50].query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
