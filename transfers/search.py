@@ -74,10 +74,10 @@ class CertificatePaginator(TailPaginator):
       account, region and status),
       whose count is the page count without reading a certificate per match;
     - ``walk``: the same rows written as a test on each certificate, which the database
-      answers by walking the sort's index until the page is full: a function of which
-      ``branches`` found anything (None: not counted), so a walked row is only tested
-      for names that exist (a policy name tested for things too cost a third of the
-      walk, docs/benchmarks.md). It walks about
+      answers by walking the sort's index until the page is full: a function of what
+      the count saw of each name branch (``walked``), so a walked row is tested only
+      for names that exist, and against a set when they are few (docs/benchmarks.md).
+      It walks about
       ``depth x universe / count`` rows, so it is used only when that is fewer than the
       matches a sort would probe. ``account_pks`` give the number walked over, an upper
       bound of what the search narrows: the certificates of those accounts, counted from
@@ -194,11 +194,6 @@ class OpenPage(Page):
     @property
     def from_end(self) -> int:
         return -self.number if self.number < 0 else 0
-
-
-def capped_count(branches: list, up_to: int) -> int:
-    """How many distinct keys the union of ``branches`` holds (capped_counts)."""
-    return capped_counts(branches, up_to)[0]
 
 
 def capped_counts(branches: list, up_to: int) -> tuple[int, list[int], list[bool]]:
