@@ -135,7 +135,11 @@ def test_a_program_ends_when_its_parent_is_killed(tmp_path):
         while not pidfile.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         program = int(pidfile.read_text())
-        assert Path(f"/proc/{program}/cmdline").read_bytes() == b"sleep\x00120\x00"
+        # The pidfile is written just before the exec: give the exec its moment.
+        cmdline = Path(f"/proc/{program}/cmdline")
+        while cmdline.read_bytes() != b"sleep\x00120\x00" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cmdline.read_bytes() == b"sleep\x00120\x00"
 
         parent.kill()
         parent.wait()
