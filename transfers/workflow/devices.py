@@ -185,6 +185,10 @@ def _worst(statuses: list[str]) -> str:
     return SUCCEEDED
 
 
+# The fields ready() reads.
+READY_FIELDS = ("tell_devices", "device_things", "device_job_status", "device_released_by")
+
+
 def ready(transfer: Transfer) -> bool:
     return (
         not transfer.tell_devices

@@ -6,6 +6,7 @@ AWS calls stay outside transactions and each one writes an event too.
 
 from __future__ import annotations
 
+import copy
 import logging
 from datetime import timedelta
 from typing import Any
@@ -75,10 +76,35 @@ def aws_call(transfer: Transfer, by, aws_client, operation: str, **params) -> di
     return answer
 
 
+def columns(transfer: Transfer) -> dict[str, Any]:
+    """The row's column values by field name, lists and dicts copied (a step may change
+    one in place): what :func:`save_changes` compares with."""
+    return {
+        f.name: copy.deepcopy(v)
+        if isinstance(v := getattr(transfer, f.attname), list | dict)
+        else v
+        for f in transfer._meta.concrete_fields
+        if not f.primary_key
+    }
+
+
+def save_changes(transfer: Transfer, was: dict[str, Any]) -> None:
+    """Save the columns changed since ``columns(transfer)`` gave ``was``, and only those: the
+    whole row is some 60 columns, and a field another process writes without the row lock
+    (batches.hand_on's queued_at, on SQLite) is left alone."""
+    transfer.save(update_fields=[k for k, v in columns(transfer).items() if was[k] != v])
+
+
 def transition(pk: int, method: str, by, *, refuse: str, before=None, **details) -> Transfer:
     """Apply transition ``method`` on the locked row; TransferError if the state forbids it."""
     with transaction.atomic():
-        transfer = Transfer.objects.select_for_update().get(pk=pk)
+        # The people and the target its notices go to (notices.on_transition), in the same
+        # query; only the transfer's row is locked.
+        transfer = (
+            Transfer.objects.select_for_update(of=("self",))
+            .select_related("target", "requester", "approver")
+            .get(pk=pk)
+        )
         bound = getattr(transfer, method)
         if not can_proceed(bound):
             raise TransferError(
@@ -86,12 +112,13 @@ def transition(pk: int, method: str, by, *, refuse: str, before=None, **details)
                 f"{refuse} The transfer is {transfer.get_status_display().lower()}.",
                 status=409,
             )
+        was = columns(transfer)
         if before is not None:
             before(transfer)
         old = transfer.status
         bound()
         transfer.updated = timezone.now()
-        transfer.save()
+        save_changes(transfer, was)
         record(
             transfer,
             method,

@@ -16,7 +16,14 @@ from transfers import aws, leases, queue
 from transfers.models import Certificate, Transfer, TransferEvent
 from transfers.workflow import devices, landing
 from transfers.workflow.errors import WORKER, RetryLater
-from transfers.workflow.events import aws_call, lease_lost, record, transition
+from transfers.workflow.events import (
+    aws_call,
+    columns,
+    lease_lost,
+    record,
+    save_changes,
+    transition,
+)
 from transfers.workflow.reconcile import as_datetime, decide, is_ours, newer_transfer
 
 
@@ -29,7 +36,10 @@ def execute(pk: int) -> str:
         return waiting
     now = timezone.now()
     with transaction.atomic():
-        transfer = Transfer.objects.select_for_update().get(pk=pk)
+        transfer = (
+            Transfer.objects.select_for_update(of=("self",)).select_related("source").get(pk=pk)
+        )
+        was = columns(transfer)
         if transfer.status == Transfer.Status.APPROVED:
             transfer.start()
             record(
@@ -50,7 +60,7 @@ def execute(pk: int) -> str:
         transfer.lease_token = leases.new_token()
         transfer.attempts += 1
         transfer.updated = now
-        transfer.save()
+        save_changes(transfer, was)
     try:
         with leases.kept(transfer.pk, transfer.lease_token):
             outcome = _prepare_and_transfer(transfer)
@@ -77,9 +87,13 @@ def execute(pk: int) -> str:
 def _devices_first(pk: int) -> str | None:
     """Before the certificate is touched, its devices are told the target's endpoint
     (workflow.devices): None to go on, else why the transfer stays approved for now."""
-    transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
-    if transfer.status != Transfer.Status.APPROVED or devices.ready(transfer):
+    # What devices.ready reads, first: the whole row with both accounts only when the
+    # devices are still to be told (most transfers have nothing to tell).
+    fields = ("status", *devices.READY_FIELDS)
+    glance = Transfer.objects.only(*fields).get(pk=pk)
+    if glance.status != Transfer.Status.APPROVED or devices.ready(glance):
         return None
+    transfer = Transfer.objects.select_related("source", "target").get(pk=pk)
     try:
         state = devices.gate(transfer)
     except aws.AwsError as exc:
