@@ -68,8 +68,9 @@ def test_buckets_keep_2_percent_under_the_allowance_for_the_networks_jitter(db, 
 
 
 def test_a_token_taken_by_another_worker_meanwhile_is_not_lost(db, clock, monkeypatch):
-    """Two workers read the bucket at the same moment: the second write sees the row changed
-    and reads again, so both tokens are counted (a plain update would count one)."""
+    """Two workers take at the same moment: the take is one UPDATE computed from the row as
+    it is in the database, so both tokens are counted (a read, then a plain write of what
+    was computed from it, would count one)."""
     key, rate = "111111111111:us-east-1:TransferCertificate", 10.0
     ratelimit.acquire(key, rate)  # the bucket exists: 9 tokens left
     real_time, others, calls = clock.time, [], []
@@ -83,6 +84,25 @@ def test_a_token_taken_by_another_worker_meanwhile_is_not_lost(db, clock, monkey
     monkeypatch.setattr(clock, "time", time_with_another_worker)
     assert ratelimit._take(key, rate) == 0 and others == [0]
     assert RateBucket.objects.get(key=key).tokens == pytest.approx(7.0)
+
+
+def test_a_token_is_taken_in_one_statement_and_a_wait_writes_nothing(db, clock):
+    """Every AWS call of every transfer takes a token: with one there, one UPDATE; without,
+    that UPDATE changes nothing and one read says how long to wait."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    key, rate = "111111111111:us-east-1:TransferCertificate", 10.0
+    take(10, key=key, rate=rate, clock=clock)  # made, and its burst spent
+    clock.now += 0.1  # one token
+    with CaptureQueriesContext(connection) as taking:
+        assert ratelimit._take(key, rate) == 0
+    before = RateBucket.objects.values("tokens", "rate", "updated").get(key=key)
+    with CaptureQueriesContext(connection) as waiting:
+        assert ratelimit._take(key, rate) == pytest.approx(0.1)
+    assert [q["sql"].split()[0] for q in taking.captured_queries] == ["UPDATE"]
+    assert [q["sql"].split()[0] for q in waiting.captured_queries] == ["UPDATE", "SELECT"]
+    assert RateBucket.objects.values("tokens", "rate", "updated").get(key=key) == before
 
 
 def test_each_api_and_account_has_its_own_bucket(db, clock):

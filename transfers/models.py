@@ -740,6 +740,10 @@ class Transfer(ConcurrentTransitionMixin, models.Model):
             # The reconciler's and the queues' scans: transfers in one state, oldest first.
             models.Index(fields=["status", "updated"], name="transfer_status_idx"),
             models.Index(fields=["target_account_id", "status"], name="transfer_target_idx"),
+            # A batch's transfers in one state, in order (batches.hand_on after every transfer,
+            # the feeder every tick): the batch's own index alone walked past every transfer
+            # already handled.
+            models.Index(fields=["batch", "status", "id"], name="transfer_batch_status_idx"),
             # reconcile.newer_transfer: a certificate's later transfers (the reconciler asks
             # for each transfer it watches).
             models.Index(fields=["certificate_id"], name="transfer_certificate_idx"),

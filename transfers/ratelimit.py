@@ -195,49 +195,62 @@ def burst(rate: float) -> float:
     return max(1.0, rate)  # one second's worth
 
 
-# _take's two statements, in plain SQL: the ORM's query building cost more CPU than the
+# _take's statements, in plain SQL: the ORM's query building cost more CPU than the
 # database did, on every AWS call of every transfer (RateBucket's table).
 _READ = 'SELECT tokens, rate, updated FROM "transfers_ratebucket" WHERE "key" = %s'
-_WRITE = (
-    'UPDATE "transfers_ratebucket" SET tokens = %s, rate = %s, updated = %s '
-    'WHERE "key" = %s AND tokens = %s AND rate = %s AND updated = %s'
-)
+
+
+@functools.cache
+def _take_sql(vendor: str) -> str:
+    """One statement that takes a token if the bucket has one: the arithmetic of
+    :func:`_refill`, in SQL (SET sees the row as it was, as _refill's arguments)."""
+    least, greatest = ("least", "greatest") if vendor == "postgresql" else ("min", "max")
+    rate = f"{greatest}({least}(rate, %(ceiling)s), %(floor)s)"
+    now = f"{greatest}(%(now)s, updated)"
+    tokens = f"{least}({greatest}(1.0, {rate}), tokens + ({now} - updated) * {rate})"
+    # Built from the two function names above; every value is a parameter.
+    return (
+        f'UPDATE "transfers_ratebucket" SET tokens = {greatest}(0.0, {tokens} - 1), '  # noqa: S608
+        f"rate = {least}(%(ceiling)s, {rate} + %(step)s), updated = {now} "
+        f'WHERE "key" = %(key)s AND {tokens} >= %(one)s'
+    )
+
+
+def _refill(tokens: float, rate: float, updated: float, now: float, ceiling: float):
+    """(tokens, rate) at ``now`` of a bucket read as (tokens, rate, updated)."""
+    rate = max(min(rate, ceiling), ceiling * FLOOR)
+    return min(burst(rate), tokens + (max(now, updated) - updated) * rate), rate
 
 
 def _take(key: str, ceiling: float) -> float:
     """One token if there is one (returns 0), else the seconds until there will be.
 
-    A compare-and-set, not a locked read: the bucket is read, the new state computed, and
-    written only if the row is still what was read (else read again), two statements and
-    no transaction. A ``SELECT … FOR UPDATE`` in a transaction held the row, which every
-    worker's calls to that API share, while Python computed, and in a worker of many
-    threads that includes waiting for the GIL."""
-    while True:
-        with connection.cursor() as cursor:
-            cursor.execute(_READ, [key])
-            row = cursor.fetchone()
-        if row is None:
-            _create(key, ceiling)
-            continue
-        old_tokens, old_rate, old_updated = row
-        now = max(time.time(), old_updated)  # a clock a hair behind another machine's
-        rate = max(min(old_rate, ceiling), ceiling * FLOOR)
-        tokens = min(burst(rate), old_tokens + (now - old_updated) * rate)
-        if tokens >= 1 - EPSILON:
-            new_tokens, new_rate, wait = (
-                max(0.0, tokens - 1),
-                min(ceiling, rate + ceiling * INCREASE),
-                0.0,
-            )
-        else:
-            new_tokens, new_rate, wait = tokens, rate, max(MIN_WAIT, (1 - tokens) / rate)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _WRITE, [new_tokens, new_rate, now, key, old_tokens, old_rate, old_updated]
-            )
-            written = cursor.rowcount
-        if written:
-            return wait
+    One UPDATE takes the token when the bucket has one, in the database, so two workers
+    taking at the same moment both count. Only without a token is the bucket read, to say
+    how long to wait (nothing is written then: a bucket's state follows from the time).
+    Never a locked read in a transaction: that held the row, which every worker's calls to
+    that API share, while Python computed, and in a threaded worker while it waited for
+    the GIL."""
+    params = {
+        "key": key,
+        "now": time.time(),
+        "ceiling": ceiling,
+        "floor": ceiling * FLOOR,
+        "step": ceiling * INCREASE,
+        "one": 1 - EPSILON,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_take_sql(connection.vendor), params)
+        if cursor.rowcount:
+            return 0.0
+        cursor.execute(_READ, [key])
+        row = cursor.fetchone()
+    if row is None:
+        _create(key, ceiling)  # full: the next take has its token
+        return _take(key, ceiling)
+    # A token that came between the two statements waits MIN_WAIT, then is taken.
+    tokens, rate = _refill(*row, params["now"], ceiling)
+    return max(MIN_WAIT, (1 - tokens) / rate)
 
 
 def throttled(key: str, ceiling: float) -> None:
