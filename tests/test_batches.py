@@ -479,6 +479,53 @@ def test_declining_a_batch_commits_each_transfer_on_its_own(
     assert refused.value.code == "already_decided"
 
 
+def test_a_batch_cancel_whose_background_part_was_lost_is_sent_again_once_stalled(
+    fleet, requester, approver, monkeypatch, django_capture_on_commit_callbacks, settings
+):
+    """No cancel is lost: its message lost, or AWS busy for some of its transfers, the
+    sweep sends it again once nothing of the batch was cancelled for the stall time."""
+    from datetime import timedelta
+
+    from transfers import queue
+
+    batch = request(requester, fleet)
+    committed(batches.approve, approver, batch)
+    assert batches.progress(batch)["pending"] == 4
+    with django_capture_on_commit_callbacks(execute=False):  # its message never sent
+        assert batches.cancel_pending(requester, batch)[0] == 4
+    sent = []
+    monkeypatch.setattr(queue, "send_now", lambda name, *args, **kw: sent.append((name, *args)))
+    assert batches.resume_cancels() == 0  # just asked: the message may be on its way
+    stalled = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES, seconds=1)
+    TransferBatch.objects.filter(pk=batch.pk).update(cancel_requested_at=stalled)
+    assert batches.resume_cancels() == 1
+    assert sent == [("cancel_batch", batch.pk, requester.pk)]
+
+    # AWS throttles the last two: cancelled later, not forgotten.
+    real_cancel = workflow.cancel
+
+    def busy_after_two(user, pk):
+        if batch.transfers.filter(status="cancelled").count() == 2:
+            raise TransferError("ThrottlingException", "AWS is busy.", 503)
+        return real_cancel(user, pk)
+
+    monkeypatch.setattr(workflow, "cancel", busy_after_two)
+    done, errors = batches.cancel_transfers(batch.pk, requester.pk)
+    assert done == 2 and len(errors) == 2
+    batch.refresh_from_db()
+    assert batch.cancel_requested_at is not None and batches.progress(batch)["cancelling"]
+    assert batches.resume_cancels() == 0  # two were cancelled just now
+    batch.transfers.update(updated=stalled)
+    assert batches.resume_cancels() == 1
+    assert sent[-1] == ("cancel_batch", batch.pk, requester.pk)
+    monkeypatch.setattr(workflow, "cancel", real_cancel)
+    assert batches.cancel_transfers(batch.pk, requester.pk) == (2, [])
+    batch.refresh_from_db()
+    assert batch.cancel_requested_at is None
+    assert set(batch.transfers.values_list("status", flat=True)) == {"cancelled"}
+    assert batches.resume_cancels() == 0  # nothing left to cancel
+
+
 def test_a_batch_approval_whose_background_part_was_lost_is_sent_again_once_stalled(
     fleet, requester, approver, monkeypatch, django_capture_on_commit_callbacks, settings
 ):

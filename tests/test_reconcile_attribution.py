@@ -302,12 +302,14 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
     for name in ("requeue_stalled", "sweep_restores", "sweep_landings"):
         monkeypatch.setattr(workflow, name, lambda name=name: ran.append(name) or 0)
     monkeypatch.setattr(batches, "resume_approvals", lambda: ran.append("resume_approvals") or 0)
+    monkeypatch.setattr(batches, "resume_cancels", lambda: ran.append("resume_cancels") or 0)
 
     outcomes = tasks.reconcile()
 
     assert ran == [
         "requeue_stalled",
         "resume_approvals",
+        "resume_cancels",
         "sweep_restores",
         "sweep_landings",
     ]
@@ -315,6 +317,7 @@ def test_the_beat_task_runs_every_sweep_whatever_one_raises(db, monkeypatch):
         "exception": 1,
         "requeued": 0,
         "approvals_resumed": 0,
+        "cancels_resumed": 0,
         "restores": 0,
         "landings": 0,
     }

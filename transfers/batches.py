@@ -492,14 +492,49 @@ def cancel_transfers(batch_pk: int, user_pk: int) -> tuple[int, list[str]]:
 
     batch = TransferBatch.objects.get(pk=batch_pk)
     user = get_user_model().objects.get(pk=user_pk)
-    done, errors = _each(
-        batch,
-        Transfer.Status.PENDING_ACCEPTANCE,
-        lambda pk: workflow.cancel(user, pk),
-        chunked=False,  # an AWS call each
-    )
-    TransferBatch.objects.filter(pk=batch_pk).update(cancel_requested_at=None)
+    busy = []  # AWS throttled or unavailable: still pending, for resume_cancels
+
+    def one(pk: int) -> None:
+        try:
+            workflow.cancel(user, pk)
+        except TransferError as exc:
+            if exc.status == 503:
+                busy.append(pk)
+            raise
+
+    # Not chunked: an AWS call each.
+    done, errors = _each(batch, Transfer.Status.PENDING_ACCEPTANCE, one, chunked=False)
+    if not busy:
+        TransferBatch.objects.filter(pk=batch_pk).update(cancel_requested_at=None)
     return done, errors
+
+
+def resume_cancels() -> int:
+    """Beat (reconcile): send again the background part of a batch cancel that did not
+    reach every pending transfer: its message lost (the web process died after the commit,
+    the broker restarted empty), its worker stopped mid-way, or AWS was throttling or
+    unavailable for some (cancel_transfers then keeps the request). Stalled: the request is
+    older than TRANSFER_STALL_MINUTES, a transfer of the batch is still pending, and none of
+    the batch was cancelled for as long. Sent again while the first still runs, it is
+    harmless: each cancel is checked against AWS. Returns how many it sent."""
+    cutoff = timezone.now() - timedelta(minutes=settings.TRANSFER_STALL_MINUTES)
+    pending = Transfer.objects.filter(
+        batch=OuterRef("pk"), status=Transfer.Status.PENDING_ACCEPTANCE
+    )
+    moving = Transfer.objects.filter(
+        batch=OuterRef("pk"), status=Transfer.Status.CANCELLED, updated__gte=cutoff
+    )
+    stalled = list(
+        TransferBatch.objects.filter(
+            cancel_requested_at__lt=cutoff, cancel_requested_by__isnull=False
+        )
+        .filter(Exists(pending))
+        .exclude(Exists(moving))
+        .values_list("pk", "cancel_requested_by")
+    )
+    for batch_pk, user_pk in stalled:
+        queue.send_now("cancel_batch", batch_pk, user_pk)
+    return len(stalled)
 
 
 def _feed_soon(batch_pk: int) -> None:

@@ -86,6 +86,7 @@ def reconcile() -> dict:
     outcomes = _isolated(Sweep.RECONCILE, workflow.reconcile_pending) or {"exception": 1}
     outcomes["requeued"] = _isolated(Sweep.REQUEUE, workflow.requeue_stalled)
     outcomes["approvals_resumed"] = _isolated(Sweep.REQUEUE, batches.resume_approvals)
+    outcomes["cancels_resumed"] = _isolated(Sweep.REQUEUE, batches.resume_cancels)
     outcomes["restores"] = _isolated(Sweep.RESTORES, workflow.sweep_restores)
     outcomes["landings"] = _isolated(Sweep.LANDINGS, workflow.sweep_landings)
     return outcomes
