@@ -303,15 +303,23 @@ def test_cancel_restores(world, requester, approver):
     assert transfer.restore_state == Transfer.Restore.DONE
     assert describe(world["iot"], transfer.certificate_id)["status"] == "ACTIVE"
     assert transfer.events.filter(action="restore", ok=True).exists()
+    assert Certificate.objects.get(pk=transfer.cert_id).status == "ACTIVE"  # as the restore left it
 
 
 def test_without_restore_nothing_is_put_back(world, requester, approver):
     transfer = request(world, requester, options=Options(restore=False))
     committed(workflow.approve, approver, transfer.pk)
+    cert = Certificate.objects.get(pk=transfer.cert_id)
+    assert cert.status == "PENDING_TRANSFER" and cert.policies.get(name="Telemetry").status == (
+        "PENDING_TRANSFER"
+    )
     committed(workflow.cancel, requester, transfer.pk)
     transfer.refresh_from_db()
     assert transfer.restore_state == Transfer.Restore.NONE
     assert describe(world["iot"], transfer.certificate_id)["status"] == "INACTIVE"
+    # The inventory says so at once (and its search by status too), not at the next sync.
+    cert.refresh_from_db()
+    assert cert.status == "INACTIVE" and cert.policies.get(name="Telemetry").status == "INACTIVE"
 
 
 def test_a_failed_restore_step_is_shown(world, requester, approver):

@@ -14,9 +14,14 @@ from transfers.workflow.landing_plan import steps_left
 
 
 def end(pk: int, method: str, by, **details) -> Transfer:
-    """A transition that ends the transfer with the certificate back at the source."""
+    """A transition that ends the transfer with the certificate back at the source. One
+    that was pending in AWS came back INACTIVE (AWS: a rejected or cancelled transfer
+    leaves the certificate so): the inventory says it now, not at the next sync, and a
+    restore that re-activates it says ACTIVE when it has."""
+    was = []
 
     def mark(row: Transfer) -> None:
+        was.append(row.status)
         if row.needs_restore():
             row.restore_state = Transfer.Restore.PENDING
         for name, value in details.items():
@@ -31,6 +36,10 @@ def end(pk: int, method: str, by, **details) -> Transfer:
             refuse="It already ended.",
             **{k: str(v) for k, v in details.items()},
         )
+        if was[-1] == Transfer.Status.PENDING_ACCEPTANCE:
+            Certificate.objects.filter(pk=transfer.cert_id, status="PENDING_TRANSFER").set_status(
+                Certificate.Status.INACTIVE
+            )
         if transfer.restore_state == Transfer.Restore.PENDING:
             queue.enqueue("restore_transfer", transfer.pk)
     return transfer
