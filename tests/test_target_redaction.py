@@ -345,6 +345,30 @@ class TestEmails:
             assert secret not in text
         assert "Devices sold to Acme" in text
 
+    @pytest.mark.parametrize("channel", [Notice.Channel.WEBHOOK, Notice.Channel.SLACK])
+    def test_the_targets_webhook_and_slack_name_no_source_people(
+        self, single, pending, batch, channel
+    ):
+        """What the target's webhook and Slack channel get, one transfer or a batch: the
+        message to the target, never who asked or approved in the source."""
+        one = Notice.objects.create(
+            transfer=single, channel=channel, recipient="https://hooks.example/t", kind="new"
+        )
+        Notice.objects.create(
+            transfer=pending,
+            batch=batch,
+            channel=channel,
+            recipient="https://hooks.example/batch",
+            kind=Notice.Kind.NEW,
+            status=Notice.Status.HELD,
+        )
+        [pk] = notices.flush_batch(batch.pk, now=timezone.now() + notices.MAX_HOLD)
+        for notice in (one, Notice.objects.get(pk=pk)):
+            text = messages.body_json(notice)
+            for secret in [*SECRETS, "requester", "approver", SKIPPED_ID]:
+                assert secret not in text
+            assert "Devices sold to Acme" in text
+
     def test_the_batch_outcome_to_the_target_says_nothing_of_the_source_restore(
         self, pending, batch
     ):

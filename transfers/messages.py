@@ -285,8 +285,8 @@ def batch_payload(notice: Notice) -> dict:
             "target_account_id": b.target_account_id,
             "region": b.region,
             "transfer_message": b.message,
-            "requested_by": b.requester.get_username(),
-            "approved_by": b.approver.get_username() if b.approver else None,
+            # Nobody of the source's by name: this goes to the target's webhook
+            # (access.notice_to_source_side).
             "expires_at": ctx["expires_at"].isoformat() if ctx["expires_at"] else None,
             "url": ctx["batch_url"],
             "transfers": [
@@ -327,8 +327,7 @@ def payload(notice: Notice) -> dict:
             "target_account_id": t.target_account_id,
             "region": t.region,
             "transfer_message": t.message,
-            "requested_by": t.requester.get_username(),
-            "approved_by": t.approver.get_username() if t.approver else None,
+            # Nobody of the source's by name: this goes to the target's webhook.
             "expires_at": t.expires_at.isoformat() if t.expires_at else None,
             "url": f"{settings.SITE_URL}{t.get_absolute_url()}",
             "landing_commands": landing_commands(t),
