@@ -596,6 +596,30 @@ def test_the_capped_count_says_what_each_branch_found(fleet):
     assert whole == [True, False, True]
 
 
+def test_one_name_is_counted_reading_its_cap_once_and_two_names_read_further(fleet):
+    """A broad name's count reads up to the cap's worth of links, not twice that (half the
+    count's cost at 1,000,000); a prefix of two names with the same certificates among
+    its first links is read further, so it still counts certificates, not links."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from transfers.search import _branches, capped_counts
+
+    accounts = [fleet.first().account_id]
+    with CaptureQueriesContext(connection) as one_name:
+        total, found, whole = capped_counts(_branches("Fleet-Connect", "default", accounts), 20)
+    assert (total, found, whole) == (21, [0, 21, 0], [True, False, True])
+    [query] = one_name.captured_queries
+    assert "LIMIT 22" in query["sql"] and "LIMIT 43" not in query["sql"]
+    # "Fleet-Con": Fleet-Config's 12 links come first, then Fleet-Connect's, two of whose
+    # first ten certificates have both: 20 certificates in 22 links, so it reads on.
+    with CaptureQueriesContext(connection) as two_names:
+        total, found, whole = capped_counts(_branches("Fleet-Con", "default", accounts), 20)
+    assert (total, found, whole) == (21, [0, 21, 9], [True, False, True])
+    first, again = two_names.captured_queries
+    assert "LIMIT 22" in first["sql"] and "LIMIT 43" in again["sql"]
+
+
 def test_a_walk_for_an_id_prefix_alone_walks_the_sort_not_the_id_index(fleet):
     """With no link of that name, the walk tests the id alone, as a plain LIKE: the id
     index's range instead made SQLite read every id with that first character and sort

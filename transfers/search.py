@@ -200,17 +200,17 @@ def capped_counts(branches: list, up_to: int) -> tuple[int, list[int], list[bool
     """How many distinct keys the union of ``branches`` (querysets of one key column)
     holds, exact up to ``up_to``; past it, ``up_to + 1``. And for each branch its own
     count, capped the same way (0: it finds nothing, so a walk need not test it), and
-    whether all its rows were read (a branch of links with at most 2 x (``up_to`` + 1):
-    few enough for a walk to test against the set of them, hashed once, instead of
-    probing the links of every row it walks).
+    whether all its rows were read (few enough for a walk to test against the set of them,
+    hashed once, instead of probing the links of every row it walks).
 
-    One query: the distinct keys among the first 2 x (``up_to`` + 1) + 1 rows of each
-    branch of links (``up_to`` + 1 of a branch of certificates, whose keys are distinct)
-    are counted (a LIMIT, so the database stops reading there; a DISTINCT before the LIMIT
+    One query, most of the time: the distinct keys among the first ``up_to`` + 1 rows of
+    each branch (one more of a branch of links, to know whether it holds more) are
+    counted (a LIMIT, so the database stops reading there; a DISTINCT before the LIMIT
     would make PostgreSQL hash every match first), and only when none passes ``up_to``
-    are the branches unioned and counted exactly. A certificate with two matching names
-    is one match either way."""
-    limit, links = up_to + 1, 2 * (up_to + 1)
+    are the branches unioned and counted exactly. A certificate with two
+    matching names is one match either way: when a branch of links read that many rows
+    but found fewer keys (a prefix matching two names of the same certificates), it is
+    counted again reading twice as many (:func:`_capped_query`)."""
     parts, params, present = [], [], []
     for branch in branches:
         try:
@@ -225,6 +225,30 @@ def capped_counts(branches: list, up_to: int) -> tuple[int, list[int], list[bool
         present.append(True)
     if not parts:
         return 0, [0] * len(branches), [True] * len(branches)
+    using = connections[branches[0].db]
+    # Reading up_to + 1 links, not twice that, halves the count of a broad name (a
+    # broad search's largest query at 1,000,000 certificates: docs/benchmarks.md).
+    for links, last in ((up_to + 1, False), (2 * (up_to + 1), True)):
+        with using.cursor() as cursor:
+            cursor.execute(_capped_query(parts, up_to, links, last), params + params)
+            total, *read = cursor.fetchone()
+        if total >= 0:
+            break
+    pairs = iter(zip(read[::2], read[1::2], strict=True))
+    found, whole = [], []
+    for here in present:
+        distinct, rows = next(pairs) if here else (0, 0)
+        found.append(min(distinct, up_to + 1))
+        whole.append(rows <= links)
+    return total, found, whole
+
+
+def _capped_query(parts: list, up_to: int, links: int, last: bool) -> str:
+    """capped_counts' query: each branch's first rows (``links`` + 1 of a branch of links)
+    counted, then the union counted unless a branch passes ``up_to``. Unless ``last``, -1
+    when a branch of links read more than ``links`` rows but found no more than ``up_to``
+    keys: it must be read further, and the union (every match) is not counted meanwhile."""
+    limit = up_to + 1
     # Built from the ORM's own SQL and integers; every value is a parameter.
     counts = " CROSS JOIN ".join(
         f"(SELECT COUNT(*) AS c{i}, COUNT(*) AS r{i} FROM ({sql} LIMIT {limit}) AS b{i}) AS s{i}"  # noqa: S608, E501
@@ -235,28 +259,24 @@ def capped_counts(branches: list, up_to: int) -> tuple[int, list[int], list[bool
         for i, (sql, unique) in enumerate(parts)
     )
     over = " OR ".join(f"c{i} > {up_to}" for i in range(len(parts)))
+    further = " OR ".join(
+        f"(r{i} > {links} AND c{i} <= {up_to})"
+        for i, (_, unique) in enumerate(parts)
+        if not unique and not last
+    )
     union = " UNION ".join(
         f"SELECT * FROM ({sql}) AS u{i}"  # noqa: S608
         for i, (sql, _) in enumerate(parts)
     )
     columns = ", ".join(f"c{i}, r{i}" for i in range(len(parts)))
+    again = f"WHEN {further} THEN -1 " if further else ""
     # MATERIALIZED: each branch counted once (inlined, the CASE and the columns would each
     # count it); the union only when no branch passes up_to.
-    query = (
+    return (
         f"WITH c AS MATERIALIZED (SELECT * FROM {counts}) "  # noqa: S608
-        f"SELECT CASE WHEN {over} THEN {limit} "
+        f"SELECT CASE WHEN {over} THEN {limit} {again}"
         f"ELSE (SELECT COUNT(*) FROM ({union}) AS m) END, {columns} FROM c"
     )
-    with connections[branches[0].db].cursor() as cursor:
-        cursor.execute(query, params + params)
-        total, *read = cursor.fetchone()
-    pairs = iter(zip(read[::2], read[1::2], strict=True))
-    found, whole = [], []
-    for here in present:
-        distinct, rows = next(pairs) if here else (0, 0)
-        found.append(min(distinct, limit))
-        whole.append(rows <= links)
-    return total, found, whole
 
 
 def _prefix(field: str, value: str, using: str) -> Q:
