@@ -130,11 +130,13 @@ def create(transfer: Transfer, kind: str) -> list[int]:
         rows += [row(Channel.EMAIL, e) for e in sorted(people)]
     # The unique constraint makes a repeated transition or beat run create nothing new.
     Notice.objects.bulk_create(rows, ignore_conflicts=True)
-    pks = list(
-        Notice.objects.filter(transfer=transfer, kind=kind, status=Status.PENDING).values_list(
-            "pk", flat=True
+    pks = []
+    if any(r.status == Status.PENDING for r in rows):  # a batch's are all held, most often
+        pks = list(
+            Notice.objects.filter(transfer=transfer, kind=kind, status=Status.PENDING).values_list(
+                "pk", flat=True
+            )
         )
-    )
     _enqueue(pks)
     if batch is not None and kind in _STILL_COMING:
         # Checked after the commit: then every transfer's state is what the others see too,
