@@ -207,10 +207,10 @@ def capped_counts(branches: list, up_to: int) -> tuple[int, list[int], list[bool
     each branch (one more of a branch of links, to know whether it holds more) are
     counted (a LIMIT, so the database stops reading there; a DISTINCT before the LIMIT
     would make PostgreSQL hash every match first), and only when none passes ``up_to``
-    are the branches unioned and counted exactly. A certificate with two
-    matching names is one match either way: when a branch of links read that many rows
-    but found fewer keys (a prefix matching two names of the same certificates), it is
-    counted again reading twice as many (:func:`_capped_query`)."""
+    are the branches unioned and counted exactly. A certificate with two matching names
+    is one match either way: when a branch of links read that many rows but found fewer
+    keys (a prefix matching two names of the same certificates), it is counted again
+    reading twice as many (:func:`_capped_query`)."""
     parts, params, present = [], [], []
     for branch in branches:
         try:
