@@ -1,4 +1,6 @@
-"""Activates the signed-in user's time zone for the request (Django's documented recipe)."""
+"""Activates the signed-in user's time zone for the request (Django's documented recipe), and
+only for it: the thread goes back to the default zone when the response is made, so nothing
+that runs on it afterwards (the next request, a task run eagerly) inherits the last user's."""
 
 from __future__ import annotations
 
@@ -22,4 +24,7 @@ class TimezoneMiddleware:
                 timezone.deactivate()
         else:
             timezone.deactivate()
-        return self.get_response(request)
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

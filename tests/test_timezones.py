@@ -94,3 +94,13 @@ def test_emails_to_a_user_use_their_zone_and_others_utc(
     assert f"Expires:          {shown(expires, TOKYO)} Asia/Tokyo" in bodies["iot@acme.example"]
     utc = zoneinfo.ZoneInfo("UTC")
     assert f"Expires:          {shown(expires, utc)} UTC" in bodies["sec@acme.example"]
+
+
+def test_the_zone_ends_with_the_request(client, requester, transfer):
+    """A user's zone is the request's, not the thread's: what runs next on the same thread
+    (another request, an email sent by a task) is in the default zone again."""
+    client.force_login(requester)
+    client.post(reverse("profile"), {"time_zone": "Asia/Tokyo"})
+    page = client.get(transfer.get_absolute_url()).content.decode()
+    assert '<small class="tz">Asia/Tokyo</small>' in page
+    assert timezone.get_current_timezone_name() == "UTC"
