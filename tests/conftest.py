@@ -74,9 +74,39 @@ def _one_boto3_session() -> None:
     aws._session = session
 
 
+def _one_sts_client() -> None:
+    """The portal's own STS client carries no account's state either (the suite's fixed
+    environment credentials), but aws.clear_cache() dropped it in every test and each test
+    made a new one (a client is about 5 ms): the suite keeps one per endpoint and settings."""
+    import os
+
+    from django.conf import settings
+
+    made: dict = {}
+    original = aws._sts
+
+    def sts():
+        key = (
+            settings.AWS_ENDPOINT_URL,
+            settings.AWS_RETRY_MODE,
+            settings.AWS_MAX_ATTEMPTS,
+            settings.AWS_CONNECT_TIMEOUT,
+            settings.AWS_READ_TIMEOUT,
+            os.environ.get("AWS_ACCESS_KEY_ID"),
+            os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        )
+        if key not in made:
+            aws._sts_client = None
+            made[key] = original()
+        return made[key]
+
+    aws._sts = sts
+
+
 _share_botocore_models()
 _share_client_classes()
 _one_boto3_session()
+_one_sts_client()
 
 
 @pytest.fixture(scope="session")
