@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 import time_machine
 from django.core import mail
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import TARGET, add_certificate, committed, iot_for, make_user
@@ -385,6 +387,38 @@ def test_two_flushes_at_once_send_each_held_notice_once(fleet, requester, approv
     b = notices.flush_batch(batch.pk, now=later)
     assert len(a) == 2 and b == []
     assert Notice.objects.filter(batch=batch, transfer__isnull=True).count() == 2
+
+
+def test_while_transfers_are_in_flight_the_check_after_each_reads_only_the_kind_s_oldest(
+    fleet, requester, approver
+):
+    """The check after each transition must not aggregate every held notice of the kind it
+    added (they grow with the batch): it reads that kind's oldest, for MAX_HOLD; the other
+    kinds' groups still go out when quiet."""
+    batch = pending_batch(fleet, requester, approver)
+    Notice.objects.filter(batch=batch).delete()
+    first, second, third = batch.transfers.order_by("pk")[:3]
+    Transfer.objects.filter(pk=first.pk).update(status=Transfer.Status.APPROVED)  # in flight
+    start = timezone.now()
+    with time_machine.travel(start):
+        notices.create(third, Notice.Kind.FAILED)  # held for the requester and the approver
+    with time_machine.travel(start + notices.QUIET):
+        notices.create(second, Notice.Kind.NEW)  # held for the target's two contacts
+    quiet = start + notices.QUIET + timedelta(seconds=1)  # FAILED is quiet, NEW is not
+    with CaptureQueriesContext(connection) as queries:
+        made = notices.flush_batch(batch.pk, added=Notice.Kind.NEW, now=quiet)
+    assert {n.kind for n in Notice.objects.filter(pk__in=made)} == {Notice.Kind.FAILED}
+    assert len(made) == 2
+    grouped = [q["sql"] for q in queries if "GROUP BY" in q["sql"]]
+    assert len(grouped) == 1 and "'failed'" in grouped[0] and "'new'" not in grouped[0]
+    oldest = [q["sql"] for q in queries if "MIN(" in q["sql"] and "GROUP BY" not in q["sql"]]
+    assert len(oldest) == 1 and "'new'" in oldest[0]
+    # At MAX_HOLD the kind goes out even though transfers may still add to it.
+    held_at = start + notices.QUIET
+    assert notices.flush_batch(batch.pk, added=Notice.Kind.NEW, now=held_at) == []
+    made = notices.flush_batch(batch.pk, added=Notice.Kind.NEW, now=held_at + notices.MAX_HOLD)
+    assert len(made) == 2
+    assert {n.kind for n in Notice.objects.filter(pk__in=made)} == {Notice.Kind.NEW}
 
 
 def test_the_slack_url_is_set_like_the_other_contacts(db, monkeypatch):
