@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 from datetime import UTC, datetime, timedelta
 
@@ -107,6 +108,16 @@ _share_botocore_models()
 _share_client_classes()
 _one_boto3_session()
 _one_sts_client()
+
+
+def pytest_collection_finish(session):
+    """The cyclic garbage collector scanned every object the imports and the collection made
+    (Django, botocore's models, schemathesis) again and again, with the suite making many
+    short-lived objects: those are frozen out of its scans, and it runs after 50,000 new
+    objects instead of 700. About 13 % less CPU for the suite; memory is plentiful here."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 @pytest.fixture(scope="session")
