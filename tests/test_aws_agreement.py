@@ -349,7 +349,7 @@ def test_the_worker_waits_for_a_thing_detachment_to_propagate(
     world, requester, approver, settings, django_capture_on_commit_callbacks
 ):
     settings.TRANSFER_THING_DETACH_WAIT_SECONDS = 5
-    TIMING.configure(detach_propagation_seconds=1.0)
+    TIMING.configure(detach_propagation_seconds=0.3)
     transfer = approved(world, requester, approver, django_capture_on_commit_callbacks)
     world["control"].reset_counters()  # the request read the certificate once to plan
     assert committed(workflow.execute, transfer.pk) == "pending_acceptance"
